@@ -1,0 +1,12 @@
+"""Methods by `--method` name. Adding a method = one file in this folder + one line here."""
+from typing import Dict, Type
+
+from methods.base import FewShotMethod
+from methods.frn import FRN
+from methods.protonet import ProtoNet
+
+METHODS: Dict[str, Type[FewShotMethod]] = {
+    "protonet": ProtoNet,
+    "stl_frn": FRN,   # whole-class pre-training with learned class pools
+    "meta_frn": FRN,  # episodic FRN with the auxiliary loss
+}

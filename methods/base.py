@@ -1,0 +1,81 @@
+"""The contract every few-shot method implements.
+
+A method owns a backbone and answers four questions; the training and evaluation loops in
+`frn/engine.py` only ever talk to this interface, so adding a method is one file here plus one
+registry line in `methods/__init__.py`.
+
+Episode layout everywhere: the support images come first, class-major (all shots of class 0,
+then class 1, ...), then the queries, also class-major. Labels are positional: query `i`
+belongs to class `i // n_query`.
+"""
+import argparse
+from typing import Optional, Tuple
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+
+class FewShotMethod(nn.Layer):
+    """Base class: a backbone plus the method's head.
+
+    Subclasses override `episode_logits` (always) and `pretrain_loss` (if the method supports
+    whole-class training); everything else has a sensible default.
+    """
+
+    #: evaluation may extract every image once and reuse the features across episodes
+    features_are_frozen_at_test: bool = True
+
+    def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
+        super().__init__()
+        self.feature_extractor = backbone
+        self.backbone_name = args.model
+        self.num_classes = num_classes
+
+    # ----- flags -------------------------------------------------------------------------
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add the method's own command-line flags (none by default)."""
+
+    # ----- features ----------------------------------------------------------------------
+    def extract(self, images: paddle.Tensor) -> paddle.Tensor:
+        """Backbone features in the form `episode_logits` consumes (default: the dense map)."""
+        return self.feature_extractor(images)
+
+    # ----- episodes ----------------------------------------------------------------------
+    def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
+        """Class scores [n_query_images, way] of the queries given the support features."""
+        raise NotImplementedError
+
+    def episode_loss(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int,
+                     query_labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """Episodic training loss and logits (default: cross-entropy on `episode_logits`)."""
+        logits = self.episode_logits(support, query, way, shot)
+        return F.cross_entropy(logits, query_labels), logits
+
+    # ----- whole-class training --------------------------------------------------------
+    def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """Loss and logits over all `num_classes` base classes for a batch of images."""
+        raise NotImplementedError(f"{type(self).__name__} has no whole-class (pre-)training stage")
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def checkpoint_identity(self) -> dict:
+        """What a checkpoint of this model must match to be loaded into it."""
+        return {"family": type(self).__name__, "model": self.backbone_name}
+
+    @staticmethod
+    def optional_checkpoint_keys() -> Tuple[str, ...]:
+        """State-dict keys that may be absent from, or extra in, a compatible checkpoint
+        (e.g. a pre-training head when an episodic model loads pretrained weights)."""
+        return ()
+
+
+def split_episode(features: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """Split the features of one episode batch into (support, query) along dimension 0."""
+    n_support = way * shot
+    return features[:n_support], features[n_support:]
+
+
+def query_labels(way: int, n_query: int) -> paddle.Tensor:
+    """Positional labels of class-major queries: [0]*n_query + [1]*n_query + ..."""
+    return paddle.arange(way, dtype="int64").repeat_interleave(n_query)

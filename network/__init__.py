@@ -1,0 +1,19 @@
+"""Backbones by `--model` name. Each returns a dense feature map [N, C, h, w]."""
+from typing import Callable, Dict
+
+import paddle.nn as nn
+
+from network.conv4 import Conv4
+from network.resnet12 import ResNet12
+
+BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
+    "Conv4": Conv4,
+    "ResNet12": ResNet12,
+}
+
+
+def build_backbone(name: str, **kwargs) -> nn.Layer:
+    """Instantiate the backbone registered as `name` (keyword arguments go to its constructor)."""
+    if name not in BACKBONES:
+        raise KeyError(name)
+    return BACKBONES[name](**kwargs)
