@@ -1,0 +1,1 @@
+"""Filelists, datasets, transforms and episode samplers."""

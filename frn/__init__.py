@@ -1,0 +1,1 @@
+"""Shared machinery: arguments, device, training/evaluation loops, checkpoints, logging."""
