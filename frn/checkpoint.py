@@ -1,0 +1,82 @@
+"""Checkpoints: atomic writes, identity checks, resumable training state.
+
+A model file (`best_model.pdparams`, `last_model.pdparams`, `<epoch>.pdparams`) holds
+  {"state_dict": {...}, "identity": {"family": "FRN", "model": "ResNet12", ...}, "epoch": int}
+A plain Paddle state dict (e.g. from another tool) loads too; its keys and shapes are checked.
+`resume.pdstate` additionally holds optimizer, scheduler, epoch, RNG states and the history.
+"""
+import os
+import tempfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+import paddle
+
+from frn.errors import UserError
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """Write `obj` with paddle.save to a temp file in the same folder, then rename it into place,
+    so a crash never leaves a half-written file under `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        paddle.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(model, path: str, epoch: int = -1, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Save a model file with its identity (what it may be loaded into)."""
+    payload = {"state_dict": model.state_dict(), "identity": model.checkpoint_identity(), "epoch": epoch}
+    payload.update(extra or {})
+    atomic_save(payload, path)
+
+
+def read_checkpoint(path: str, flag: str = "--model_path") -> Dict[str, Any]:
+    """Load a checkpoint file into a dict with at least "state_dict"."""
+    if not path or not os.path.isfile(path):
+        raise UserError(f"{flag} {path!r} does not exist; pass a .pdparams file written by this project")
+    try:
+        obj = paddle.load(path)
+    except Exception as err:  # paddle raises many types for a foreign or damaged file
+        raise UserError(f"{flag} {path} is not a Paddle checkpoint ({type(err).__name__}); convert "
+                        f"PyTorch .pth files with python -m frn.convert") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{flag} {path} does not hold a state dict")
+    return obj if "state_dict" in obj else {"state_dict": obj, "identity": None}
+
+
+def _shape(value) -> tuple:
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value))
+
+
+def load_weights(model, path: str, flag: str = "--model_path") -> Dict[str, Any]:
+    """Load a checkpoint into `model` after checking it was written for the same kind of model.
+
+    Keys the method declares optional (e.g. FRN's pre-training class pools) may be missing or
+    extra; everything else must match in name and shape. Returns the checkpoint dict.
+    """
+    ckpt = read_checkpoint(path, flag)
+    identity, wanted = ckpt.get("identity"), model.checkpoint_identity()
+    if identity and (identity.get("family"), identity.get("model")) != (wanted["family"], wanted["model"]):
+        raise UserError(f"{flag} {path} holds a {identity.get('model')} {identity.get('family')} model, "
+                        f"but this run builds a {wanted['model']} {wanted['family']}; pass a matching "
+                        f"checkpoint or change --model/--method")
+    state = ckpt["state_dict"]
+    own = model.state_dict()
+    optional = set(model.optional_checkpoint_keys())
+    missing = [k for k in own if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in own and k not in optional]
+    wrong = [k for k in own if k in state and _shape(state[k]) != _shape(own[k])]
+    if missing or unexpected or wrong:
+        culprit = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
+                   else f"{wrong[0]!r} has shape {_shape(state[wrong[0]])} instead of {_shape(own[wrong[0]])}")
+        raise UserError(f"{flag} {path} does not fit --model {wanted['model']} ({culprit}); pass a "
+                        f"checkpoint of this backbone/method")
+    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    return ckpt
