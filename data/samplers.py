@@ -120,3 +120,27 @@ class PoolEpisodeSampler(paddle.io.BatchSampler):
     def __len__(self) -> int:
         # Upper bound: the exact count depends on the draws (every image used at most once).
         return sum(len(v) for v in self.groups.values()) // (self.way * sum(self.shots))
+
+
+class ShuffledBatchSampler(paddle.io.BatchSampler):
+    """Shuffled mini-batches for whole-class training; the order depends only on (seed, epoch)
+    (call `set_epoch`), and with `world > 1` each rank takes every world-th batch."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int = 0, drop_last: bool = True,
+                 rank: int = 0, world: int = 1):
+        self.n_items, self.batch_size, self.seed, self.drop_last = n_items, batch_size, seed, drop_last
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> List[List[int]]:
+        order = np.random.RandomState([self.seed, self.epoch]).permutation(self.n_items).tolist()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        yield from self._batches()[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self._batches()[self.rank::self.world])

@@ -37,6 +37,16 @@ class FewShotMethod(nn.Layer):
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add the method's own command-line flags (none by default)."""
 
+    def forward(self, images: paddle.Tensor, labels: paddle.Tensor,
+                episode: Optional[Tuple[int, int]] = None) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """Training entry (kept in `forward` so `paddle.DataParallel` syncs gradients):
+        whole-class loss, or with `episode=(way, shot)` the episodic loss of one episode batch."""
+        if episode is None:
+            return self.pretrain_loss(images, labels)
+        way, shot = episode
+        support, query = split_episode(self.extract(images), way, shot)
+        return self.episode_loss(support, query, way, shot, labels)
+
     # ----- features ----------------------------------------------------------------------
     def extract(self, images: paddle.Tensor) -> paddle.Tensor:
         """Backbone features in the form `episode_logits` consumes (default: the dense map)."""
@@ -46,6 +56,10 @@ class FewShotMethod(nn.Layer):
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         """Class scores [n_query_images, way] of the queries given the support features."""
         raise NotImplementedError
+
+    def episode_scores(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
+        """Scores whose argmax is the test-time prediction (default: `episode_logits`)."""
+        return self.episode_logits(support, query, way, shot)
 
     def episode_loss(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int,
                      query_labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:

@@ -87,6 +87,11 @@ class FRN(FewShotMethod):
     def episode_logits(self, support, query, way, shot):
         return self.neg_l2_dist(support, query, way, shot) * self.scale
 
+    def episode_scores(self, support, query, way, shot):
+        # The reference's meta_test ranks classes by the distance alone: a learned scale
+        # (even a negative one) never changes a test prediction.
+        return self.neg_l2_dist(support, query, way, shot)
+
     def episode_loss(self, support, query, way, shot, query_labels):
         logits = self.episode_logits(support, query, way, shot)
         support_sets = support.reshape([way, -1, support.shape[-1]])

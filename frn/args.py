@@ -1,0 +1,121 @@
+"""Command-line flags of the three entry points (the contract in specs/cli.md).
+
+Flag names and defaults are the seed's (the Paddle FRN reproduction, DeepBDC family); each
+registered method may add its own flags through `add_arguments`. Wrong values stop with one
+line naming the flag.
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+from data.transforms import DATASET_TRANSFORMS
+from frn.errors import UserError
+from methods import METHODS
+from network import BACKBONES
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump) and exits with code 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -> None:
+    add = parser.add_argument
+    add("--dataset", default="mini_imagenet", choices=sorted(DATASET_TRANSFORMS),
+        help="dataset name: picks the official transforms")
+    add("--data_path", default="", help="dataset folder holding base.json/val.json/novel.json")
+    add("--model", default="ResNet12", choices=sorted(BACKBONES), help="backbone")
+    add("--method", default=method_default, choices=sorted(METHODS), help="few-shot method")
+    add("--image_size", type=int, default=84)
+    add("--gpu", action="store_true", help="use the GPU if Paddle has CUDA (else CPU, with a notice)")
+    add("--seed", type=int, default=0, help="seeds weights, augmentation and episodes")
+    add("--n_shot", type=int, default=n_shot, help="support images per class")
+    add("--n_query", type=int, default=15, help="query images per class")
+    add("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    add("--no_feature_cache", action="store_true",
+        help="evaluate with one backbone pass per episode instead of caching each image's features")
+    add("--checkpoint_dir", default="./checkpoints", help="runs are written below this folder")
+
+
+def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones: List[int]) -> None:
+    add = parser.add_argument
+    add("--lr", type=float, default=lr)
+    add("--wd", type=float, default=5e-4, help="L2 weight decay on every trainable parameter")
+    add("--gamma", type=float, default=0.1, help="LR decay factor")
+    add("--milestones", type=int, nargs="*", default=milestones, help="epochs at which the LR decays")
+    add("--step_size", type=int, default=0,
+        help="decay every N epochs instead of at --milestones (the official FRN fine-grained configs)")
+    add("--epoch", type=int, default=epoch, help="number of epochs")
+    add("--optimizer", default="sgd", choices=["sgd", "adam"])
+    add("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    add("--val_n_way", type=int, default=5)
+    add("--val_n_episode", type=int, default=600)
+    add("--val_freq", type=int, default=1, help="validate every N epochs")
+    add("--save_freq", type=int, default=50, help="also keep <epoch>.pdparams every N epochs")
+    add("--resume", default="", help="run folder (or its resume.pdstate) to continue")
+    add("--train_n_way", type=int, default=20, help="classes per training episode")
+    add("--quiet", action="store_true", help="only write output.log, print nothing per epoch")
+
+
+def pretrain_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="pretrain.py", description="Whole-class (pre-)training of a backbone and head.")
+    _common(parser, "stl_frn", n_shot=1)
+    _training(parser, lr=0.05, epoch=150, milestones=[80, 120])
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--num_classes", type=int, default=0,
+                        help="classifier size (default: the number of base classes)")
+    parser.add_argument("--val", default="meta", choices=["meta", "none"],
+                        help="validate by few-shot episodes on val.json, or not at all")
+    return parser
+
+
+def meta_train_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="meta_train.py", description="Episodic meta-training.")
+    _common(parser, "meta_frn", n_shot=5)
+    _training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
+    parser.add_argument("--train_n_episode", type=int, default=1000,
+                        help="episodes per epoch; 0 = the official FRN epoch (use every image once)")
+    parser.add_argument("--pretrain_path", default="", help=".pdparams to start from (pretrain.py output)")
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="test.py", description="Few-shot evaluation on the novel classes.")
+    _common(parser, "meta_frn", n_shot=1)
+    add = parser.add_argument
+    add("--test_n_way", type=int, default=5)
+    add("--test_n_episode", type=int, default=600)
+    add("--test_task_nums", type=int, default=1, help="independent tasks of --test_n_episode episodes")
+    add("--model_path", default="", help="checkpoint to test")
+    add("--split", default="novel", choices=["base", "val", "novel"], help="which filelist to test on")
+    add("--save_episodes", default="", help="write the drawn episodes to this JSON file")
+    add("--episodes_file", default="", help="test on exactly the episodes of this JSON file")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse common flags, then again with the chosen method's own flags added."""
+    known, _ = parser.parse_known_args(argv)
+    METHODS[known.method].add_arguments(parser)
+    args = parser.parse_args(argv)
+    check(args)
+    return args
+
+
+def check(args: argparse.Namespace) -> None:
+    """Value checks argparse cannot express; one line per problem."""
+    positive = ["n_shot", "n_query", "image_size", "epoch", "batch_size", "train_n_way", "val_n_way",
+                "test_n_way", "val_n_episode", "test_n_episode", "test_task_nums", "val_freq", "save_freq"]
+    for name in positive:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1 (got {value})")
+    if args.image_size < 16:
+        raise UserError(f"--image_size must be at least 16 (the backbones pool four times); got {args.image_size}")
+    if getattr(args, "lr", 1) <= 0:
+        raise UserError(f"--lr must be positive (got {args.lr})")
+    if getattr(args, "num_workers", 0) < 0:
+        raise UserError("--num_workers must be >= 0")

@@ -1,0 +1,172 @@
+"""The training loop and the evaluation loop, written once for every method.
+
+Both talk to a method only through `FewShotMethod` (methods/base.py): `model(images, labels)`
+for whole-class batches and `model(images, labels, episode=(way, shot))` for episodes — going
+through `forward` keeps `paddle.DataParallel` usable — and `extract`/`episode_logits` for
+evaluation.
+"""
+import os
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from frn.checkpoint import atomic_save, save_model
+from frn.device import seed_everything
+from frn.stats import mean_and_interval
+from methods.base import query_labels
+
+Episode = List[int]  # dataset indices: support class-major, then queries class-major
+
+
+def progress(iterable: Iterable, desc: str, total: Optional[int] = None) -> tqdm:
+    """A tqdm bar that stays quiet in CI (TQDM_DISABLE=1) and refreshes at most twice a second."""
+    return tqdm(iterable, desc=desc, total=total, mininterval=0.5, leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------
+def loader(dataset, batch_sampler, num_workers: int) -> paddle.io.DataLoader:
+    return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                use_shared_memory=False)
+
+
+@paddle.no_grad()
+def extract_features(model, dataset, indices: Sequence[int], batch_size: int = 64,
+                     num_workers: int = 0) -> paddle.Tensor:
+    """Features of `dataset[indices]`, one backbone pass per image, stacked in `indices` order."""
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    chunks = [model.extract(images) for images, _ in progress(loader(dataset, batches, num_workers),
+                                                              "features", total=len(batches))]
+    return paddle.concat(chunks)
+
+
+def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float, float]:
+    """(accuracy in %, cross-entropy) of class-major queries with positional labels."""
+    labels = query_labels(way, query)
+    acc = float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100
+    return acc, float(F.cross_entropy(logits, labels))
+
+
+@paddle.no_grad()
+def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
+             use_cache: bool = True, num_workers: int = 0, desc: str = "eval") -> Tuple[np.ndarray, float]:
+    """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
+
+    With `use_cache` (and a method whose features are frozen at test time) every distinct image
+    is passed through the backbone once and all episodes read from that cache; otherwise each
+    episode is a batch of its own. Both give the same numbers on the same episodes.
+    """
+    model.eval()
+    cached = use_cache and model.features_are_frozen_at_test
+    if cached:
+        needed = sorted({i for episode in episodes for i in episode})
+        features = extract_features(model, dataset, needed, num_workers=num_workers)
+        row = {index: r for r, index in enumerate(needed)}
+        batches = (features[paddle.to_tensor([row[i] for i in episode])] for episode in episodes)
+    else:
+        batches = (model.extract(images) for images, _ in loader(dataset, list(episodes), num_workers))
+    n_support = way * shot
+    accs, losses = [], []
+    bar = progress(batches, desc, total=len(episodes))
+    for feats in bar:
+        scores = model.episode_scores(feats[:n_support], feats[n_support:], way, shot)
+        acc, loss = episode_accuracy(scores, way, query)
+        accs.append(acc)
+        losses.append(loss)
+        bar.set_postfix(acc=f"{np.mean(accs):.2f}")
+    return np.asarray(accs), float(np.mean(losses))
+
+
+# ----------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    def __init__(self, epoch: int = 0, best_acc: float = -1.0, best_epoch: int = -1,
+                 history: Optional[List[Dict]] = None):
+        self.epoch, self.best_acc, self.best_epoch = epoch, best_acc, best_epoch
+        self.history = history or []
+
+
+def resume_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "resume.pdstate")
+
+
+def save_resume(run_dir: str, model, optimizer, scheduler, state: TrainState, seed: int) -> None:
+    """Atomically write model, optimizer, schedule, epoch and the seed that derives every
+    later epoch's random streams (sampler, augmentation, Paddle RNG)."""
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": state.epoch, "best_acc": state.best_acc,
+                 "best_epoch": state.best_epoch, "history": state.history, "seed": seed,
+                 "identity": model.checkpoint_identity()}, resume_path(run_dir))
+
+
+def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
+                    episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
+                    print_freq: int = 100) -> Tuple[float, float]:
+    """One pass over `batches`; returns (mean loss, mean accuracy %)."""
+    model.train()
+    losses, accs = [], []
+    bar = progress(batches, f"epoch {epoch}", total=n_batches)
+    for i, (images, labels) in enumerate(bar):
+        if episode is not None:
+            way, shot, query = episode
+            labels = query_labels(way, query)
+            loss, logits = model(images, labels, episode=(way, shot))
+        else:
+            loss, logits = model(images, labels)
+        optimizer.clear_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        accs.append(float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accs):.1f}")
+        if i % print_freq == 0:
+            log(f"Epoch {epoch} | Batch {i}/{n_batches} | Loss {losses[-1]:.6f}")
+    return float(np.mean(losses)), float(np.mean(accs))
+
+
+def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer, scheduler,
+          validate: Optional[Callable[[], Tuple[float, float]]], state: TrainState, args, run_dir: str,
+          log, episode: Optional[Tuple[int, int, int]] = None) -> TrainState:
+    """Epoch loop: train, step the LR schedule, validate, keep best/last/periodic checkpoints.
+
+    Every epoch's randomness is derived from (seed, epoch), and a resumable state is written
+    atomically after each epoch, so a killed run resumed with --resume ends with the weights an
+    uninterrupted run would have.
+    """
+    for epoch in range(state.epoch, args.epoch):
+        start = time.time()
+        seed_everything(args.seed * 100003 + epoch)
+        batches, n_batches = make_batches(epoch)
+        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
+        scheduler.step()
+        val_loss = val_acc = None
+        if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
+            val_acc, val_loss = validate()
+            log(f"val loss is {val_loss:.2f}, val acc is {val_acc:.2f}")
+            if val_acc > state.best_acc:
+                state.best_acc, state.best_epoch = val_acc, epoch
+                log("best model! save...")
+                save_model(model, os.path.join(run_dir, "best_model.pdparams"), epoch)
+            log(f"model best acc is {state.best_acc:.2f}, best acc epoch is {state.best_epoch}")
+        elif validate is None:  # no validation: the latest model is the one to keep
+            save_model(model, os.path.join(run_dir, "best_model.pdparams"), epoch)
+        log(f"This epoch use {(time.time() - start) / 60:.2f} minutes")
+        log(f"train loss is {train_loss:.2f}, train acc is {train_acc:.2f}")
+        save_model(model, os.path.join(run_dir, "last_model.pdparams"), epoch)
+        if (epoch + 1) % args.save_freq == 0:
+            save_model(model, os.path.join(run_dir, f"{epoch + 1}.pdparams"), epoch)
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                              "val_loss": val_loss, "val_acc": val_acc,
+                              "lr": optimizer.get_lr(), "minutes": (time.time() - start) / 60})
+        log.record(state.history)
+        save_resume(run_dir, model, optimizer, scheduler, state, args.seed)
+    return state
