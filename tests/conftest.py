@@ -20,3 +20,31 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def run_script(script: str, *args: str, cwd=None, timeout: int = 600):
+    """Run an entry script of the repo in a fresh interpreter; returns the CompletedProcess."""
+    import subprocess
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+#: a small 18-class dataset (8 base / 5 val / 5 novel) at 32x32: enough for 5-way episodes
+TINY = dict(n_classes=18, images_per_class=12, image_size=32, splits=(8, 5, 5))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The embedded demo dataset at tiny size, with its filelists written by the repo's writer."""
+    from data.demo import build_demo_dataset
+    folder = Path(build_demo_dataset(str(tmp_path_factory.mktemp("tiny") / "glyphs"), seed=0, **TINY))
+    result = run_script("write_miniImagenet_filelist.py", "--data_path", folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def tiny_flags(data: Path, checkpoints: Path, *extra: str) -> list:
+    """Flags shared by the e2e tests: Conv-4 on the tiny dataset, CPU, no workers."""
+    return ["--dataset", "demo", "--data_path", str(data), "--model", "Conv4", "--image_size", "32",
+            "--num_workers", "0", "--checkpoint_dir", str(checkpoints), *extra]
