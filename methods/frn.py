@@ -21,12 +21,13 @@ from methods.base import FewShotMethod
 AUX_LOSS_WEIGHT = 0.03
 
 
-def reconstruction_distance(query: paddle.Tensor, support: paddle.Tensor, alpha: paddle.Tensor,
-                            beta: paddle.Tensor) -> paddle.Tensor:
-    """Squared reconstruction error of every query vector under every class.
+def reconstruct(query: paddle.Tensor, support: paddle.Tensor, alpha: paddle.Tensor,
+                beta: paddle.Tensor) -> paddle.Tensor:
+    """Ridge-regression reconstruction of every query vector from every class's support.
 
     query [m, d] (one row per query position), support [way, n, d] (n = shot * r rows per class).
-    Returns [m, way]. Uses the reference's d x d ridge form: Q_bar = rho * Q (G + lam I)^-1 G.
+    Returns [way, m, d], using the reference's d x d form: Q_bar = rho * Q (G + lam I)^-1 G with
+    G = S^T S, lam = n/d * exp(alpha) + 1e-6, rho = exp(beta).
     """
     n, d = support.shape[1], support.shape[2]
     lam = n / d * paddle.exp(alpha) + 1e-6
@@ -38,7 +39,13 @@ def reconstruction_distance(query: paddle.Tensor, support: paddle.Tensor, alpha:
     # way*d*d terms instead of way*m*d, which Paddle's float32 reduction gets right (the
     # unfolded form misses the 5-shot reference gradient by 4%).
     hat = paddle.matmul(paddle.linalg.inv(gram + lam * eye), gram) * rho  # [way, d, d]
-    recon = paddle.matmul(query.unsqueeze(0), hat)                         # [way, m, d]
+    return paddle.matmul(query.unsqueeze(0), hat)                          # [way, m, d]
+
+
+def reconstruction_distance(query: paddle.Tensor, support: paddle.Tensor, alpha: paddle.Tensor,
+                            beta: paddle.Tensor) -> paddle.Tensor:
+    """Squared reconstruction error [m, way] of every query vector under every class."""
+    recon = reconstruct(query, support, alpha, beta)
     return ((recon - query.unsqueeze(0)) ** 2).sum(axis=2).transpose([1, 0])
 
 
