@@ -5,21 +5,12 @@ registered method may add its own flags through `add_arguments`. Wrong values st
 line naming the flag.
 """
 import argparse
-import sys
 from typing import List, Optional
 
 from data.transforms import DATASET_TRANSFORMS
-from frn.errors import UserError
+from frn.errors import OneLineParser, UserError
 from methods import METHODS
 from network import BACKBONES
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits with code 2."""
-
-    def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -> None:

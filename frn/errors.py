@@ -1,9 +1,18 @@
 """User-facing errors: one line naming the culprit and the fix, never a deep traceback."""
+import argparse
 import functools
 import os
 import sys
 import threading
 from typing import Callable, List
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump) and exits with code 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 class UserError(Exception):
