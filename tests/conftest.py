@@ -47,4 +47,4 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_flags(data: Path, checkpoints: Path, *extra: str) -> list:
     """Flags shared by the e2e tests: Conv-4 on the tiny dataset, CPU, no workers."""
     return ["--dataset", "demo", "--data_path", str(data), "--model", "Conv4", "--image_size", "32",
-            "--num_workers", "0", "--checkpoint_dir", str(checkpoints), *extra]
+            "--num_workers", "0", "--n_query", "5", "--checkpoint_dir", str(checkpoints), *extra]
