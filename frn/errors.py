@@ -1,6 +1,7 @@
 """User-facing errors: one line naming the culprit and the fix, never a deep traceback."""
 import argparse
 import functools
+import multiprocessing
 import os
 import sys
 import threading
@@ -60,6 +61,8 @@ def _exit(err: UserError, hard: bool = False) -> None:
     message = str(err).strip().splitlines()[-1].split("UserError: ", 1)[-1]
     print(f"error: {message}", file=sys.stderr)
     if hard:
+        for worker in multiprocessing.active_children():  # DataLoader workers would outlive us
+            worker.terminate()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(2)
