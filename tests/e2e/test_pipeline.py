@@ -121,3 +121,16 @@ def test_protonet_pipeline(tiny_data, tmp_path):
     out = run_script("test.py", *tiny_flags(tiny_data, tmp_path, "--method", "protonet", "--model_path", model,
                                             "--test_n_episode", "20"))
     assert out.returncode == 0 and ACC_LINE.search(out.stdout), out.stderr
+
+
+def test_resnet12_pipeline(tiny_data, tmp_path):
+    """The full-width ResNet-12 through meta-training and test (tiny images keep it fast)."""
+    flags = lambda *extra: [*tiny_flags(tiny_data, tmp_path, *extra)[:4], "--model", "ResNet12",
+                            *tiny_flags(tiny_data, tmp_path, *extra)[6:]]
+    meta = run_script("meta_train.py", *flags("--method", "meta_frn", "--train_n_way", "5", "--n_shot", "1",
+                                              "--n_query", "2", "--epoch", "1", "--train_n_episode", "2",
+                                              "--val_n_episode", "5"))
+    assert meta.returncode == 0, meta.stderr
+    model = tmp_path / "demo" / "ResNet12_meta_frn_5way_1shot_metatrain" / "best_model.pdparams"
+    out = run_script("test.py", *flags("--method", "meta_frn", "--model_path", model, "--test_n_episode", "10"))
+    assert out.returncode == 0 and acc_line(out.stdout)[0] == 10, out.stderr
