@@ -29,7 +29,7 @@ DATASET_TRANSFORMS: Dict[str, Tuple[int, int]] = {
     "cifar_fs": (0, 1),       # ours: 32x32 originals, squashed to size
     "fc100": (0, 1),          # ours
     "omniglot": (0, 1),       # ours
-    "demo": (0, 1),           # the embedded demo dataset
+    "demo": (1, 2),           # the embedded demo dataset: rendered at the target size
 }
 
 
