@@ -3,11 +3,8 @@ import json
 import os
 from typing import Dict, List
 
-import matplotlib
+from matplotlib.figure import Figure
 from tqdm import tqdm
-
-matplotlib.use("Agg")  # no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 class RunLog:
@@ -35,7 +32,9 @@ class RunLog:
 def plot_curves(history: List[Dict], path: str) -> None:
     """Loss and accuracy per epoch (train and validation) in one PNG."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    # A bare Figure (no pyplot): works without a display and leaves a notebook's backend alone.
+    fig = Figure(figsize=(9, 3.2))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
         for split in ("train", "val"):
             points = [(e, h[f"{split}_{key}"]) for e, h in zip(epochs, history) if h.get(f"{split}_{key}") is not None]
@@ -47,4 +46,3 @@ def plot_curves(history: List[Dict], path: str) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
