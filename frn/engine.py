@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
@@ -30,7 +31,27 @@ def progress(iterable: Iterable, desc: str, total: Optional[int] = None) -> tqdm
 # ----------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------
-def loader(dataset, batch_sampler, num_workers: int) -> paddle.io.DataLoader:
+class MainThreadLoader:
+    """Batches read in the calling thread. Paddle's single-process DataLoader reads in a helper
+    thread that dies silently when the dataset raises (a corrupt image), leaving the main thread
+    waiting forever; reading here lets the one-line error surface."""
+
+    def __init__(self, dataset, batch_sampler):
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            batch = default_collate_fn([self.dataset[i] for i in indices])
+            yield [f if isinstance(f, paddle.Tensor) else paddle.to_tensor(f) for f in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def loader(dataset, batch_sampler, num_workers: int):
+    """A DataLoader over `batch_sampler` (lists of indices); worker processes if num_workers > 0."""
+    if num_workers == 0:
+        return MainThreadLoader(dataset, batch_sampler)
     return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
                                 use_shared_memory=False)
 
