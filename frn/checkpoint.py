@@ -48,7 +48,9 @@ def read_checkpoint(path: str, flag: str = "--model_path") -> Dict[str, Any]:
                         f"PyTorch .pth files with python -m frn.convert") from None
     if not isinstance(obj, dict):
         raise UserError(f"{flag} {path} does not hold a state dict")
-    return obj if "state_dict" in obj else {"state_dict": obj, "identity": None}
+    if "state_dict" in obj or "optimizer" in obj:  # a model file or a resume state of ours
+        return obj
+    return {"state_dict": obj, "identity": None}  # a bare state dict
 
 
 def _shape(value) -> tuple:

@@ -18,6 +18,7 @@ LOOP_VALUES = {"SHOT": "1", "WAY": "5", "DATA": "/data"}
 def expand(text: str, variables: dict) -> str:
     """Substitute $NAME / ${NAME...} with the script's own assignments (or a placeholder)."""
     text = text.replace('"$@"', "")
+    text = re.sub(r'"(\$\{\w+\[@\]\})"', r"\1", text)  # "${ARRAY[@]}" expands to several words
     return re.sub(r"\$\{?(\w+)[^}\s\"]*\}?", lambda m: variables.get(m.group(1), "/placeholder"), text)
 
 
@@ -27,7 +28,10 @@ def commands(script: Path):
     for line in script.read_text().replace("\\\n", " ").splitlines():
         assignment = re.match(r"^\s*(\w+)=(.*)$", line)
         if assignment and assignment.group(1) not in LOOP_VALUES:
-            variables[assignment.group(1)] = expand(assignment.group(2), variables).strip('"')
+            value = assignment.group(2)
+            if value.startswith("(") and value.endswith(")"):  # a bash array
+                value = value[1:-1]
+            variables[assignment.group(1)] = expand(value, variables).strip('"')
         match = re.search(r"python (\w+\.py)(.*)", line)
         if match and match.group(1) in PARSERS:
             yield match.group(1), expand(match.group(2), variables)
