@@ -11,7 +11,8 @@ import paddle
 
 from data.datasets import ImageList, filelist_path
 from data.episodes import load_episodes, save_episodes
-from data.samplers import EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler
+from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
+                           indices_by_class)
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.device import rank_and_world, seed_everything, select_device
@@ -128,7 +129,7 @@ def meta_train(args: argparse.Namespace) -> None:
     shape = (args.train_n_way, args.n_shot, args.n_query)
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
-        PoolEpisodeSampler(base.labels, *shape, split="base")  # same checks; fails early
+        check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
 
         def make_batches(epoch):
             sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=args.seed * 100003 + epoch,
