@@ -160,8 +160,10 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
 
     Every epoch's randomness is derived from (seed, epoch), and a resumable state is written
     atomically after each epoch, so a killed run resumed with --resume ends with the weights an
-    uninterrupted run would have.
+    uninterrupted run would have. `model` may be a `paddle.DataParallel`; only rank 0 writes.
     """
+    inner = model._layers if isinstance(model, paddle.DataParallel) else model
+    writes = paddle.distributed.get_rank() == 0
     for epoch in range(state.epoch, args.epoch):
         start = time.time()
         seed_everything(args.seed * 100003 + epoch)
@@ -175,19 +177,21 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
             if val_acc > state.best_acc:
                 state.best_acc, state.best_epoch = val_acc, epoch
                 log("best model! save...")
-                save_model(model, os.path.join(run_dir, "best_model.pdparams"), epoch)
+                if writes:
+                    save_model(inner, os.path.join(run_dir, "best_model.pdparams"), epoch)
             log(f"model best acc is {state.best_acc:.2f}, best acc epoch is {state.best_epoch}")
-        elif validate is None:  # no validation: the latest model is the one to keep
-            save_model(model, os.path.join(run_dir, "best_model.pdparams"), epoch)
+        elif validate is None and writes:  # no validation: the latest model is the one to keep
+            save_model(inner, os.path.join(run_dir, "best_model.pdparams"), epoch)
         log(f"This epoch use {(time.time() - start) / 60:.2f} minutes")
         log(f"train loss is {train_loss:.2f}, train acc is {train_acc:.2f}")
-        save_model(model, os.path.join(run_dir, "last_model.pdparams"), epoch)
-        if (epoch + 1) % args.save_freq == 0:
-            save_model(model, os.path.join(run_dir, f"{epoch + 1}.pdparams"), epoch)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc,
                               "lr": optimizer.get_lr(), "minutes": (time.time() - start) / 60})
-        log.record(state.history)
-        save_resume(run_dir, model, optimizer, scheduler, state, args.seed)
+        if writes:
+            save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
+            if (epoch + 1) % args.save_freq == 0:
+                save_model(inner, os.path.join(run_dir, f"{epoch + 1}.pdparams"), epoch)
+            log.record(state.history)
+            save_resume(run_dir, inner, optimizer, scheduler, state, args.seed)
     return state

@@ -76,7 +76,7 @@ def _train_stage(args, model, run_dir: str, make_batches, validate, episode=None
     state = _resume(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
     net = paddle.DataParallel(model) if world > 1 else model
-    log = RunLog(run_dir, quiet=args.quiet or rank != 0)
+    log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
     log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {vars(args)}")
     state = train(net, make_batches, optimizer, scheduler, validate, state, args, run_dir, log, episode)
     log(f"done: best val acc {state.best_acc:.2f} at epoch {state.best_epoch}; checkpoints in {run_dir}")
