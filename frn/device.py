@@ -14,6 +14,12 @@ def select_device(want_gpu: bool) -> str:
     return paddle.set_device("cpu")
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one training epoch: everything random in it (batch order, episodes,
+    augmentation, Paddle RNG) derives from this, which is what makes resuming exact."""
+    return seed * 100003 + epoch
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and Paddle (augmentation uses Python's `random`)."""
     random.seed(seed)

@@ -16,8 +16,7 @@ from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
-from frn.device import seed_everything
-from frn.stats import mean_and_interval
+from frn.device import epoch_seed, seed_everything
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -66,11 +65,15 @@ def extract_features(model, dataset, indices: Sequence[int], batch_size: int = 6
     return paddle.concat(chunks)
 
 
+def accuracy(logits: paddle.Tensor, labels: paddle.Tensor) -> float:
+    """Percentage of rows whose argmax is the label."""
+    return float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100
+
+
 def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float, float]:
     """(accuracy in %, cross-entropy) of class-major queries with positional labels."""
     labels = query_labels(way, query)
-    acc = float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100
-    return acc, float(F.cross_entropy(logits, labels))
+    return accuracy(logits, labels), float(F.cross_entropy(logits, labels))
 
 
 @paddle.no_grad()
@@ -93,13 +96,15 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
         batches = (model.extract(images) for images, _ in loader(dataset, list(episodes), num_workers))
     n_support = way * shot
     accs, losses = [], []
+    acc_sum = 0.0
     bar = progress(batches, desc, total=len(episodes))
     for feats in bar:
         scores = model.episode_scores(feats[:n_support], feats[n_support:], way, shot)
         acc, loss = episode_accuracy(scores, way, query)
         accs.append(acc)
         losses.append(loss)
-        bar.set_postfix(acc=f"{np.mean(accs):.2f}")
+        acc_sum += acc
+        bar.set_postfix(acc=f"{acc_sum / len(accs):.2f}", refresh=False)
     return np.asarray(accs), float(np.mean(losses))
 
 
@@ -133,9 +138,10 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
                     print_freq: int = 100) -> Tuple[float, float]:
     """One pass over `batches`; returns (mean loss, mean accuracy %)."""
     model.train()
-    losses, accs = [], []
+    loss_sum = acc_sum = 0.0
+    steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
-    for i, (images, labels) in enumerate(bar):
+    for images, labels in bar:
         if episode is not None:
             way, shot, query = episode
             labels = query_labels(way, query)
@@ -145,12 +151,13 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
         optimizer.clear_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
-        accs.append(float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100)
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accs):.1f}")
-        if i % print_freq == 0:
-            log(f"Epoch {epoch} | Batch {i}/{n_batches} | Loss {losses[-1]:.6f}")
-    return float(np.mean(losses)), float(np.mean(accs))
+        if steps % print_freq == 0:
+            log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
+        steps += 1
+        loss_sum += float(loss)
+        acc_sum += accuracy(logits, labels)
+        bar.set_postfix(loss=f"{loss_sum / steps:.3f}", acc=f"{acc_sum / steps:.1f}", refresh=False)
+    return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
 
 
 def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer, scheduler,
@@ -166,7 +173,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     writes = paddle.distributed.get_rank() == 0
     for epoch in range(state.epoch, args.epoch):
         start = time.time()
-        seed_everything(args.seed * 100003 + epoch)
+        seed_everything(epoch_seed(args.seed, epoch))
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
         scheduler.step()

@@ -15,7 +15,7 @@ from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSamp
                            indices_by_class)
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.device import rank_and_world, seed_everything, select_device
+from frn.device import epoch_seed, rank_and_world, seed_everything, select_device
 from frn.engine import TrainState, evaluate, loader, resume_path, train
 from frn.errors import UserError
 from frn.log import RunLog
@@ -132,7 +132,7 @@ def meta_train(args: argparse.Namespace) -> None:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
 
         def make_batches(epoch):
-            sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=args.seed * 100003 + epoch,
+            sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=epoch_seed(args.seed, epoch),
                                      rank=rank, world=world, split="base")
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once

@@ -5,7 +5,6 @@ support embedding; logits = -squared distance / dim * scale, with `scale` learna
 Whole-class pre-training (not in the FRN repo) uses a linear classifier on the same embedding,
 as the DeepBDC/CloserLook family does.
 """
-import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 

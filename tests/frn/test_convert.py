@@ -8,11 +8,9 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 import pytest
 
 from frn.checkpoint import load_weights
