@@ -139,3 +139,19 @@ def test_malformed_episodes_file(previous_run, tiny_data, tmp_path, content):
 def test_zero_shot(previous_run, tiny_data):
     result = run_script("test.py", *tiny_flags(tiny_data, previous_run, "--n_shot", "0"))
     check_untouched(previous_run, result, "--n_shot")
+
+
+def test_num_classes_below_the_base_classes(previous_run, tiny_data):
+    result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *PRETRAIN, "--num_classes", "3"))
+    check_untouched(previous_run, result, "--num_classes 3", "8")
+
+
+def test_batch_larger_than_the_base_split(previous_run, tiny_data):
+    result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *PRETRAIN, "--batch_size", "500"))
+    check_untouched(previous_run, result, "--batch_size 500")
+
+
+def test_resume_from_a_model_file_instead_of_a_resume_state(previous_run, tiny_data):
+    model = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *PRETRAIN, "--resume", model))
+    check_untouched(previous_run, result, "--resume", "resume.pdstate")
