@@ -59,7 +59,8 @@ def episode_logits(model, images: np.ndarray, way: int, shot: int) -> np.ndarray
 @pytest.fixture(scope="module")
 def case():
     """(torch-style state, images, way, shot, expected logits, rtol, atol, --model)."""
-    from tests.parity.checkers import Entry, manifest_specs, reference_state
+    from tests.parity.checkers import Entry, manifest_specs
+    from tests.parity.frn_checks import reference_state
     specs = manifest_specs(FIXTURES / "frn") or []
     forwards = [s for s in specs if s["kind"] == "frn/model_forward"]
     # the cheapest one: no recipe (Conv-4) first

@@ -1,7 +1,7 @@
 """Parity with the official implementations, driven by the fixture manifests.
 
 One test case per manifest entry (its id the entry's file name), dispatched on the entry's
-`kind` to `tests/parity/checkers.py`. A folder that is absent (a user's clone without
+`kind` to the checkers of `tests/parity/<method>_checks.py`. A folder that is absent (a user's clone without
 ../shared) skips; an entry whose kind no checker claims fails; so does an entry whose outputs
 a checker left uncompared. Fixture folders of the methods listed in `PARITY_METHODS` are tested.
 
@@ -10,6 +10,7 @@ noise (`Entry.noise_issues`; the tolerance is not changed) is reported as xfail 
 diagnosis, after every other array of the entry was compared. Set FSL_PARITY_STRICT=1 to
 make those fail too.
 """
+import importlib
 import os
 
 import pytest
@@ -19,6 +20,8 @@ from tests.parity.checkers import CHECKERS, Entry, manifest_specs
 
 #: fixture folders (under $FSL_FIXTURES) of the methods this project implements
 PARITY_METHODS = ("frn",)
+for _method in PARITY_METHODS:  # each folder's checkers register themselves on import
+    importlib.import_module(f"tests.parity.{_method}_checks")
 
 
 def _cases():
