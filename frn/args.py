@@ -90,9 +90,11 @@ def test_parser() -> argparse.ArgumentParser:
 def parse(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse common flags, then again with the chosen method's own flags added."""
     known, _ = parser.parse_known_args(argv)
-    METHODS[known.method].add_arguments(parser)
+    method = METHODS[known.method]
+    method.add_arguments(parser)
     args = parser.parse_args(argv)
     check(args)
+    method.check_arguments(args)
     return args
 
 

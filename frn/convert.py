@@ -8,7 +8,9 @@ The module trees of this project mirror the reference, so keys map one to one ex
 - a leading `module.` (nn.DataParallel) is stripped;
 - BatchNorm `running_mean` / `running_var` become `_mean` / `_variance`; `num_batches_tracked`
   is dropped (Paddle keeps no counter);
-- 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle).
+- 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
+- a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
+  `encoder.` or bare `layerN.` keys -> `feature_extractor.`).
 
 `torch_state_to_paddle` is pure numpy. Only `read_pth` imports torch, and only when a `.pth`
 file is converted: the rest of the project never needs it. A `.npz` whose arrays are named by
@@ -65,6 +67,7 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one.
     """
     own = {k: v for k, v in model.state_dict().items()}
+    rename = getattr(model, "from_reference_key", lambda k: k)
     linear = _linear_weight_keys(model)
     optional = _optional_keys(model)
     out: Dict[str, np.ndarray] = {}
@@ -72,6 +75,7 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
         pkey = torch_key_to_paddle(key)
         if pkey is None:
             continue
+        pkey = rename(pkey)
         if pkey not in own:
             if pkey in optional:
                 continue

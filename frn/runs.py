@@ -32,7 +32,10 @@ def build_model(args: argparse.Namespace, num_classes: Optional[int] = None):
 
 
 def image_list(args, split: str, training: bool) -> ImageList:
-    transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
+    """The images of `split` with the method's pipeline, else the dataset's standard one."""
+    transform = METHODS[args.method].image_transform(args, training)
+    if transform is None:
+        transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
     return ImageList(filelist_path(args.data_path, split), transform)
 
 

@@ -2,11 +2,13 @@
 from typing import Dict, Type
 
 from methods.base import FewShotMethod
+from methods.deepemd import DeepEMD
 from methods.frn import FRN
 from methods.protonet import ProtoNet
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
     "protonet": ProtoNet,
+    "deepemd": DeepEMD,
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
 }

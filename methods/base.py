@@ -9,7 +9,7 @@ then class 1, ...), then the queries, also class-major. Labels are positional: q
 belongs to class `i // n_query`.
 """
 import argparse
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -36,6 +36,15 @@ class FewShotMethod(nn.Layer):
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add the method's own command-line flags (none by default)."""
+
+    @staticmethod
+    def check_arguments(args: argparse.Namespace) -> None:
+        """Reject values of the method's own flags with one line (nothing to check by default)."""
+
+    @staticmethod
+    def image_transform(args: argparse.Namespace, training: bool) -> Optional[Callable]:
+        """The method's own image pipeline, or None for the dataset's standard transforms."""
+        return None
 
     def forward(self, images: paddle.Tensor, labels: paddle.Tensor,
                 episode: Optional[Tuple[int, int]] = None) -> Tuple[paddle.Tensor, paddle.Tensor]:
@@ -82,6 +91,12 @@ class FewShotMethod(nn.Layer):
         """State-dict keys that may be absent from, or extra in, a compatible checkpoint
         (e.g. a pre-training head when an episodic model loads pretrained weights)."""
         return ()
+
+    @staticmethod
+    def from_reference_key(key: str) -> str:
+        """This model's name for a key of the official checkpoints (after `module.` is
+        stripped); the identity when the module trees already agree."""
+        return key
 
 
 def split_episode(features: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:

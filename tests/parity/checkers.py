@@ -100,12 +100,12 @@ class Entry:
     # ----- comparisons -----------------------------------------------------------------
     def tolerance(self, key: str) -> Tuple[float, float]:
         """(rtol, atol) of `key`: the per-array entry `tolerance[key]`, else a top-level
-        {rtol[, atol]} that applies to every array of the entry (bookkeeping fixtures)."""
+        {rtol, atol} (either may be absent) that applies to every array of the entry (bookkeeping fixtures)."""
         tol = self.spec.get("tolerance") or {}
         if isinstance(tol.get(key), dict):
             return float(tol[key].get("rtol", 0.0)), float(tol[key].get("atol", 0.0))
-        if "rtol" in tol and not isinstance(tol["rtol"], dict):
-            return float(tol["rtol"]), float(tol.get("atol", 0.0))
+        if any(k in tol and not isinstance(tol[k], dict) for k in ("rtol", "atol")):
+            return float(tol.get("rtol", 0.0)), float(tol.get("atol", 0.0))
         raise AssertionError(f"{self.file}: the manifest gives no tolerance for {key!r}")
 
     def check(self, key: str, actual, expected=None, tol_key: Optional[str] = None) -> None:

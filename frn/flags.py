@@ -1,0 +1,43 @@
+"""Flag helpers shared by the argument parsers and the methods' own flags (no method imports
+here, so methods can use them without an import cycle)."""
+import argparse
+from typing import Dict, Sequence, Tuple
+
+from frn.errors import UserError
+
+
+def int_list(text: str, flag: str) -> Tuple[int, ...]:
+    """Parse a comma-separated list of positive integers such as "2,3" (empty -> ())."""
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        values = (0,)
+    if any(v < 1 for v in values):
+        raise UserError(f"{flag} {text!r} is not a comma-separated list of positive integers, e.g. 2,3")
+    return values
+
+
+class _SetAll(argparse.Action):
+    """An alias that sets several destinations at once (e.g. DeepEMD's -way)."""
+
+    def __init__(self, option_strings, dest, targets: Sequence[str] = (), **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.targets = targets
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for target in self.targets:
+            setattr(namespace, target, values)
+
+
+def add_aliases(parser: argparse.ArgumentParser, aliases: Dict[str, Sequence[str]]) -> None:
+    """Accept another spelling for flags the parser already has (an official codebase's names):
+    `aliases` maps the new option to the destinations it sets; destinations the parser lacks are
+    skipped, and an alias with none left is not added."""
+    actions = {a.dest: a for a in parser._actions}
+    for option, dests in aliases.items():
+        present = [d for d in dests if d in actions]
+        if not present or option in parser._option_string_actions:
+            continue
+        first = actions[present[0]]
+        parser.add_argument(option, action=_SetAll, targets=present, type=first.type, dest=f"_alias{option}",
+                            default=argparse.SUPPRESS, help=f"same as --{present[0]}")

@@ -1,0 +1,303 @@
+"""DeepEMD (Zhang, Cai, Lin & Shen, CVPR 2020; v2 TPAMI): few-shot classification by the Earth
+Mover's Distance between dense image representations.
+
+Port of the official `Models/models/Network.py` and `emd_utils.py` (spec `deepemd.md` §3-7):
+- every image is a set of nodes: the 5x5 positions of the ResNet-12 map (FCN, optionally with a
+  feature pyramid), or one pooled vector per image patch (Grid, Sampling);
+- node weights come from the cross-reference mechanism (a node's dot product with the other
+  image's mean feature), the cost is 1 - cosine of channel-centred nodes;
+- a class's logit is T/n times the flow-weighted similarity of the optimal transport;
+- k-shot episodes learn a structured fully connected layer (SFC) on the support set first.
+
+Solvers (`-solver` for training, `-eval_solver` for evaluation):
+- `opencv`: cv2.EMD per problem, as the reference; flows and weights are constants, the
+  gradient reaches the features only through the similarity.
+- `qpth`: the reference's differentiable QP (forms QP and L2), in Paddle (methods/qp_layer.py).
+- `exact` (ours, methods/emd_exact.py): the same LP solved exactly in batches with its dual
+  potentials. The logits equal OpenCV's; in training the gradient reaches the features also
+  through the node weights (the duals are the objective's gradient w.r.t. the weights).
+
+Episodes use this project's class-major layout (methods/base.py); the reference's class-fastest
+order only affects bookkeeping (SFC initial means, support labels), handled here.
+"""
+import argparse
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from frn.flags import add_aliases, int_list
+from frn.errors import UserError
+from methods.base import FewShotMethod
+
+VARIANTS = ("fcn", "grid", "sampling")
+SOLVERS = ("opencv", "qpth", "exact")
+EVAL_SOLVERS = ("exact", "opencv")
+FORMS = ("QP", "L2")
+WEIGHT_FLOOR = 1e-3     # added to the ReLU'd cross-reference weights (Network.get_weight_vector)
+OPENCV_FLOOR = 1e-5     # added again before cv2.EMD (emd_inference_opencv)
+
+#: the official scripts' single-dash spellings of generic flags (flag -> destinations it sets)
+SEED_ALIASES = {
+    "-shot": ("n_shot",), "-query": ("n_query",), "-way": ("train_n_way", "val_n_way", "test_n_way"),
+    "-test_episode": ("test_n_episode",), "-val_episode": ("val_n_episode",), "-max_epoch": ("epoch",),
+    "-lr": ("lr",), "-gamma": ("gamma",), "-step_size": ("step_size",), "-seed": ("seed",),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# the EMD head, as functions of feature maps (used by the method and the parity tests)
+# ----------------------------------------------------------------------------------------
+def nodes(features: paddle.Tensor) -> paddle.Tensor:
+    """[N, C, h, w] -> [N, C, h*w]: every spatial position (or patch) is one node."""
+    return features.flatten(2)
+
+
+def cross_reference_weights(proto: paddle.Tensor, query: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """Node weights of both sides on the raw features (spec §4a).
+
+    Returns weight_1 [Q, W, n] (query nodes, referenced to each class's mean feature) and
+    weight_2 [W, Q, n] (prototype nodes, referenced to each query's mean feature).
+    """
+    p, q = nodes(proto), nodes(query)
+    weight_1 = paddle.einsum("qcn,wc->qwn", q, p.mean(-1))
+    weight_2 = paddle.einsum("wcn,qc->wqn", p, q.mean(-1))
+    return F.relu(weight_1) + WEIGHT_FLOOR, F.relu(weight_2) + WEIGHT_FLOOR
+
+
+def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
+    """sim[i, j, a, b] = cos(query i node a, prototype j node b) of channel-centred nodes,
+    [Q, W, n, n] with query nodes on the rows. A matrix product of unit vectors instead of the
+    reference's [Q, W, n, n, C] repeat: same values, a fraction of the memory (spec §13.14)."""
+    def unit(x):
+        x = nodes(x)
+        x = x - x.mean(1, keepdim=True)
+        return x / paddle.clip(paddle.linalg.norm(x, axis=1, keepdim=True), min=1e-8)
+    return paddle.einsum("qca,wcb->qwab", unit(query), unit(proto))
+
+
+def normalise_weights(weights: paddle.Tensor, floor: float = OPENCV_FLOOR) -> paddle.Tensor:
+    """relu(w) + floor, rescaled so that each weight vector sums to its node count (spec §5)."""
+    weights = F.relu(weights) + floor
+    return weights * weights.shape[-1] / weights.sum(-1, keepdim=True)
+
+
+def opencv_flows(cost: np.ndarray, supply: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """cv2.EMD on every problem of a batch: cost [B, n, m], supply [B, n], demand [B, m]."""
+    import cv2
+    cost = np.ascontiguousarray(cost, dtype=np.float32)
+    supply = np.ascontiguousarray(supply, dtype=np.float32)[..., None]
+    demand = np.ascontiguousarray(demand, dtype=np.float32)[..., None]
+    flows = np.empty_like(cost)
+    for k in range(cost.shape[0]):
+        flows[k] = cv2.EMD(supply[k], demand[k], cv2.DIST_USER, cost[k])[2]
+    return flows
+
+
+def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv", temperature: float = 12.5,
+               form: str = "L2", l2_strength: float = 1e-6) -> paddle.Tensor:
+    """Class scores [Q, W] of the queries against the prototypes [W, C, h, w] (spec §4-6)."""
+    weight_1, weight_2 = cross_reference_weights(proto, query)
+    sim = centred_cosine(proto, query)
+    n_query, way, n, m = sim.shape
+    supply = weight_1.reshape([-1, n])                                  # row (query node) masses
+    demand = weight_2.transpose([1, 0, 2]).reshape([-1, m])             # column (prototype) masses
+    sim = sim.reshape([-1, n, m])
+    if solver == "qpth":
+        from methods.qp_layer import emd_flow_qp
+        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength)
+        score = (flow * sim.astype("float64")).sum([1, 2]).astype(sim.dtype)
+    else:
+        score = transport_score(sim, normalise_weights(supply), normalise_weights(demand), solver)
+    return (score * (temperature / n)).reshape([n_query, way])
+
+
+def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Tensor, solver: str) -> paddle.Tensor:
+    """Σ flow·sim of each problem, with flows from `opencv` or `exact` treated as constants.
+
+    With `exact` the objective's gradient w.r.t. the masses is added: by LP duality
+    Σ flow·cost = <u, supply> + <v, demand>, so Σ flow·sim = n - <u, supply> - <v, demand> has
+    gradient -u, -v w.r.t. the masses. The added term is zero in value.
+    """
+    cost = (1 - sim).detach().numpy()
+    if solver == "opencv":
+        flow = opencv_flows(cost, supply.detach().numpy(), demand.detach().numpy())
+        return (paddle.to_tensor(flow) * sim).sum([1, 2])
+    if solver != "exact":
+        raise ValueError(f"unknown solver {solver!r}")
+    from methods.emd_exact import solve_emd
+    solution = solve_emd(cost, supply.detach().numpy(), demand.detach().numpy())
+    score = (paddle.to_tensor(solution.flow.astype(np.float32)) * sim).sum([1, 2])
+    if supply.stop_gradient and demand.stop_gradient:
+        return score
+    dual = ((paddle.to_tensor(solution.u.astype(np.float32)) * supply).sum(1)
+            + (paddle.to_tensor(solution.v.astype(np.float32)) * demand).sum(1))
+    return score - (dual - dual.detach())
+
+
+def feature_pyramid(features: paddle.Tensor, sizes: Sequence[int]) -> paddle.Tensor:
+    """[N, C, h, w] -> [N, C, 1, Σs² + h·w]: adaptive average pools of each size, then the
+    un-pooled map last (spec §3). Paddle's adaptive bins are PyTorch's (overlapping for 5->2)."""
+    n, c = features.shape[:2]
+    levels = [F.adaptive_avg_pool2d(features, s).reshape([n, c, 1, s * s]) for s in sizes]
+    return paddle.concat(levels + [features.reshape([n, c, 1, -1])], axis=-1)
+
+
+def sgd_dampened_step(param: paddle.Tensor, grad: paddle.Tensor, buf: Optional[paddle.Tensor], lr: float,
+                      momentum: float = 0.9, dampening: float = 0.9) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """PyTorch's SGD with momentum and dampening (Paddle's Momentum has no dampening): the first
+    step's buffer is the raw gradient, later buf = m·buf + (1 - d)·grad; param -= lr·buf."""
+    buf = grad if buf is None else momentum * buf + (1 - dampening) * grad
+    return param - lr * buf, buf
+
+
+def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
+            logits_fn: Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor], steps: int = 100,
+            lr: float = 100.0, batch_size: int = 4, permutations: Optional[Sequence[np.ndarray]] = None,
+            on_step: Optional[Callable[[paddle.Tensor, float], None]] = None) -> paddle.Tensor:
+    """The structured fully connected layer (spec §7): start from the class means `init`
+    [W, C, h, w], then for each of `steps` random orders of the support images take one SGD step
+    (momentum 0.9, dampening 0.9) per chunk of `batch_size`, on the cross-entropy of the support
+    images classified against the SFC. `permutations` replays given orders (parity tests);
+    otherwise numpy's global RNG draws them; `on_step(sfc, loss)` sees every SGD step.
+    Gradients are on even when called under no_grad."""
+    sfc, buf = init.detach(), None
+    support = support.detach()
+    with paddle.set_grad_enabled(True):
+        for step in range(steps):
+            order = permutations[step] if permutations is not None else np.random.permutation(len(support))
+            for start in range(0, len(order), batch_size):
+                chunk = paddle.to_tensor(np.asarray(order[start:start + batch_size], dtype=np.int64))
+                sfc.stop_gradient = False
+                loss = F.cross_entropy(logits_fn(sfc, support[chunk]), labels[chunk])
+                grad, = paddle.grad(loss, sfc)
+                sfc, buf = sgd_dampened_step(sfc.detach(), grad, buf, lr)
+                if on_step is not None:
+                    on_step(sfc, float(loss))
+    return sfc.detach()
+
+
+# ----------------------------------------------------------------------------------------
+# the method
+# ----------------------------------------------------------------------------------------
+class DeepEMD(FewShotMethod):
+    """DeepEMD-FCN / Grid / Sampling on a dense backbone, with a linear head for pre-training."""
+
+    def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
+        super().__init__(backbone, args, num_classes)
+        self.variant = getattr(args, "deepemd", "fcn")
+        self.solver = getattr(args, "solver", "opencv")
+        self.eval_solver = getattr(args, "eval_solver", "exact")
+        self.form = getattr(args, "form", "L2")
+        self.l2_strength = getattr(args, "l2_strength", 1e-6)
+        self.temperature = getattr(args, "temperature", 12.5)
+        self.pyramid = int_list(getattr(args, "feature_pyramid", None) or "", "-feature_pyramid")
+        self.sfc_lr = getattr(args, "sfc_lr", 100.0)
+        self.sfc_update_step = int(getattr(args, "sfc_update_step", 100))
+        self.sfc_bs = getattr(args, "sfc_bs", 4)
+        # Sampling draws fresh random crops whenever an image is read, at test time too
+        self.features_are_frozen_at_test = self.variant != "sampling"
+        if num_classes:
+            self.fc = nn.Linear(backbone.out_channels, num_classes)
+
+    # ----- flags -------------------------------------------------------------------------
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The official flags (train_meta.py / eval.py), each with the seed's single dash and `--`."""
+        def add(name, **kw):
+            parser.add_argument(f"-{name}", f"--{name}", **kw)
+        add("deepemd", default="fcn", choices=VARIANTS, help="dense representation: fcn, grid or sampling")
+        add("solver", default="opencv", choices=SOLVERS, help="EMD solver during training")
+        add("eval_solver", default="exact", choices=EVAL_SOLVERS,
+            help="EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)")
+        add("form", default="L2", choices=FORMS, help="qpth formulation")
+        add("l2_strength", type=float, default=1e-6, help="weight of the quadratic term of form L2")
+        add("temperature", type=float, default=12.5, help="logit scale T (divided by the node count)")
+        add("metric", default="cosine", choices=["cosine"], help="node similarity (the reference allows cosine)")
+        add("norm", default="center", choices=["center"], help="node normalisation (channel centring)")
+        add("feature_pyramid", default=None, help="FCN pyramid levels, e.g. 2,3 (default: none)")
+        add("patch_list", default="2,3", help="Grid: grid sizes of the image pyramid, e.g. 2,3")
+        add("patch_ratio", type=float, default=2.0, help="Grid: patch enlargement at test time")
+        add("num_patch", type=int, default=9, help="Sampling: random crops per image")
+        add("sfc_lr", type=float, default=100.0, help="SFC learning rate (eval.py 100; train_meta.py 0.1)")
+        add("sfc_wd", type=float, default=0.0, help="accepted for compatibility; unused, as in the reference")
+        add("sfc_update_step", type=int, default=100, help="SFC epochs over the support set")
+        add("sfc_bs", type=int, default=4, help="SFC mini-batch size")
+        add_aliases(parser, SEED_ALIASES)
+
+    @staticmethod
+    def check_arguments(args: argparse.Namespace) -> None:
+        """One-line errors for values argparse cannot reject by itself."""
+        int_list(args.patch_list, "-patch_list")
+        int_list(args.feature_pyramid or "", "-feature_pyramid")
+        if args.num_patch < 1:
+            raise UserError(f"-num_patch must be at least 1 (got {args.num_patch})")
+        if args.sfc_update_step < 0 or args.sfc_bs < 1:
+            raise UserError("-sfc_update_step must be >= 0 and -sfc_bs >= 1")
+        if args.l2_strength <= 0:
+            raise UserError(f"-l2_strength must be positive (got {args.l2_strength})")
+
+    @staticmethod
+    def image_transform(args: argparse.Namespace, training: bool) -> Callable:
+        """DeepEMD's own pipelines: FCN crops, Grid patches or Sampling crops (spec §9)."""
+        from data.deepemd_transforms import deepemd_transform
+        return deepemd_transform(args.dataset, args.deepemd, training, image_size=args.image_size,
+                                 patch_list=int_list(args.patch_list, "-patch_list"),
+                                 patch_ratio=args.patch_ratio, num_patch=args.num_patch)
+
+    # ----- features ----------------------------------------------------------------------
+    def extract(self, images: paddle.Tensor) -> paddle.Tensor:
+        """FCN: the dense map [N, C, h, w] (or its pyramid [N, C, 1, nodes]); Grid/Sampling: one
+        pooled vector per patch of [N, P, 3, S, S] inputs, as [N, C, P, 1]."""
+        if images.ndim == 5:
+            n, patches = images.shape[:2]
+            pooled = self.feature_extractor(images.flatten(0, 1)).mean([2, 3])
+            return pooled.reshape([n, patches, -1]).transpose([0, 2, 1]).unsqueeze(-1)
+        features = self.feature_extractor(images)
+        return feature_pyramid(features, self.pyramid) if self.pyramid else features
+
+    # ----- episodes ----------------------------------------------------------------------
+    def active_solver(self) -> str:
+        """The reference uses its training solver only in training mode (spec §4f)."""
+        return self.solver if self.training else self.eval_solver
+
+    def logits_against(self, proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
+        return emd_logits(proto, query, self.active_solver(), self.temperature, self.form, self.l2_strength)
+
+    def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
+        proto = support if shot == 1 else self.sfc(support, way, shot)
+        return self.logits_against(proto, query)
+
+    def sfc(self, support: paddle.Tensor, way: int, shot: int,
+            permutations: Optional[Sequence[np.ndarray]] = None,
+            on_step: Optional[Callable[[paddle.Tensor, float], None]] = None) -> paddle.Tensor:
+        """The SFC of a class-major k-shot support set (no gradient reaches the support)."""
+        init = support.reshape([way, shot, *support.shape[1:]]).mean(1)
+        labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
+        return fit_sfc(init, support, labels, self.logits_against, self.sfc_update_step, self.sfc_lr,
+                       self.sfc_bs, permutations, on_step)
+
+    # ----- whole-class training --------------------------------------------------------
+    def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """Cross-entropy of a linear classifier on the globally pooled map (mode 'pre_train')."""
+        if images.ndim != 4:
+            raise UserError("DeepEMD pre-training reads whole images: pass -deepemd fcn to pretrain.py")
+        logits = self.fc(self.feature_extractor(images).mean([2, 3]))
+        return F.cross_entropy(logits, labels), logits
+
+    # ----- checkpoints -------------------------------------------------------------------
+    @staticmethod
+    def optional_checkpoint_keys() -> Tuple[str, ...]:
+        return ("fc.weight", "fc.bias")
+
+    @staticmethod
+    def from_reference_key(key: str) -> str:
+        """Official keys -> ours: a pre-trained file has bare encoder keys (`layer1.0...`), a
+        meta-trained one `module.encoder.layer1...` (`module.` is stripped before this)."""
+        if key.startswith("encoder."):
+            return "feature_extractor." + key[len("encoder."):]
+        if key.startswith("layer"):
+            return "feature_extractor." + key
+        return key

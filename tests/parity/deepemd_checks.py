@@ -1,0 +1,331 @@
+"""Parity checkers for shared/fixtures/deepemd (reference icoz69/DeepEMD).
+
+Every array of an entry is compared or consumed as an input. Arrays without a tolerance of
+their own are compared at the tolerance of the quantity they derive from (named at each call).
+The fixtures lay episodes out class-fastest (index = shot * way + class); where this project's
+class-major order matters (the SFC), the checker maps between the two.
+"""
+import argparse
+from typing import Dict, Optional
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from tests.parity.checkers import Entry, _np, _t, register
+from tests.parity.frn_checks import (BNRecorder, BNVarianceReplay, Identity, check_state_after_train_forward,
+                                     load_reference)
+from tests.parity.deepemd_data_checks import check_patches
+from tests.parity.deepemd_qp_checks import check_qpth_direct
+
+#: checkers of this folder defined in their own modules (importing them registers them)
+ELSEWHERE = (check_patches,)
+
+
+def deepemd_model(backbone=None, channels: int = 640, **flags):
+    """A DeepEMD model with the official defaults (eval.py), `flags` overriding them."""
+    from methods.deepemd import DeepEMD
+    args = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv", form="L2",
+                l2_strength=1e-6, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
+                sfc_bs=4)
+    args.update(flags)
+    return DeepEMD(backbone if backbone is not None else Identity(channels), argparse.Namespace(**args))
+
+
+def _pyramid_flag(config: dict) -> Optional[str]:
+    levels = config.get("feature_pyramid")
+    return ",".join(str(s) for s in levels) if levels else None
+
+
+# ----- the EMD head ------------------------------------------------------------------------
+@register("deepemd/crossref_weights")
+def check_crossref_weights(entry: Entry) -> None:
+    from methods.deepemd import cross_reference_weights, normalise_weights
+    proto, query = _t(entry.use("proto")), _t(entry.use("query"))
+    weight_1, weight_2 = cross_reference_weights(proto, query)
+    entry.check("weight_1", _np(weight_1))
+    entry.check("weight_2", _np(weight_2))
+    entry.check("weight_1_opencv", _np(normalise_weights(weight_1)))
+    entry.check("weight_2_opencv", _np(normalise_weights(weight_2)))
+    # the qpth path only rescales: the weights are >= 1e-3 already, so relu(w) + 0 = w
+    entry.check("weight_1_qpth", _np(normalise_weights(weight_1, floor=0.0)))
+    entry.check("weight_2_qpth", _np(normalise_weights(weight_2, floor=0.0)))
+
+
+@register("deepemd/emd_1shot_opencv")
+def check_emd_1shot(entry: Entry) -> None:
+    """Similarity, weights, OpenCV flows, logits and gradients of a 1-shot episode (optionally
+    with the feature pyramid), then the same logits with our exact solver."""
+    from methods.deepemd import centred_cosine, cross_reference_weights, normalise_weights, opencv_flows
+    way = int(entry.config["way"])
+    model = deepemd_model(feature_pyramid=_pyramid_flag(entry.config))
+    if "dense_features" in entry:
+        dense = _t(entry.use("dense_features"), grad=True)
+        features = model.extract(dense)
+        entry.check("pyramid_features", _np(features), tol_key="similarity_map")
+        proto, query = features[:way], features[way:]
+        leaves = {"grad_dense_features": dense}
+    else:
+        proto, query = _t(entry.use("proto"), grad=True), _t(entry.use("query"), grad=True)
+        leaves = {"grad_proto": proto, "grad_query": query}
+
+    weight_1, weight_2 = cross_reference_weights(proto, query)
+    # as fed to the solver: demand[i, j] are class j's node masses referenced to query i
+    supply, demand = normalise_weights(weight_1), normalise_weights(weight_2.transpose([1, 0, 2]))
+    for key, value in (("weight_1", weight_1), ("weight_2", weight_2), ("weight_1_opencv", supply),
+                       ("weight_2_opencv", demand)):
+        entry.check(key, _np(value), tol_key="weights")
+    sim = _np(centred_cosine(proto, query))
+    entry.check("similarity_map", sim)
+    n_query, _, n, m = sim.shape
+    flows = opencv_flows((1 - sim).reshape(-1, n, m), _np(supply).reshape(-1, n),
+                         _np(demand).reshape(-1, m)).reshape(sim.shape)
+    entry.check("flows", flows)
+    value = (flows * (1 - sim)).sum((2, 3)) / flows.sum((2, 3))
+    entry.check("opencv_emd", value, tol_key="flows")
+
+    model.train()  # solver opencv in training: flows constant, gradient through the similarity
+    logits = model.logits_against(proto, query)
+    entry.check("logits", _np(logits))
+    loss = F.cross_entropy(logits, _t(entry.use("label")))
+    entry.check("loss", _np(loss), tol_key="logits")
+    loss.backward()
+    for key, leaf in leaves.items():
+        entry.check(key, _np(leaf.grad), tol_key="grads")
+
+    model.eval()
+    model.eval_solver = "exact"
+    with paddle.no_grad():
+        entry.check("logits", _np(model.logits_against(proto, query)))
+
+
+@register("deepemd/opencv_emd_raw")
+def check_opencv_raw(entry: Entry) -> None:
+    """The solver call on its own, n = 9, 25, 50; our exact solver must reach the same optimum."""
+    from methods.deepemd import normalise_weights, opencv_flows
+    from methods.emd_exact import solve_emd
+    for size in entry.config["sizes"]:
+        key = f"n{size}/"
+        cost = entry.use(key + "cost")
+        supply = _np(normalise_weights(_t(entry.use(key + "weight1_raw"))))
+        demand = _np(normalise_weights(_t(entry.use(key + "weight2_raw"))))
+        entry.check(key + "weight1_opencv", supply, tol_key="objective")
+        entry.check(key + "weight2_opencv", demand, tol_key="objective")
+        flow = opencv_flows(cost, supply, demand)
+        entry.check(key + "flow", flow)
+        objective = (flow * cost).sum((1, 2))
+        entry.check(key + "objective", objective)
+        entry.check(key + "opencv_emd", objective / flow.sum((1, 2)), tol_key="objective")
+        exact = solve_emd(cost, supply, demand).cost_value
+        entry.check(key + "objective", exact)
+        entry.check(key + "objective_highs", exact, tol_key="objective")
+
+
+@register("deepemd/emd_qpth")
+def check_emd_qpth(entry: Entry) -> None:
+    """Training-mode logits, flows, loss and gradients with the qpth solver in its three
+    settings, the OpenCV logits of the same episode, and the direct solver calls."""
+    proto_np, query_np, label = entry.use("proto"), entry.use("query"), _t(entry.use("label"))
+    settings = {"QP": ("QP", 1e-4), "L2_1e-06": ("L2", 1e-6), "L2_0.0001": ("L2", 1e-4)}
+    for name, (form, strength) in settings.items():
+        model = deepemd_model(solver="qpth", form=form, l2_strength=strength)
+        model.train()
+        proto, query = _t(proto_np, grad=True), _t(query_np, grad=True)
+        logits = model.logits_against(proto, query)
+        entry.check(f"{name}/logits", _np(logits), tol_key="logits")
+        loss = F.cross_entropy(logits, label)
+        entry.check(f"{name}/loss", _np(loss), tol_key="logits")
+        loss.backward()
+        entry.check(f"{name}/grad_proto", _np(proto.grad), tol_key="grads")
+        entry.check(f"{name}/grad_query", _np(query.grad), tol_key="grads")
+        entry.check(f"{name}/flows", _qp_flows(model, proto_np, query_np), tol_key="flows")
+        entry.ignore(f"{name}/flows_converged", "the reference flows (unconverged qpth) are compared instead")
+        check_qpth_direct(entry, name)
+    model = deepemd_model()
+    model.eval()
+    with paddle.no_grad():
+        entry.check("opencv/logits", _np(model.logits_against(_t(proto_np), _t(query_np))), tol_key="logits")
+
+
+def _qp_flows(model, proto_np: np.ndarray, query_np: np.ndarray) -> np.ndarray:
+    """The qpth flows [Q, W, n, n] of the episode (the same path `emd_logits` takes)."""
+    from methods.deepemd import centred_cosine, cross_reference_weights
+    from methods.qp_layer import emd_flow_qp
+    proto, query = _t(proto_np), _t(query_np)
+    weight_1, weight_2 = cross_reference_weights(proto, query)
+    sim = centred_cosine(proto, query)
+    n_query, way, n, m = sim.shape
+    flow = emd_flow_qp(1 - sim.reshape([-1, n, m]), weight_1.reshape([-1, n]),
+                       weight_2.transpose([1, 0, 2]).reshape([-1, m]), form=model.form, l2_strength=model.l2_strength)
+    return _np(flow).reshape(n_query, way, n, m)
+
+
+@register("deepemd/sfc")
+def check_sfc(entry: Entry) -> None:
+    """SFC fine-tuning with the recorded permutations, through `DeepEMD.sfc` on the episode
+    re-ordered class-major (the permutations are mapped to the new positions)."""
+    cfg = entry.config
+    way, shot = int(cfg["way"]), int(cfg["shot"])
+    support = entry.use("support")
+    labels = entry.use("support_label")
+    to_class_major = np.argsort(labels * shot + np.arange(len(labels)) // way, kind="stable")
+    position = np.empty_like(to_class_major)
+    position[to_class_major] = np.arange(len(to_class_major))
+    perms = [position[p] for p in entry.use("perms")]
+    assert (labels[to_class_major] == np.repeat(np.arange(way), shot)).all()
+
+    model = deepemd_model(sfc_lr=float(cfg["sfc_lr"]), sfc_update_step=int(cfg["sfc_update_step"]),
+                          sfc_bs=int(cfg["sfc_bs"]))
+    model.eval()
+    query = _t(entry.use("query"))
+    entry.use("query_label")  # the logits are compared directly; labels only name the rows
+    init = _t(support[to_class_major]).reshape([way, shot, *support.shape[1:]]).mean(1)
+    entry.check("sfc_init", _np(init), tol_key="sfc_after_opt_step_1")
+    with paddle.no_grad():
+        entry.check("logits_init", _np(model.logits_against(init, query)), tol_key="logits")
+
+    steps_per_epoch = -(-way * shot // int(cfg["sfc_bs"]))
+    snapshots = {1: "sfc_after_opt_step_1", steps_per_epoch: "sfc_after_outer_step_1",
+                 2 * steps_per_epoch: "sfc_after_outer_step_2", 10 * steps_per_epoch: "sfc_after_outer_step_10"}
+    seen: Dict[str, np.ndarray] = {}
+    losses = []
+
+    def on_step(sfc, loss):
+        losses.append(loss)
+        if len(losses) in snapshots:
+            seen[snapshots[len(losses)]] = _np(sfc)
+
+    with paddle.no_grad():  # as in evaluation: fit_sfc turns gradients on by itself
+        sfc = model.sfc(_t(support[to_class_major]), way, shot, permutations=perms, on_step=on_step)
+    for key, value in seen.items():
+        tol_key = key if key != "sfc_after_outer_step_10" else "sfc_after_outer_step_2"
+        entry.check(key, value, tol_key=tol_key)
+    reference_losses = entry["losses"]
+    assert len(losses) == len(reference_losses), f"{len(losses)} SGD steps, the reference took {len(reference_losses)}"
+    entry.check("losses", np.asarray(losses[:20], dtype=np.float32), expected=reference_losses[:20],
+                tol_key="losses_first_20")
+    entry.check("sfc_final", _np(sfc))
+    with paddle.no_grad():
+        logits = _np(model.logits_against(sfc, query))
+    entry.check("logits", logits)
+    np.testing.assert_array_equal(logits.argmax(1), entry["logits"].argmax(1), err_msg="SFC predictions differ")
+
+
+# ----- backbone ------------------------------------------------------------------------------
+def numpy_recipe_state(seed: int, keys) -> Dict[str, np.ndarray]:
+    """The manifest's `param_init` recipe: default_rng(seed), walking the reference keys in order."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape, _ in keys:
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "num_batches_tracked":
+            state[key] = np.zeros(shape, dtype=np.int64)
+        elif len(shape) == 4:
+            state[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / (shape[0] * shape[2] * shape[3])))
+        elif leaf == "weight":
+            state[key] = 1 + 0.1 * rng.standard_normal(shape)
+        elif leaf in ("bias", "running_mean"):
+            state[key] = 0.1 * rng.standard_normal(shape)
+        elif leaf == "running_var":
+            state[key] = 1 + 0.5 * rng.random(shape)
+        else:
+            raise AssertionError(f"recipe: unexpected key {key}")
+    return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in state.items()}
+
+
+def _backbone_model(state: Dict[str, np.ndarray]):
+    """DeepEMD on the ResNet-12 whose reference (bare encoder) keys these are, loaded through
+    the converter, as `python -m frn.convert --method deepemd` does."""
+    from network import build_backbone
+    widths = tuple(int(state[f"layer{i}.0.conv1.weight"].shape[0]) for i in range(1, 5))
+    model = deepemd_model(build_backbone("ResNet12", widths=widths))
+    load_reference(model, state)
+    return model
+
+
+@register("deepemd/backbone_resnet12")
+def check_backbone_w16(entry: Entry) -> None:
+    state = entry.with_prefix("param/")
+    for key in state:
+        entry.use("param/" + key)
+    model = _backbone_model(state)
+    net = model.feature_extractor
+    x, patches = _t(entry.use("input")), _t(entry.use("patch_input"))
+    model.eval()
+    with paddle.no_grad():
+        out = x
+        for stage in range(1, 5):
+            out = getattr(net, f"layer{stage}")(out)
+            entry.check(f"eval/layer{stage}", _np(out), tol_key="out_eval")
+        entry.check("out_eval", _np(out))
+        dense = model.extract(x)
+        entry.check("encode_dense", _np(dense), tol_key="out_eval")
+        entry.check("encode_pooled", _np(dense.mean([2, 3], keepdim=True)), tol_key="out_eval")
+        entry.check("encode_patches", _np(model.extract(patches)), tol_key="out_eval")
+        model.pyramid = (2, 3)
+        entry.check("encode_pyramid_2_3", _np(model.extract(x)), tol_key="out_eval")
+    model.train()
+    recorder = BNRecorder(net)
+    with paddle.no_grad():
+        entry.check("out_train", _np(net(x)))
+    recorder.remove()
+    replay = BNVarianceReplay({k: v for k, v in state.items() if k.endswith("running_var")})
+    _check_train_buffers(entry, net, replay, recorder.m)
+
+
+def _check_train_buffers(entry: Entry, net, replay: BNVarianceReplay, m: Dict[str, int]) -> None:
+    """BN buffers after the train forward, at the shared `train_buffers` tolerance."""
+    original = entry.tolerance
+    entry.tolerance = lambda key: original("train_buffers")
+    try:
+        check_state_after_train_forward(entry, net, "train_buffers/", replay, m)
+    finally:
+        entry.tolerance = original
+
+
+@register("deepemd/backbone_resnet12_recipe")
+def check_backbone_full(entry: Entry) -> None:
+    keys = entry.spec["state_dict_keys"]
+    state = numpy_recipe_state(int(entry.spec["seed"]), keys)
+    model = _backbone_model(state)
+    trainable = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+    assert trainable == int(entry.spec["trainable_parameters"]), f"{trainable} trainable parameters"
+    model.eval()
+    with paddle.no_grad():
+        dense = model.extract(_t(entry.use("input")))
+    entry.check("out_eval", _np(dense))
+    entry.check("out_pooled", _np(dense.mean([2, 3])), tol_key="out_eval")
+
+
+# ----- protocol ------------------------------------------------------------------------------
+@register("deepemd/sampler_ci_schedules")
+def check_sampler_ci_schedules(entry: Entry) -> None:
+    from data.samplers import EpisodeSampler
+    from frn.engine import accuracy
+    from frn.optim import build_scheduler
+    from frn.stats import mean_and_interval
+    labels = entry.use("sampler_labels")
+    reference = entry.use("sampler_episodes")
+    way, n_per = 5, reference.shape[1] // 5
+    # the reference's layout (class-fastest) is ours (class-major) transposed: same structure
+    for episode in reference:
+        grid = labels[episode].reshape(n_per, way)
+        assert (grid == grid[0]).all() and len(set(grid[0])) == way and len(set(episode)) == len(episode)
+    ours = list(EpisodeSampler(labels.tolist(), way, 1, n_per - 1, len(reference), seed=0))
+    for episode in ours:
+        support, query = episode[:way], np.asarray(episode[way:]).reshape(way, n_per - 1)
+        grid = labels[np.concatenate([np.asarray(support)[:, None], query], axis=1).T]
+        assert (grid == grid[0]).all() and len(set(grid[0])) == way and len(set(episode)) == len(episode)
+
+    acc = accuracy(_t(entry.use("acc_logits")), _t(entry.use("acc_label")))
+    entry.check("acc", np.float32(acc / 100))  # count_acc returns a fraction
+    mean, interval = mean_and_interval(entry.use("episode_accs"))
+    entry.check("ci_mean", np.float64(mean), tol_key="ci")
+    entry.check("ci_pm", np.float64(interval), tol_key="ci")
+    for key, (lr, step, gamma, epochs) in {"lr_pretrain": (0.1, 30, 0.2, 120), "lr_meta": (5e-4, 10, 0.5, 100)}.items():
+        scheduler = build_scheduler(lr, gamma, step_size=step)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(scheduler.get_lr())
+            scheduler.step()
+        entry.check(key, np.asarray(lrs, dtype=np.float64), tol_key="lr")
