@@ -112,8 +112,9 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a foreign or damaged file
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "params"):  # FRN / DeepEMD ({'params': state_dict}) files
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
     if not isinstance(obj, dict):
         raise UserError(f"{path} does not hold a state dict")
     state = {}

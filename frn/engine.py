@@ -133,6 +133,15 @@ def save_resume(run_dir: str, model, optimizer, scheduler, state: TrainState, se
                  "identity": model.checkpoint_identity()}, resume_path(run_dir))
 
 
+def zero_nan_gradients(optimizer) -> None:
+    """Zero every gradient that holds a NaN (DeepEMD's `detect_grad_nan`: a degenerate transport
+    problem must not poison the weights)."""
+    for param in optimizer._parameter_list:
+        grad = param.grad
+        if grad is not None and bool(paddle.isnan(grad).any()):
+            param.clear_gradient(set_to_zero=True)
+
+
 def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
                     episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
                     print_freq: int = 100) -> Tuple[float, float]:
@@ -150,6 +159,9 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
             loss, logits = model(images, labels)
         optimizer.clear_grad()
         loss.backward()
+        if getattr(model, "zero_nan_gradients", False) or getattr(getattr(model, "_layers", None),
+                                                                  "zero_nan_gradients", False):
+            zero_nan_gradients(optimizer)
         optimizer.step()
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")

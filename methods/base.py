@@ -25,6 +25,8 @@ class FewShotMethod(nn.Layer):
 
     #: evaluation may extract every image once and reuse the features across episodes
     features_are_frozen_at_test: bool = True
+    #: the training loop zeroes NaN gradients before each step (the reference DeepEMD does)
+    zero_nan_gradients: bool = False
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__()

@@ -185,6 +185,8 @@ def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
 class DeepEMD(FewShotMethod):
     """DeepEMD-FCN / Grid / Sampling on a dense backbone, with a linear head for pre-training."""
 
+    zero_nan_gradients = True  # train_meta.py's detect_grad_nan
+
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__(backbone, args, num_classes)
         self.variant = getattr(args, "deepemd", "fcn")

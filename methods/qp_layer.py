@@ -1,0 +1,431 @@
+"""A batched, differentiable quadratic-programming layer for DeepEMD's `qpth` solver.
+
+DeepEMD (`emd_inference_qpth`) solves its transport problems with `qpth.qp.QPFunction` 0.0.18
+(Amos & Kolter, OptNet, ICML 2017) in float64 with the default settings (eps 1e-12, at most 20
+iterations, 3 non-improving iterations allowed). After 20 iterations the solver has not always
+converged, so matching the reference numbers requires the *same iterates*, not merely another QP
+solver: this module re-implements the same mathematics (written independently, see below).
+
+Problem, for every batch element:
+
+    minimise ½ zᵀQz + pᵀz   subject to   G z ≤ h,   A z = b.
+
+Forward: Mehrotra-style primal-dual interior point on (x, s, λ, ν) with slacks s = h − Gx:
+  * start: the solution of the KKT system with the complementarity block replaced by identity
+    scaling, then slacks and inequality duals shifted to be ≥ 1 when a row had a negative entry;
+  * per iteration: residuals, μ = sᵀλ / m, a residual score ‖r_eq‖ + ‖r_ineq‖ + ‖r_dual‖ + m μ
+    used to keep the best iterate per problem; stop after `not_improved_lim` iterations without
+    improvement in any problem, when all scores < eps, or after `max_iter` iterations (the
+    iterate produced by the last step is never scored, hence never returned);
+  * affine (predictor) step, centring parameter σ = (gap after the affine step / gap)³, a
+    centring-corrector step with the second-order term, and a 0.999 fraction-to-boundary step.
+Every Newton system has the scaled-KKT form (d = λ / s)
+
+    [ Q   0   Gᵀ  Aᵀ ] [dx]     [rx]
+    [ 0   D   I   0  ] [ds] = − [rs]
+    [ G   I   0   0  ] [dλ]     [rλ]
+    [ A   0   0   0  ] [dν]     [rν]
+
+Backward (implicit differentiation of the KKT conditions at the returned point): one solve of
+the same system with d = max(λ, 1e-8) / max(s, 1e-8) and right-hand side (∂ℓ/∂z, 0, 0, 0), then
+∂ℓ/∂Q = ½(dx zᵀ + z dxᵀ), ∂ℓ/∂p = dx, ∂ℓ/∂G = dλ zᵀ + λ dxᵀ, ∂ℓ/∂h = −dλ, ∂ℓ/∂A = dν zᵀ + ν dxᵀ,
+∂ℓ/∂b = −dν.
+
+Two Newton-system solvers implement the identical linear algebra:
+  * `_DenseKKT` — general Q, G, A: eliminate dx and ds (Q⁻¹ once per problem), then the
+    equality multiplier (its Schur complement), then an LU of the (m × m) inequality block
+    R + D⁻¹ per iteration. This is the elimination order qpth uses, so rounding is close to it.
+  * `_TransportKKT` — the EMD problem only: Q = κI + γccᵀ, G = [−I; row sums; column sums],
+    A = 1ᵀ. Eliminating ds and dλ instead leaves (Q + GᵀDG) dx = …, whose matrix is a diagonal
+    plus a rank-(2n+1) term; a Woodbury solve costs O(n²·n) instead of O((n²)³) per iteration.
+    Mathematically the same iterates; rounding differs (checked against the fixtures and the
+    dense solver in tests/methods/test_qp_layer.py).
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import scipy.linalg as sla
+
+Array = np.ndarray
+#: qpth clamps the multipliers and slacks at this value before the backward solve
+_BACKWARD_CLAMP = 1e-8
+#: fraction of the distance to the boundary taken by the combined step
+_STEP_FRACTION = 0.999
+FORMS = ("QP", "L2")
+
+
+# ----------------------------------------------------------------------------------------------
+# batched small helpers
+# ----------------------------------------------------------------------------------------------
+def _mv(M: Array, v: Array) -> Array:
+    """Batched matrix-vector product M[b] @ v[b]."""
+    return np.matmul(M, v[..., None])[..., 0]
+
+
+def _mtv(M: Array, v: Array) -> Array:
+    """Batched transposed product M[b]ᵀ @ v[b]."""
+    return np.matmul(v[:, None, :], M)[:, 0, :]
+
+
+class _BatchLU:
+    """LU factorisations (partial pivoting, LAPACK getrf as torch's CPU lu_factor) of a batch."""
+
+    def __init__(self, mats: Array):
+        self.factors = [sla.lu_factor(m, check_finite=False) for m in mats]
+
+    def solve(self, rhs: Array) -> Array:
+        """rhs [B, k] or [B, k, r] → the solutions, same shape."""
+        return np.stack([sla.lu_solve(f, r, check_finite=False) for f, r in zip(self.factors, rhs)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Newton-system solvers
+# ----------------------------------------------------------------------------------------------
+class _DenseKKT:
+    """Products and Newton solves for general dense Q [B,k,k], G [B,m,k], A [B,e,k]."""
+
+    def __init__(self, Q: Array, G: Array, A: Array):
+        self.Q, self.G, self.A = Q, G, A
+        self.neq = A.shape[1]
+        self.q_lu = _BatchLU(Q)
+        q_inv_gt = self.q_lu.solve(np.swapaxes(G, 1, 2))           # Q⁻¹Gᵀ  [B,k,m]
+        self.schur_ineq = G @ q_inv_gt                             # GQ⁻¹Gᵀ [B,m,m]
+        if self.neq:
+            q_inv_at = self.q_lu.solve(np.swapaxes(A, 1, 2))       # Q⁻¹Aᵀ  [B,k,e]
+            self.g_qi_at = G @ q_inv_at                            # GQ⁻¹Aᵀ [B,m,e]
+            self.eq_lu = _BatchLU(A @ q_inv_at)                    # AQ⁻¹Aᵀ [B,e,e]
+            # eliminating dν first leaves R = GQ⁻¹Gᵀ − GQ⁻¹Aᵀ (AQ⁻¹Aᵀ)⁻¹ AQ⁻¹Gᵀ
+            self.schur_ineq = self.schur_ineq - self.g_qi_at @ self.eq_lu.solve(
+                np.swapaxes(self.g_qi_at, 1, 2))
+        self.d: Optional[Array] = None
+        self.t_lu: Optional[_BatchLU] = None
+
+    # products used by the residuals
+    def hess(self, x: Array) -> Array:
+        return _mv(self.Q, x)
+
+    def ineq(self, x: Array) -> Array:
+        return _mv(self.G, x)
+
+    def ineq_t(self, lam: Array) -> Array:
+        return _mtv(self.G, lam)
+
+    def eq(self, x: Array) -> Array:
+        return _mv(self.A, x)
+
+    def eq_t(self, nu: Array) -> Array:
+        return _mtv(self.A, nu)
+
+    def factor(self, d: Array) -> None:
+        """Factor the inequality block R + D⁻¹ for the scaling d = λ / s."""
+        block = self.schur_ineq.copy()
+        idx = np.arange(d.shape[1])
+        block[:, idx, idx] += 1.0 / d
+        self.d, self.t_lu = d, _BatchLU(block)
+
+    def solve(self, rx: Array, rs: Array, rz: Array, ry: Optional[Array]) -> Tuple[Array, ...]:
+        """(dx, ds, dλ, dν) of the Newton system with right-hand side −(rx, rs, rz, ry)."""
+        q_inv_rx = self.q_lu.solve(rx)
+        top = _mv(self.A, q_inv_rx) - ry if self.neq else None   # equality rows of the rhs
+        bottom = _mv(self.G, q_inv_rx) + rs / self.d - rz          # inequality rows
+        if self.neq:
+            # forward elimination of dν: the inequality block sees −bottom + GQ⁻¹Aᵀ(AQ⁻¹Aᵀ)⁻¹ top
+            eq_inv_top = self.eq_lu.solve(top)
+            dlam = self.t_lu.solve(-bottom + _mv(self.g_qi_at, eq_inv_top))
+            dnu = self.eq_lu.solve(-top - _mtv(self.g_qi_at, dlam))
+        else:
+            dlam, dnu = self.t_lu.solve(-bottom), None
+        g1 = -rx - self.ineq_t(dlam) - (self.eq_t(dnu) if self.neq else 0.0)
+        dx = self.q_lu.solve(g1)
+        ds = (-rs - dlam) / self.d
+        return dx, ds, dlam, dnu
+
+
+class _TransportKKT:
+    """Newton solves for the EMD problem with Q = κI + γccᵀ, G = [−I; rows; cols], A = 1ᵀ.
+
+    The n² flow variables are x[a·n + b]; the inequalities are −x ≤ 0 (n² rows), the n row sums
+    and the n column sums. With ds = −rλ − G dx and dλ = −rs − D ds the system reduces to
+        (Q + GᵀDG) dx + Aᵀdν = −rx + Gᵀ(rs − D rλ),   A dx = −rν,
+    where Q + GᵀDG = diag(κ + d_x) + V Vᵀ, V = [Bᵀ√d_B, √γ c] (B: the 2n sum rows), solved with
+    the Woodbury identity through the small SPD capacitance I + VᵀΔ⁻¹V.
+    """
+
+    def __init__(self, n: int, kappa: float, c: Optional[Array]):
+        self.n, self.nz, self.kappa, self.c = n, n * n, kappa, c
+        self.neq = 1
+        self.B = np.concatenate([np.kron(np.eye(n), np.ones((1, n))),    # row sums
+                                 np.kron(np.ones((1, n)), np.eye(n))])   # column sums
+        self.d: Optional[Array] = None
+
+    def hess(self, x: Array) -> Array:
+        out = self.kappa * x
+        if self.c is not None:
+            out = out + self.c * np.sum(self.c * x, axis=1, keepdims=True)
+        return out
+
+    def ineq(self, x: Array) -> Array:
+        grid = x.reshape(-1, self.n, self.n)
+        return np.concatenate([-x, grid.sum(2), grid.sum(1)], axis=1)
+
+    def ineq_t(self, lam: Array) -> Array:
+        rows, cols = lam[:, self.nz:self.nz + self.n], lam[:, self.nz + self.n:]
+        return -lam[:, :self.nz] + (rows[:, :, None] + cols[:, None, :]).reshape(-1, self.nz)
+
+    def eq(self, x: Array) -> Array:
+        return x.sum(1, keepdims=True)
+
+    def eq_t(self, nu: Array) -> Array:
+        return np.repeat(nu, self.nz, axis=1)
+
+    def factor(self, d: Array) -> None:
+        """Diagonal part and the Cholesky factor of the capacitance matrix for scaling d."""
+        self.d = d
+        self.diag = self.kappa + d[:, :self.nz]                                  # [B, n²]
+        V = self.B.T[None] * np.sqrt(d[:, None, self.nz:])                       # [B, n², 2n]
+        if self.c is not None:
+            V = np.concatenate([V, self.c[:, :, None]], axis=2)
+        self.V = V
+        cap = np.swapaxes(V, 1, 2) @ (V / self.diag[:, :, None])
+        cap[:, np.arange(cap.shape[1]), np.arange(cap.shape[1])] += 1.0
+        self.cap = [sla.cho_factor(m, check_finite=False) for m in cap]
+        # the equality row: A H⁻¹ Aᵀ with H = Q + GᵀDG
+        self.h_inv_one = self._h_inv(np.ones_like(self.diag))
+        self.eq_pivot = self.h_inv_one.sum(1, keepdims=True)
+
+    def _h_inv(self, r: Array) -> Array:
+        """H⁻¹ r with H = diag + V Vᵀ (Woodbury)."""
+        y = r / self.diag
+        small = _mtv(self.V, y)
+        small = np.stack([sla.cho_solve(f, v, check_finite=False) for f, v in zip(self.cap, small)])
+        return y - _mv(self.V, small) / self.diag
+
+    def solve(self, rx: Array, rs: Array, rz: Array, ry: Array) -> Tuple[Array, ...]:
+        """(dx, ds, dλ, dν) of the Newton system with right-hand side −(rx, rs, rz, ry)."""
+        h_inv_r = self._h_inv(-rx + self.ineq_t(rs - self.d * rz))
+        dnu = (h_inv_r.sum(1, keepdims=True) + ry) / self.eq_pivot
+        dx = h_inv_r - self.h_inv_one * dnu
+        ds = -rz - self.ineq(dx)
+        dlam = -rs - self.d * ds
+        return dx, ds, dlam, dnu
+
+
+# ----------------------------------------------------------------------------------------------
+# the interior-point iteration
+# ----------------------------------------------------------------------------------------------
+def _max_step(v: Array, dv: Array) -> Array:
+    """Per problem, the largest t with v + t·dv ≥ 0 over the decreasing entries.
+
+    Entries with dv > 0 never block; qpth gives them max(1, largest ratio of the *whole batch*),
+    which matters only when no entry of a problem decreases (then 0.999 × that value is used).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = -v / dv
+    ratio[dv > 0] = max(1.0, ratio.max())
+    return ratio.min(axis=1)
+
+
+def _start_point(kkt, p: Array, h: Array, b: Optional[Array]) -> Tuple[Array, ...]:
+    """Initial iterate: the KKT solution with unit scaling, then s, λ shifted to be ≥ 1."""
+    kkt.factor(np.ones_like(h))
+    x, s, lam, nu = kkt.solve(p, np.zeros_like(h), -h, -b if kkt.neq else None)
+    for v in (s, lam):
+        low = v.min(axis=1)
+        neg = low < 0
+        v[neg] += (1.0 - low[neg])[:, None]
+    return x, s, lam, nu
+
+
+class _Best:
+    """Best iterate per problem by residual score, and the count of non-improving iterations."""
+
+    def __init__(self):
+        self.score = None
+        self.stalled = 0
+
+    def update(self, score: Array, point: Sequence[Array]) -> None:
+        if self.score is None:
+            self.score, self.point = score.copy(), [None if v is None else v.copy() for v in point]
+            return
+        better = score < self.score
+        self.stalled = 0 if better.any() else self.stalled + 1
+        self.score[better] = score[better]
+        for kept, new in zip(self.point, point):
+            if kept is not None:
+                kept[better] = new[better]
+
+
+def _residuals(kkt, x, s, lam, nu, p, h, b) -> Tuple[Array, ...]:
+    """Dual, primal-inequality and primal-equality residuals at (x, s, λ, ν)."""
+    rx = kkt.hess(x) + kkt.ineq_t(lam) + p
+    if kkt.neq:
+        rx = kkt.eq_t(nu) + rx
+    rz = kkt.ineq(x) + s - h
+    ry = kkt.eq(x) - b if kkt.neq else None
+    return rx, rz, ry
+
+
+def _pdipm(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: int,
+           not_improved_lim: int) -> List[Optional[Array]]:
+    """Run the interior point; returns the best (x, s, λ, ν) per problem."""
+    x, s, lam, nu = _start_point(kkt, p, h, b)
+    m = h.shape[1]
+    best = _Best()
+    for _ in range(max_iter):
+        rx, rz, ry = _residuals(kkt, x, s, lam, nu, p, h, b)
+        mu = np.abs((s * lam).sum(1) / m)
+        primal = np.linalg.norm(rz, axis=1) + (np.linalg.norm(ry, axis=1) if kkt.neq else 0.0)
+        score = primal + np.linalg.norm(rx, axis=1) + m * mu
+        kkt.factor(lam / s)
+        best.update(score, (x, s, lam, nu))
+        if best.stalled == not_improved_lim or best.score.max() < eps or mu.min() > 1e32:
+            break
+        # predictor: the pure Newton (affine-scaling) direction
+        dx_a, ds_a, dl_a, dn_a = kkt.solve(rx, lam, rz, ry)
+        alpha = np.minimum(np.minimum(_max_step(lam, dl_a), _max_step(s, ds_a)), 1.0)
+        gap_aff = ((s + alpha[:, None] * ds_a) * (lam + alpha[:, None] * dl_a)).sum(1)
+        sigma = (gap_aff / (s * lam).sum(1)) ** 3
+        # corrector: centring towards σμ plus Mehrotra's second-order term
+        rs_c = (-(mu * sigma)[:, None] + ds_a * dl_a) / s
+        zero_ry = np.zeros_like(ry) if kkt.neq else None
+        dx_c, ds_c, dl_c, dn_c = kkt.solve(np.zeros_like(x), rs_c, np.zeros_like(s), zero_ry)
+        dx, ds, dl = dx_a + dx_c, ds_a + ds_c, dl_a + dl_c
+        alpha = np.minimum(_STEP_FRACTION * np.minimum(_max_step(lam, dl), _max_step(s, ds)), 1.0)
+        x = x + alpha[:, None] * dx
+        s = s + alpha[:, None] * ds
+        lam = lam + alpha[:, None] * dl
+        nu = nu + alpha[:, None] * (dn_a + dn_c) if kkt.neq else None
+    return best.point
+
+
+def _implicit_solve(kkt, lam: Array, s: Array, grad_x: Array) -> Tuple[Array, Array, Optional[Array]]:
+    """(dx, dλ, dν): the backward Newton solve at the returned point (qpth's clamped scaling)."""
+    d = np.maximum(lam, _BACKWARD_CLAMP) / np.maximum(s, _BACKWARD_CLAMP)
+    kkt.factor(d)
+    zeros = np.zeros_like(lam)
+    ry = np.zeros((lam.shape[0], kkt.neq)) if kkt.neq else None
+    dx, _, dlam, dnu = kkt.solve(grad_x, zeros, zeros, ry)
+    return dx, dlam, dnu
+
+
+# ----------------------------------------------------------------------------------------------
+# the general layer
+# ----------------------------------------------------------------------------------------------
+def _outer(u: Array, v: Array) -> Array:
+    return u[:, :, None] * v[:, None, :]
+
+
+def _to_np(t: paddle.Tensor) -> Array:
+    return np.asarray(t.detach().cast("float64").numpy())
+
+
+class _QPFunction(paddle.autograd.PyLayer):
+    """Batched dense QP: forward by the interior point, backward by implicit differentiation."""
+
+    @staticmethod
+    def forward(ctx, Q, p, G, h, A, b, max_iter, eps, not_improved_lim):
+        arrays = [_to_np(t) for t in (Q, p, G, h, A, b)]
+        Qn, pn, Gn, hn, An, bn = arrays
+        kkt = _DenseKKT(Qn, Gn, An)
+        x, s, lam, nu = _pdipm(kkt, pn, hn, bn if kkt.neq else None, eps, max_iter, not_improved_lim)
+        ctx.kkt, ctx.point = kkt, (x, s, lam, nu)
+        ctx.needs = [not t.stop_gradient for t in (Q, p, G, h, A, b)]
+        return paddle.to_tensor(x, dtype="float64")
+
+    @staticmethod
+    def backward(ctx, grad_x):
+        x, s, lam, nu = ctx.point
+        dx, dlam, dnu = _implicit_solve(ctx.kkt, lam, s, _to_np(grad_x))
+        neq = ctx.kkt.neq
+        grads = (
+            0.5 * (_outer(dx, x) + _outer(x, dx)),                                 # Q
+            dx,                                                                    # p
+            _outer(dlam, x) + _outer(lam, dx),                                     # G
+            -dlam,                                                                 # h
+            _outer(dnu, x) + _outer(nu, dx) if neq else np.zeros_like(ctx.kkt.A),  # A
+            -dnu if neq else np.zeros((x.shape[0], 0)),                            # b
+        )
+        return tuple(paddle.to_tensor(g, dtype="float64") if need else None
+                     for g, need in zip(grads, ctx.needs))
+
+
+def _check_batched(Q, p, G, h, A, b) -> None:
+    dims = {"Q": (Q, 3), "p": (p, 2), "G": (G, 3), "h": (h, 2), "A": (A, 3), "b": (b, 2)}
+    for name, (t, nd) in dims.items():
+        if t.ndim != nd:
+            raise ValueError(f"qp_solve: {name} must be batched with {nd} dims, got shape {t.shape}")
+    if len({t.shape[0] for t, _ in dims.values()}) != 1:
+        raise ValueError("qp_solve: all inputs need the same batch size")
+
+
+def qp_solve(Q: paddle.Tensor, p: paddle.Tensor, G: paddle.Tensor, h: paddle.Tensor,
+             A: paddle.Tensor, b: paddle.Tensor, max_iter: int = 20, eps: float = 1e-12,
+             not_improved_lim: int = 3) -> paddle.Tensor:
+    """Solve min ½zᵀQz + pᵀz s.t. Gz ≤ h, Az = b for a batch, as qpth 0.0.18's QPFunction.
+
+    Args:
+        Q: [B, k, k] symmetric positive definite; p: [B, k]; G: [B, m, k]; h: [B, m];
+            A: [B, e, k] and b: [B, e] (e may be 0). Any float dtype; computed in float64.
+        max_iter, eps, not_improved_lim: qpth's maxIter, eps and notImprovedLim.
+
+    Returns:
+        z [B, k] float64: the best iterate of the (possibly unconverged) interior point.
+        Differentiable w.r.t. every input with stop_gradient False (implicit differentiation
+        of the KKT conditions at z, as qpth does).
+    """
+    _check_batched(Q, p, G, h, A, b)
+    try:
+        np.linalg.cholesky(_to_np(Q))  # qpth's check_Q_spd
+    except np.linalg.LinAlgError as err:
+        raise ValueError("qp_solve: Q is not symmetric positive definite") from err
+    return _QPFunction.apply(Q, p, G, h, A, b, max_iter, eps, not_improved_lim)
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepEMD's transport problem
+# ----------------------------------------------------------------------------------------------
+def _transport_constraints(n: int) -> Tuple[Array, Array]:
+    """G = [−I; row-sum rows; column-sum rows] and A = 1ᵀ for the row-major flattened flow."""
+    sums = np.concatenate([np.kron(np.eye(n), np.ones((1, n))), np.kron(np.ones((1, n)), np.eye(n))])
+    return np.concatenate([-np.eye(n * n), sums]), np.ones((1, n * n))
+
+
+def _rescale(weight: paddle.Tensor) -> paddle.Tensor:
+    """Weights scaled to sum to the node count, in the input dtype (as the reference)."""
+    return weight * weight.shape[-1] / weight.sum(axis=1, keepdim=True)
+
+
+def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Tensor,
+                form: str = "QP", l2_strength: float = 1e-4) -> paddle.Tensor:
+    """Optimal transport flows as DeepEMD's `emd_inference_qpth` computes them.
+
+    Args:
+        cost: [B, n, n] cost matrices (rows: supply nodes of weight1, columns: weight2).
+        weight1, weight2: [B, n] positive node weights; rescaled here to sum to n.
+        form: "QP" (Q = ccᵀ + 1e-4·I, p = 0) or "L2" (Q = l2_strength·I, p = c), c = cost
+            flattened row-major.
+        l2_strength: the identity weight of form "L2".
+
+    Returns:
+        flow [B, n, n] float64, differentiable w.r.t. cost, weight1 and weight2. Constraints:
+        flow ≥ 0, row sums ≤ weight1, column sums ≤ weight2, total = min(Σweight1, Σweight2).
+    """
+    if form not in FORMS:
+        raise ValueError(f"emd_flow_qp: unknown form {form!r}, expected one of {FORMS}")
+    batch, n = cost.shape[0], cost.shape[1]
+    c = cost.reshape([batch, n * n]).cast("float64")
+    w1, w2 = _rescale(weight1), _rescale(weight2)
+    total = paddle.minimum(w1.sum(axis=1), w2.sum(axis=1)).unsqueeze(1).cast("float64")
+    h = paddle.concat([paddle.zeros([batch, n * n], "float64"),
+                       paddle.concat([w1, w2], axis=1).cast("float64")], axis=1)
+    G_np, A_np = _transport_constraints(n)
+    G = paddle.to_tensor(np.broadcast_to(G_np, (batch,) + G_np.shape).copy())
+    A = paddle.to_tensor(np.broadcast_to(A_np, (batch,) + A_np.shape).copy())
+    eye = paddle.eye(n * n, dtype="float64").unsqueeze(0).expand([batch, n * n, n * n])
+    if form == "QP":
+        Q = c.unsqueeze(2) * c.unsqueeze(1) + 1e-4 * eye
+        p = paddle.zeros([batch, n * n], "float64")
+    else:
+        Q, p = l2_strength * eye, c
+    return qp_solve(Q, p, G, h, A, total).reshape([batch, n, n])
