@@ -116,7 +116,7 @@ def pretrain(args: argparse.Namespace) -> None:
         sampler.set_epoch(epoch)
         return loader(base, sampler, args.num_workers), len(sampler)
 
-    run_dir = _run_folder(args, f"{args.model}_{args.method}_pretrain")
+    run_dir = _run_folder(args, f"{args.model}_{METHODS[args.method].run_name(args)}_pretrain")
     _train_stage(args, model, run_dir, make_batches, validate)
 
 
@@ -145,7 +145,7 @@ def meta_train(args: argparse.Namespace) -> None:
             pool.set_epoch(epoch)
             return loader(base, pool, args.num_workers), len(pool)
 
-    name = f"{args.model}_{args.method}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
+    name = f"{args.model}_{METHODS[args.method].run_name(args)}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
     _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
 
 

@@ -44,6 +44,11 @@ class FewShotMethod(nn.Layer):
         """Reject values of the method's own flags with one line (nothing to check by default)."""
 
     @staticmethod
+    def run_name(args: argparse.Namespace) -> str:
+        """The method's part of run folder names (variants that train differently differ)."""
+        return args.method
+
+    @staticmethod
     def image_transform(args: argparse.Namespace, training: bool) -> Optional[Callable]:
         """The method's own image pipeline, or None for the dataset's standard transforms."""
         return None

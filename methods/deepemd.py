@@ -242,6 +242,11 @@ class DeepEMD(FewShotMethod):
             raise UserError(f"-l2_strength must be positive (got {args.l2_strength})")
 
     @staticmethod
+    def run_name(args: argparse.Namespace) -> str:
+        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth when trained through qpth)."""
+        return f"deepemd_{args.deepemd}" + ("_qpth" if getattr(args, "solver", "opencv") == "qpth" else "")
+
+    @staticmethod
     def image_transform(args: argparse.Namespace, training: bool) -> Callable:
         """DeepEMD's own pipelines: FCN crops, Grid patches or Sampling crops (spec §9)."""
         from data.deepemd_transforms import deepemd_transform

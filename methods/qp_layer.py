@@ -396,29 +396,38 @@ def _rescale(weight: paddle.Tensor) -> paddle.Tensor:
     return weight * weight.shape[-1] / weight.sum(axis=1, keepdim=True)
 
 
-def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Tensor,
-                form: str = "QP", l2_strength: float = 1e-4) -> paddle.Tensor:
-    """Optimal transport flows as DeepEMD's `emd_inference_qpth` computes them.
+class _TransportQPFunction(paddle.autograd.PyLayer):
+    """The EMD QP from (c, h, b) with the structured Newton solver; same iterates as qp_solve."""
 
-    Args:
-        cost: [B, n, n] cost matrices (rows: supply nodes of weight1, columns: weight2).
-        weight1, weight2: [B, n] positive node weights; rescaled here to sum to n.
-        form: "QP" (Q = ccᵀ + 1e-4·I, p = 0) or "L2" (Q = l2_strength·I, p = c), c = cost
-            flattened row-major.
-        l2_strength: the identity weight of form "L2".
+    @staticmethod
+    def forward(ctx, c, h, b, n, form, l2_strength, max_iter, eps, not_improved_lim):
+        cn, hn, bn = (_to_np(t) for t in (c, h, b))
+        kappa, c_term = (1e-4, cn) if form == "QP" else (l2_strength, None)
+        kkt = _TransportKKT(n, kappa, c_term)
+        p = np.zeros_like(cn) if form == "QP" else cn
+        x, s, lam, nu = _pdipm(kkt, p, hn, bn, eps, max_iter, not_improved_lim)
+        ctx.kkt, ctx.point, ctx.form, ctx.c = kkt, (x, s, lam, nu), form, cn
+        ctx.needs = [not t.stop_gradient for t in (c, h, b)]
+        return paddle.to_tensor(x, dtype="float64")
 
-    Returns:
-        flow [B, n, n] float64, differentiable w.r.t. cost, weight1 and weight2. Constraints:
-        flow ≥ 0, row sums ≤ weight1, column sums ≤ weight2, total = min(Σweight1, Σweight2).
-    """
-    if form not in FORMS:
-        raise ValueError(f"emd_flow_qp: unknown form {form!r}, expected one of {FORMS}")
-    batch, n = cost.shape[0], cost.shape[1]
-    c = cost.reshape([batch, n * n]).cast("float64")
-    w1, w2 = _rescale(weight1), _rescale(weight2)
-    total = paddle.minimum(w1.sum(axis=1), w2.sum(axis=1)).unsqueeze(1).cast("float64")
-    h = paddle.concat([paddle.zeros([batch, n * n], "float64"),
-                       paddle.concat([w1, w2], axis=1).cast("float64")], axis=1)
+    @staticmethod
+    def backward(ctx, grad_x):
+        x, s, lam, nu = ctx.point
+        dx, dlam, dnu = _implicit_solve(ctx.kkt, lam, s, _to_np(grad_x))
+        if ctx.form == "QP":
+            # dℓ/dQ = ½(dx xᵀ + x dxᵀ) and Q = ccᵀ + κI give dℓ/dc = (dℓ/dQ + dℓ/dQᵀ) c
+            dc = dx * np.sum(x * ctx.c, 1, keepdims=True) + x * np.sum(dx * ctx.c, 1, keepdims=True)
+        else:
+            dc = dx  # p = c
+        grads = (dc, -dlam, -dnu)
+        return tuple(paddle.to_tensor(g, dtype="float64") if need else None
+                     for g, need in zip(grads, ctx.needs))
+
+
+def _dense_transport(c: paddle.Tensor, h: paddle.Tensor, b: paddle.Tensor, n: int, form: str,
+                     l2_strength: float) -> paddle.Tensor:
+    """The same QP through the general layer, with G, A, Q built densely as the reference."""
+    batch = c.shape[0]
     G_np, A_np = _transport_constraints(n)
     G = paddle.to_tensor(np.broadcast_to(G_np, (batch,) + G_np.shape).copy())
     A = paddle.to_tensor(np.broadcast_to(A_np, (batch,) + A_np.shape).copy())
@@ -428,4 +437,39 @@ def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Ten
         p = paddle.zeros([batch, n * n], "float64")
     else:
         Q, p = l2_strength * eye, c
-    return qp_solve(Q, p, G, h, A, total).reshape([batch, n, n])
+    return qp_solve(Q, p, G, h, A, b)
+
+
+def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Tensor,
+                form: str = "QP", l2_strength: float = 1e-4, solver: str = "structured") -> paddle.Tensor:
+    """Optimal transport flows as DeepEMD's `emd_inference_qpth` computes them.
+
+    Args:
+        cost: [B, n, n] cost matrices (rows: supply nodes of weight1, columns: weight2).
+        weight1, weight2: [B, n] positive node weights; rescaled here to sum to n.
+        form: "QP" (Q = ccᵀ + 1e-4·I, p = 0) or "L2" (Q = l2_strength·I, p = c), c = cost
+            flattened row-major.
+        l2_strength: the identity weight of form "L2".
+        solver: "structured" (Woodbury solves exploiting Q and G, fast) or "dense" (the general
+            `qp_solve` on the dense matrices, qpth's elimination order). Same iterates up to
+            rounding.
+
+    Returns:
+        flow [B, n, n] float64, differentiable w.r.t. cost, weight1 and weight2. Constraints:
+        flow ≥ 0, row sums ≤ weight1, column sums ≤ weight2, total = min(Σweight1, Σweight2).
+    """
+    if form not in FORMS:
+        raise ValueError(f"emd_flow_qp: unknown form {form!r}, expected one of {FORMS}")
+    if solver not in ("structured", "dense"):
+        raise ValueError(f"emd_flow_qp: unknown solver {solver!r}")
+    batch, n = cost.shape[0], cost.shape[1]
+    c = cost.reshape([batch, n * n]).cast("float64")
+    w1, w2 = _rescale(weight1), _rescale(weight2)   # in the input dtype, cast after (reference)
+    total = paddle.minimum(w1.sum(axis=1), w2.sum(axis=1)).unsqueeze(1).cast("float64")
+    h = paddle.concat([paddle.zeros([batch, n * n], "float64"),
+                       paddle.concat([w1, w2], axis=1).cast("float64")], axis=1)
+    if solver == "dense":
+        flat = _dense_transport(c, h, total, n, form, l2_strength)
+    else:
+        flat = _TransportQPFunction.apply(c, h, total, n, form, float(l2_strength), 20, 1e-12, 3)
+    return flat.reshape([batch, n, n])

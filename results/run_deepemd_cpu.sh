@@ -28,7 +28,7 @@ for METHOD in deepemd protonet; do
     --train_n_way 5 --n_shot 1 --n_query 15 --train_n_episode "$EPISODES" --epoch "$EPOCHS" \
     --optimizer sgd --lr "$LR" --step_size "$STEP" --gamma 0.5 --wd 5e-4 --val_n_way 5 --val_n_episode 300 \
     --save_freq 1 --checkpoint_dir "$OUT" --num_workers 2 --quiet
-  RUN="$OUT/$NAME/Conv4_${METHOD}_5way_1shot_metatrain"
+  RUN="$OUT/$NAME/Conv4_${METHOD}_5way_1shot_metatrain"; [ "$METHOD" = deepemd ] && RUN="$OUT/$NAME/Conv4_deepemd_fcn_5way_1shot_metatrain"
   for TEST_SHOT in 1 5; do
     echo "== $METHOD best_model 5-way $TEST_SHOT-shot"
     python test.py --dataset "$NAME" --data_path "$DATA" --model Conv4 --method $METHOD $FLAGS \
