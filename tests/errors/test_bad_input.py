@@ -155,3 +155,27 @@ def test_resume_from_a_model_file_instead_of_a_resume_state(previous_run, tiny_d
     model = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *PRETRAIN, "--resume", model))
     check_untouched(previous_run, result, "--resume", "resume.pdstate")
+
+
+# ----- DeepEMD's own flags --------------------------------------------------------------------
+@pytest.mark.parametrize("flags,needles", [
+    (["-patch_list", "2,x"], ["-patch_list", "2,x"]),
+    (["-patch_list", "0,3"], ["-patch_list"]),
+    (["-feature_pyramid", "two"], ["-feature_pyramid"]),
+    (["-num_patch", "0"], ["-num_patch"]),
+    (["-form", "QQ"], ["-form", "QQ"]),
+    (["-solver", "gurobi"], ["-solver", "gurobi"]),
+    (["-eval_solver", "qpth"], ["-eval_solver"]),
+])
+def test_deepemd_bad_flag(previous_run, tiny_data, flags, needles):
+    result = run_script("meta_train.py", *tiny_flags(tiny_data, previous_run, "--method", "deepemd", *flags,
+                                                     "--epoch", "1"))
+    check_untouched(previous_run, result, *needles)
+
+
+def test_deepemd_checkpoint_of_another_backbone(previous_run, tiny_data):
+    ckpt = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    flags = tiny_flags(tiny_data, previous_run, "--method", "deepemd", "--model_path", ckpt)
+    flags[flags.index("--model") + 1] = "ResNet12"
+    result = run_script("test.py", *flags)
+    check_untouched(previous_run, result, "--model_path", "Conv4", "ResNet12")
