@@ -14,8 +14,10 @@ Solvers (`-solver` for training, `-eval_solver` for evaluation):
   gradient reaches the features only through the similarity.
 - `qpth`: the reference's differentiable QP (forms QP and L2), in Paddle (methods/qp_layer.py).
 - `exact` (ours, methods/emd_exact.py): the same LP solved exactly in batches with its dual
-  potentials. The logits equal OpenCV's; in training the gradient reaches the features also
-  through the node weights (the duals are the objective's gradient w.r.t. the weights).
+  potentials. The logits equal OpenCV's, and so does the gradient in evaluation (the SFC fit
+  included): flows and weights are constants there, as with OpenCV. Training with
+  `-solver exact` lets the gradient reach the features also through the node weights (the
+  duals are the objective's gradient w.r.t. the weights), which OpenCV cannot.
 
 Episodes use this project's class-major layout (methods/base.py); the reference's class-fastest
 order only affects bookkeeping (SFC initial means, support labels), handled here.
@@ -97,8 +99,13 @@ def opencv_flows(cost: np.ndarray, supply: np.ndarray, demand: np.ndarray) -> np
 
 
 def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv", temperature: float = 12.5,
-               form: str = "L2", l2_strength: float = 1e-6) -> paddle.Tensor:
-    """Class scores [Q, W] of the queries against the prototypes [W, C, h, w] (spec §4-6)."""
+               form: str = "L2", l2_strength: float = 1e-6, weight_gradient: bool = False,
+               qp_iterations: int = 20) -> paddle.Tensor:
+    """Class scores [Q, W] of the queries against the prototypes [W, C, h, w] (spec §4-6).
+
+    With `solver="exact"` and `weight_gradient` the node weights receive the gradient of the
+    transport objective (its dual potentials); otherwise `exact` behaves as `opencv`: flows and
+    weights are constants and the gradient flows through the similarity only."""
     weight_1, weight_2 = cross_reference_weights(proto, query)
     sim = centred_cosine(proto, query)
     n_query, way, n, m = sim.shape
@@ -107,9 +114,11 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
     sim = sim.reshape([-1, n, m])
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
-        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength)
+        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations)
         score = (flow * sim.astype("float64")).sum([1, 2]).astype(sim.dtype)
     else:
+        if not weight_gradient:
+            supply, demand = supply.detach(), demand.detach()
         score = transport_score(sim, normalise_weights(supply), normalise_weights(demand), solver)
     return (score * (temperature / n)).reshape([n_query, way])
 
@@ -194,6 +203,7 @@ class DeepEMD(FewShotMethod):
         self.eval_solver = getattr(args, "eval_solver", "exact")
         self.form = getattr(args, "form", "L2")
         self.l2_strength = getattr(args, "l2_strength", 1e-6)
+        self.qp_iterations = getattr(args, "qp_iterations", 20)
         self.temperature = getattr(args, "temperature", 12.5)
         self.pyramid = int_list(getattr(args, "feature_pyramid", None) or "", "-feature_pyramid")
         self.sfc_lr = getattr(args, "sfc_lr", 100.0)
@@ -216,6 +226,8 @@ class DeepEMD(FewShotMethod):
             help="EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)")
         add("form", default="L2", choices=FORMS, help="qpth formulation")
         add("l2_strength", type=float, default=1e-6, help="weight of the quadratic term of form L2")
+        add("qp_iterations", type=int, default=20,
+            help="qpth interior-point iterations (ours; the reference's 20 do not always converge)")
         add("temperature", type=float, default=12.5, help="logit scale T (divided by the node count)")
         add("metric", default="cosine", choices=["cosine"], help="node similarity (the reference allows cosine)")
         add("norm", default="center", choices=["center"], help="node normalisation (channel centring)")
@@ -238,13 +250,16 @@ class DeepEMD(FewShotMethod):
             raise UserError(f"-num_patch must be at least 1 (got {args.num_patch})")
         if args.sfc_update_step < 0 or args.sfc_bs < 1:
             raise UserError("-sfc_update_step must be >= 0 and -sfc_bs >= 1")
+        if args.qp_iterations < 1:
+            raise UserError(f"-qp_iterations must be at least 1 (got {args.qp_iterations})")
         if args.l2_strength <= 0:
             raise UserError(f"-l2_strength must be positive (got {args.l2_strength})")
 
     @staticmethod
     def run_name(args: argparse.Namespace) -> str:
-        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth when trained through qpth)."""
-        return f"deepemd_{args.deepemd}" + ("_qpth" if getattr(args, "solver", "opencv") == "qpth" else "")
+        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth / _exact when trained with that solver)."""
+        solver = getattr(args, "solver", "opencv")
+        return f"deepemd_{args.deepemd}" + ("" if solver == "opencv" else f"_{solver}")
 
     @staticmethod
     def image_transform(args: argparse.Namespace, training: bool) -> Callable:
@@ -271,7 +286,11 @@ class DeepEMD(FewShotMethod):
         return self.solver if self.training else self.eval_solver
 
     def logits_against(self, proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
-        return emd_logits(proto, query, self.active_solver(), self.temperature, self.form, self.l2_strength)
+        """EMD logits with the active solver; the node weights get a gradient only when training
+        with `-solver exact` (evaluation, SFC included, keeps the reference's OpenCV gradient)."""
+        weight_gradient = self.training and self.solver == "exact"
+        return emd_logits(proto, query, self.active_solver(), self.temperature, self.form, self.l2_strength,
+                          weight_gradient, self.qp_iterations)
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         proto = support if shot == 1 else self.sfc(support, way, shot)

@@ -26,7 +26,7 @@ def deepemd_model(backbone=None, channels: int = 640, **flags):
     """A DeepEMD model with the official defaults (eval.py), `flags` overriding them."""
     from methods.deepemd import DeepEMD
     args = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv", form="L2",
-                l2_strength=1e-6, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
+                l2_strength=1e-6, qp_iterations=20, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
                 sfc_bs=4)
     args.update(flags)
     return DeepEMD(backbone if backbone is not None else Identity(channels), argparse.Namespace(**args))
@@ -135,8 +135,9 @@ def check_sfc(entry: Entry) -> None:
     perms = [position[p] for p in entry.use("perms")]
     assert (labels[to_class_major] == np.repeat(np.arange(way), shot)).all()
 
-    model = deepemd_model(sfc_lr=float(cfg["sfc_lr"]), sfc_update_step=int(cfg["sfc_update_step"]),
-                          sfc_bs=int(cfg["sfc_bs"]))
+    # the default evaluation solver (exact): its flows are OpenCV's, constants for the gradient
+    model = deepemd_model(eval_solver="exact", sfc_lr=float(cfg["sfc_lr"]),
+                          sfc_update_step=int(cfg["sfc_update_step"]), sfc_bs=int(cfg["sfc_bs"]))
     model.eval()
     query = _t(entry.use("query"))
     entry.use("query_label")  # the logits are compared directly; labels only name the rows
