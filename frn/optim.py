@@ -36,3 +36,18 @@ def build_optimizer(model: paddle.nn.Layer, scheduler, name: str = "sgd", weight
         return paddle.optimizer.Adam(learning_rate=scheduler, beta1=0.9, beta2=0.999, epsilon=1e-8,
                                      parameters=params, weight_decay=decay)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def reset_optimizer_state(optimizer: paddle.optimizer.Optimizer) -> None:
+    """Give `optimizer` the per-parameter state of a new one (zero momentum and Adam moments,
+    Adam's beta powers back to beta), keeping its learning-rate schedule: what re-creating the
+    optimizer every epoch does in the reference SimTrans scripts."""
+    betas = {"beta1_pow_acc": getattr(optimizer, "_beta1", None), "beta2_pow_acc": getattr(optimizer, "_beta2", None)}
+    for name, value in optimizer.state_dict().items():
+        if not isinstance(value, paddle.Tensor):
+            continue  # the LR scheduler's state
+        beta = next((b for key, b in betas.items() if key in name), None)
+        if beta is None:
+            value.zero_()
+        else:
+            paddle.assign(paddle.full_like(value, float(beta)), output=value)

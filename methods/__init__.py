@@ -5,10 +5,16 @@ from methods.base import FewShotMethod
 from methods.deepemd import DeepEMD
 from methods.frn import FRN
 from methods.protonet import ProtoNet
+from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier, WeightedClassifier
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
     "protonet": ProtoNet,
     "deepemd": DeepEMD,
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
+    # SimTrans, weak-shot (not episodic): steps 0, 1 (+2 via test.py), 3a, 3b of the reference
+    "simtrans_naive": WebClassifier,
+    "simtrans_simnet": SimNet,
+    "simtrans_main": WeightedClassifier,
+    "simtrans_alternate": GraphRegularisedClassifier,
 }

@@ -5,10 +5,12 @@ import paddle.nn as nn
 
 from network.conv4 import Conv4
 from network.resnet12 import ResNet12
+from network.resnet50 import ResNet50
 
 BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
     "Conv4": Conv4,
     "ResNet12": ResNet12,
+    "ResNet50": ResNet50,  # paddle.vision.models, torchvision key names (SimTrans)
 }
 
 

@@ -10,7 +10,7 @@ another folder: write that module, register a checker per kind with
 `@register("<method>/<kind>")`, and add the folder's name to `PARITY_METHODS` in
 tests/parity/test_parity.py (which imports `<method>_checks`).
 
-Manifests come in two shapes: a list of entries with `name`/`file`/`outputs` (FRN), or a dict
+Manifests come in two shapes: a list of entries with `file` (FRN also `name`/`outputs`), or a dict
 {file name: entry} whose `arrays` are all to be accounted for (DeepEMD and later folders);
 `manifest_specs` turns both into the list form.
 
@@ -55,7 +55,7 @@ class Entry:
 
     def __init__(self, folder: Path, spec: dict):
         self.folder, self.spec = Path(folder), spec
-        self.name, self.file, self.kind = spec["name"], spec["file"], spec["kind"]
+        self.name, self.file, self.kind = spec.get("name", spec["file"]), spec["file"], spec["kind"]
         self.config = spec.get("config")
         self._arrays: Optional[Dict[str, np.ndarray]] = None
         self.checked: set = set()
