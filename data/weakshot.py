@@ -15,10 +15,10 @@ Builders (python -m data.weakshot <layout> --help):
     aircraft  fgvc-aircraft-2013b + hardest_new_set/<variant>/ (SimTrans's 25 novel variants)
     cars      CompCars ("CampCar") + web_data/<model>/ (novel = every 4th sorted web class)
     folder    WebVision-style: clean train/ and test/ folders of class folders + a web/ folder
-    inject    a benchmark from any labelled dataset with filelists (base/val/novel.json, e.g. the
-              shared archives): base = base.json classes, novel = novel.json classes, and a chosen
-              fraction of each novel class's training images replaced by outliers, images of
-              other novel classes and of the val.json classes (outside the split)
+    inject    a benchmark from any labelled dataset with filelists or CSVs (e.g. the shared
+              archives): base = train classes, novel = test classes (or --novel_classes), and a
+              chosen fraction of each novel class's training images replaced by outliers, images
+              of other novel classes and of the val classes (outside the split)
 
 Every stage of SimTrans checks the folder with `load_weakshot` (each novel class needs web
 images to pair) and tags what it writes with the folder's `fingerprint`, so a later stage
@@ -230,8 +230,27 @@ def inject_outliers(novel_train: Dict[str, List[Item]], outside: List[Item], fra
     return web, records
 
 
+def class_roles(root: str, novel_classes: Optional[str]) -> Tuple[List[Item], List[Item], List[Item]]:
+    """(base, novel, outside) images: the train, test and val split of the dataset, or with a
+    file of `novel_classes` those classes (wherever they are), the other val classes outside, and
+    the other train and test classes base."""
+    splits = {split: read_labelled(root, split) for split in ("train", "val", "test")}
+    if not novel_classes:
+        return splits["train"], splits["test"], splits["val"]
+    listed = set(read_class_list(novel_classes))
+    everything = [item for items in splits.values() for item in items]
+    novel = [item for item in everything if item[0] in listed]
+    if len({cls for cls, _, _ in novel}) < 2:
+        raise UserError(f"--novel_classes {novel_classes} names fewer than 2 classes of {root}; list class names "
+                        f"as the dataset spells them")
+    outside = [item for item in splits["val"] if item[0] not in listed]
+    base = [item for item in splits["train"] + splits["test"] if item[0] not in listed]
+    return base, novel, outside
+
+
 def build_benchmark(data_path: str, out_dir: str, fraction: float = 0.3, open_share: float = 0.5,
-                    test_per_class: int = 20, base_test_per_class: int = 10, seed: int = 0) -> Dict[str, dict]:
+                    test_per_class: int = 20, base_test_per_class: int = 10, seed: int = 0,
+                    novel_classes: Optional[str] = None) -> Dict[str, dict]:
     """A weak-shot benchmark from a labelled dataset (see the module docstring)."""
     if not 0.0 <= fraction < 1.0:
         raise UserError(f"--outlier_fraction must be in [0, 1) (got {fraction})")
@@ -241,13 +260,14 @@ def build_benchmark(data_path: str, out_dir: str, fraction: float = 0.3, open_sh
         raise UserError("--test_per_class must be >= 1 and --base_test_per_class >= 0")
     root = dataset_folder(data_path)
     rng = np.random.RandomState(seed)
-    base, base_test = split_per_class(by_class(read_labelled(root, "train")), base_test_per_class, rng, "base")
-    novel_train, novel_test = split_per_class(by_class(read_labelled(root, "test")), test_per_class, rng, "novel")
-    outside = read_labelled(root, "val") if open_share > 0 else []
-    web, records = inject_outliers(by_class(novel_train), outside, fraction, open_share, rng)
-    info = {"layout": "inject", "source": root, "outlier_fraction": fraction, "open_set_share": open_share,
-            "test_per_class": test_per_class, "base_test_per_class": base_test_per_class, "seed": seed,
-            "injected": len(records)}
+    base_items, novel_items, outside = class_roles(root, novel_classes)
+    base, base_test = split_per_class(by_class(base_items), base_test_per_class, rng, "base")
+    novel_train, novel_test = split_per_class(by_class(novel_items), test_per_class, rng, "novel")
+    web, records = inject_outliers(by_class(novel_train), outside if open_share > 0 else [], fraction,
+                                   open_share, rng)
+    info = {"layout": "inject", "source": root, "novel_classes": novel_classes, "outlier_fraction": fraction,
+            "open_set_share": open_share, "test_per_class": test_per_class,
+            "base_test_per_class": base_test_per_class, "seed": seed, "injected": len(records)}
     return write_weakshot(out_dir, base, base_test, web, novel_test, info, records)
 
 
@@ -394,6 +414,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     inject.add_argument("--test_per_class", type=int, default=20, help="clean test images per novel class")
     inject.add_argument("--base_test_per_class", type=int, default=10, help="test images per base class")
     inject.add_argument("--seed", type=int, default=0)
+    inject.add_argument("--novel_classes", default=None,
+                        help="file of novel class names (e.g. SimTrans's cub_simtrans/testclasses.txt); then the "
+                             "other val classes are outside the split and the other train/test classes base")
     cub = layouts.add_parser("cub", help="CUB-200-2011 + CUB_web")
     cub.add_argument("--data_path", required=True, help="folder holding CUB_200_2011/ and CUB_web/")
     cub.add_argument("--split_dir", default=None, help="folder of trainvalclasses.txt and testclasses.txt")
@@ -415,7 +438,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> Dict[str, dict]:
     if args.layout == "inject":
         return build_benchmark(args.data_path, args.out_dir, args.outlier_fraction, args.open_set_share,
-                               args.test_per_class, args.base_test_per_class, args.seed)
+                               args.test_per_class, args.base_test_per_class, args.seed, args.novel_classes)
     if args.layout == "cub":
         return write_cub(args.data_path, args.out_dir, args.split_dir, args.exclude)
     if args.layout == "aircraft":

@@ -2,6 +2,8 @@
 
     python -m frn.convert --model ResNet12 --method meta_frn in.pth out.pdparams
     python -m frn.convert --model ResNet12 --method stl_frn --num_classes 64 in.pth out.pdparams
+    python -m frn.convert --model ResNet50 --method simtrans_naive resnet50-19c8e357.pth resnet50_imagenet.pdparams
+    python -m frn.convert --model ResNet50 --method simtrans_simnet --head_type 4 simnet_state.pth simnet.pdparams
 
 The module trees of this project mirror the reference, so keys map one to one except
 (fixture README "Mapping reference keys to Paddle"):
@@ -10,7 +12,11 @@ The module trees of this project mirror the reference, so keys map one to one ex
   is dropped (Paddle keeps no counter);
 - 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
-  `encoder.` or bare `layerN.` keys -> `feature_extractor.`).
+  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; SimTrans: torchvision ResNet-50 keys,
+  `module.backbone.*` of its GCN wrapper, `backbone.module.resnet.*` / `similarity_head.module.*`
+  of its SimNet);
+- the method's own flags shape the model where they matter (SimTrans `--head_type`), and a
+  non-episodic classifier takes its class count from the state's `fc.weight`.
 
 `torch_state_to_paddle` is pure numpy. Only `read_pth` imports torch, and only when a `.pth`
 file is converted: the rest of the project never needs it. A `.npz` whose arrays are named by
@@ -111,7 +117,10 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a foreign or damaged file
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
+        raise UserError(f"{path} is not a readable PyTorch state dict ({type(err).__name__}); a pickled whole model "
+                        f"(e.g. the released SimTrans files) loads only with its own code: in that repository run "
+                        f"python -c \"import torch; torch.save(torch.load('{path}').state_dict(), 'state.pth')\" "
+                        f"and convert state.pth") from None
     for wrapper in ("state_dict", "params"):  # FRN / DeepEMD ({'params': state_dict}) files
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -150,11 +159,13 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int):
-    """The model the project's entry scripts build for these flags."""
+def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int,
+                method_flags: Optional[argparse.Namespace] = None):
+    """The model the project's entry scripts build for these flags (and the method's own flags)."""
     from methods import METHODS
     from network import build_backbone
-    args = argparse.Namespace(model=model_name, image_size=image_size, method=method)
+    args = argparse.Namespace(**vars(method_flags or argparse.Namespace()))
+    args.model, args.image_size, args.method = model_name, image_size, method
     return METHODS[method](build_backbone(model_name), args, num_classes=num_classes)
 
 
@@ -169,6 +180,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image_size", type=int, default=84)
     p.add_argument("input", help="PyTorch state dict (.pth) or .npz of arrays named by PyTorch keys")
     p.add_argument("output", help="Paddle checkpoint to write (.pdparams)")
+    known, _ = p.parse_known_args(argv)
+    if known.method in METHODS:  # the method's own flags shape its model too (e.g. SimTrans --head_type)
+        METHODS[known.method].add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -186,7 +200,12 @@ def main(argv=None) -> None:
         if cat_mat is None or np.ndim(cat_mat) != 3:
             raise UserError("--method stl_frn needs --num_classes (the input has no cat_mat to read it from)")
         num_classes = int(np.shape(cat_mat)[0])
-    model = build_model(args.model, args.method, num_classes, args.image_size)
+    from methods import METHODS
+    if num_classes is None and not METHODS[args.method].episodic:  # a whole-split classifier: its fc size
+        fc = next((v for k, v in state.items() if k.replace("module.", "").endswith("fc.weight")
+                   and "similarity_head" not in k and "domain" not in k), None)
+        num_classes = int(np.shape(fc)[0]) if fc is not None else None
+    model = build_model(args.model, args.method, num_classes, args.image_size, args)
     converted = torch_state_to_paddle(state, model)
     model.set_state_dict(converted)
     from frn.checkpoint import save_model

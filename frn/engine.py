@@ -225,6 +225,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         if inner.fresh_optimizer_each_epoch:
             reset_optimizer_state(optimizer)
         inner.start_epoch(epoch)
+        lr = optimizer.get_lr()  # the rate of this epoch (the schedule steps after it)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
         scheduler.step()
@@ -248,7 +249,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc, **extra_metrics,
-                              "lr": optimizer.get_lr(), "minutes": (time.time() - start) / 60})
+                              "lr": lr, "minutes": (time.time() - start) / 60})
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
             if (epoch + 1) % args.save_freq == 0:

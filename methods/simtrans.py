@@ -569,6 +569,7 @@ class SimNet(SimTransStage):
             help="backbone start: the step-0 run's best_model.pdparams, 'imagenet' or 'none'")
         add("--f1_batches", type=int, default=10, help="evaluation batches of 10 classes x 10 images")
         add("--save_dir", default="", help="step 2: the similarity folder (default: <SimNet run>/similarity)")
+        add_aliases(parser, {"--similarity_net": ("model_path",)})  # step 2's official name (test.py)
 
     @staticmethod
     def check_arguments(args: argparse.Namespace) -> None:
@@ -596,7 +597,7 @@ class SimNet(SimTransStage):
         """`backbone.module.resnet.conv1.weight` -> `feature_extractor.conv1.weight`,
         `similarity_head.module.fc1.0.weight` -> `similarity_head.fc1.0.weight` (the two parts
         are wrapped in nn.DataParallel separately)."""
-        key = key.replace(".module.", ".")
+        key = ("." + key).replace(".module.", ".")[1:]
         for prefix in ("backbone.resnet.", "backbone."):
             if key.startswith(prefix):
                 return "feature_extractor." + key[len(prefix):]
@@ -781,7 +782,7 @@ class WebClassifier(SimTransStage):
     def from_reference_key(key: str) -> str:
         """Reference classifiers: `conv1.weight` (torchvision), `module.conv1.weight`
         (nn.DataParallel) or `module.backbone.conv1.weight` (the GCN wrapper); `fc.*` is the head."""
-        key = key.replace(".module.", ".")
+        key = ("." + key).replace(".module.", ".")[1:]
         if key.startswith("backbone."):
             key = key[len("backbone."):]
         return key if key.startswith("fc.") else "feature_extractor." + key
