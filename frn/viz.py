@@ -377,6 +377,7 @@ def show_emd_flow(model, support_image: paddle.Tensor, query_image: paddle.Tenso
                  label="cosine similarity")
     ax.set_title(f"{title}{chr(10) if title else ''}logit {pair['logit']:.2f}; the {len(order)} largest flows "
                  f"carry {100 * carried:.0f}% of the mass", fontsize=9)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------
