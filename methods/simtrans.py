@@ -41,7 +41,7 @@ from data.datasets import ImageList
 from data.samplers import ShuffledBatchSampler
 from data.transforms import MEAN, STD
 from data.weakshot import WeakShot, injected_files, load_weakshot
-from frn.checkpoint import atomic_save, load_weights, read_checkpoint
+from frn.checkpoint import load_weights, read_checkpoint
 from frn.errors import UserError
 from frn.flags import add_aliases
 from frn.stats import mean_and_interval, roc_auc
@@ -361,6 +361,11 @@ def shuffled_batches(n_items: int, batch_size: int, seed: int, epoch: int, fract
     return batches if fraction >= 1 else batches[:int(len(batches) * fraction) + 1]
 
 
+def this_rank(batches: List[List[int]]) -> List[List[int]]:
+    """Every world-th batch for this process of a multi-process run (all of them otherwise)."""
+    return batches[paddle.distributed.get_rank()::paddle.distributed.get_world_size()]
+
+
 # ----------------------------------------------------------------------------------------
 # run folders, checkpoints and the similarity folder
 # ----------------------------------------------------------------------------------------
@@ -488,6 +493,11 @@ def web_sample_weights(weakshot: WeakShot, matrices: List[np.ndarray], weight_ty
     return weights
 
 
+def exp_suffix(args: argparse.Namespace) -> str:
+    """`_<--exp_name>` for run folder names, or nothing."""
+    return f"_{args.exp_name}" if getattr(args, "exp_name", "") else ""
+
+
 # ----------------------------------------------------------------------------------------
 # the methods
 # ----------------------------------------------------------------------------------------
@@ -502,7 +512,6 @@ class SimTransStage(FewShotMethod):
         super().__init__(backbone, args, num_classes)
         weakshot = weakshot_of(args)
         self.weakshot = weakshot.fingerprint if weakshot else None
-        self.args = args
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -519,11 +528,14 @@ class SimTransStage(FewShotMethod):
 
     @staticmethod
     def check_arguments(args: argparse.Namespace) -> None:
+        """The official spellings bypass the choices of --model/--optimizer: check them here."""
         from network import BACKBONES
         names = {name.lower(): name for name in BACKBONES}
         if str(args.model).lower() not in names:
             raise UserError(f"--backbone/--model {args.model!r} is not one of {', '.join(sorted(BACKBONES))}")
         args.model = names[str(args.model).lower()]
+        if getattr(args, "optimizer", "sgd") not in ("sgd", "adam"):
+            raise UserError(f"--optim {args.optimizer!r} is not sgd or adam")
 
     @staticmethod
     def image_transform(args: argparse.Namespace, training: bool) -> T.Compose:
@@ -541,7 +553,9 @@ class SimNet(SimTransStage):
         self.head_type = str(getattr(args, "head_type", "4"))
         self.domain_bn = int(getattr(args, "domain_bn", 1))
         self.beta = float(getattr(args, "beta", 0.0))
-        self.similarity_weighted = float(getattr(args, "similarity_weighted", 0))
+        # cross-entropy weight of "similar" pairs: 0 = unweighted, < 0 = --batch_class_num
+        weighted = float(getattr(args, "similarity_weighted", 0))
+        self.similar_weight = weighted if weighted >= 0 else float(getattr(args, "batch_class_num", 20))
         self.similarity_head = HEADS[self.head_type](backbone.out_channels)
         lr_scale = getattr(args, "domain_lr", 1.0) / getattr(args, "lr", 1.0)
         self.domain_classifier = DomainClassifier(self.similarity_head.diff_dim, self.domain_bn == 1, lr_scale)
@@ -581,7 +595,7 @@ class SimNet(SimTransStage):
 
     @staticmethod
     def run_name(args: argparse.Namespace) -> str:
-        return f"simtrans_simnet_h{args.head_type}_b{args.beta:g}{args.exp_name}"
+        return f"simtrans_simnet_h{args.head_type}_b{args.beta:g}{exp_suffix(args)}"
 
     def checkpoint_identity(self) -> dict:
         return {**super().checkpoint_identity(), "head_type": self.head_type, "domain_bn": self.domain_bn}
@@ -622,10 +636,7 @@ class SimNet(SimTransStage):
         logits, diff = self.similarity_head(pairs)
         n_pairs = b * b
         targets = pair_targets(labels[:b])
-        weight = None
-        if self.similarity_weighted:
-            similar = self.similarity_weighted if self.similarity_weighted > 0 else getattr(self.args, "batch_class_num", 20)
-            weight = paddle.to_tensor([1.0, float(similar)], dtype=logits.dtype)
+        weight = paddle.to_tensor([1.0, self.similar_weight], dtype=logits.dtype) if self.similar_weight else None
         domain_targets = paddle.concat([paddle.zeros([n_pairs], "int64"), paddle.ones([n_pairs], "int64")])
         generator_logits = self.domain_classifier(diff, frozen=True)
         discriminator_logits = self.domain_classifier(diff.detach())
@@ -656,8 +667,8 @@ class SimNet(SimTransStage):
                 raise UserError(f"--batch_size {args.batch_size} exceeds the {len(part)} {name} images; lower it")
 
         def batches(epoch: int) -> Sized:
-            return pair_training_batches(base.labels, target.labels, len(base), args.batch_size,
-                                         args.batch_class_num, args.batch_class_num_B, args.seed, epoch)
+            return this_rank(pair_training_batches(base.labels, target.labels, len(base), args.batch_size,
+                                                   args.batch_class_num, args.batch_class_num_B, args.seed, epoch))
         return TrainingPlan(dataset, batches, base.num_classes)
 
     def prepare_training(self, args: argparse.Namespace) -> None:
@@ -773,7 +784,7 @@ class WebClassifier(SimTransStage):
     @staticmethod
     def run_name(args: argparse.Namespace) -> str:
         kind = "" if getattr(args, "exp_type", "NoisyNovel") == "NoisyNovel" else f"_{args.exp_type}"
-        return f"{args.method}{kind}{args.exp_name}"
+        return f"{args.method}{kind}{exp_suffix(args)}"
 
     def checkpoint_identity(self) -> dict:
         return {**super().checkpoint_identity(), "family": CLASSIFIER_FAMILY}
@@ -794,8 +805,9 @@ class WebClassifier(SimTransStage):
         return self.fc(self.extract(images))
 
     def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor, *extra: paddle.Tensor) -> tuple:
+        """Cross-entropy, weighted per image when the batch carries sample weights (step 3)."""
         logits = self.classify(images)
-        return weighted_cross_entropy(logits, labels), logits
+        return weighted_cross_entropy(logits, labels, extra[0] if extra else None), logits
 
     # ----- data ---------------------------------------------------------------------------
     @staticmethod
@@ -818,7 +830,7 @@ class WebClassifier(SimTransStage):
         fraction = getattr(args, "epoch_fraction", 1.0)
 
         def batches(epoch: int) -> Sized:
-            return shuffled_batches(len(dataset), cls.batch_size(args, epoch), args.seed, epoch, fraction)
+            return this_rank(shuffled_batches(len(dataset), cls.batch_size(args, epoch), args.seed, epoch, fraction))
         return TrainingPlan(dataset, batches, len(dataset.label_names))
 
     def prepare_training(self, args: argparse.Namespace) -> None:
@@ -851,7 +863,7 @@ class WebClassifier(SimTransStage):
             raise UserError(f"--model_path {args.model_path} is not a SimTrans classifier (step 0 or 3); pass "
                             f"its best_model.pdparams, or convert a reference checkpoint with python -m frn.convert")
         made_on = identity.get("weakshot")
-        if made_on is not None and split != "base_test" and made_on != need_weakshot(args).fingerprint:
+        if made_on is not None and made_on != need_weakshot(args).fingerprint:
             raise UserError(f"--model_path {args.model_path} was trained on another weak-shot dataset (fingerprint "
                             f"{made_on}); pass --data_path of that dataset")
         n_classes = int(ckpt["state_dict"]["fc.weight"].shape[1])
@@ -887,7 +899,7 @@ class WeightedClassifier(WebClassifier):
 
     @staticmethod
     def run_name(args: argparse.Namespace) -> str:
-        return f"{args.method}_{args.weight_type}{args.exp_name}"
+        return f"{args.method}_{args.weight_type}{exp_suffix(args)}"
 
     @staticmethod
     def splits(args: argparse.Namespace) -> Tuple[str, str]:
@@ -902,10 +914,6 @@ class WeightedClassifier(WebClassifier):
         weights = web_sample_weights(weakshot, read_similarity(args.load_dir, weakshot), args.weight_type,
                                      cls.weight_norm(args))
         return WeightedImages(cls.split_images(args, "web", training=True), weights)
-
-    def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor, *extra: paddle.Tensor) -> tuple:
-        logits = self.classify(images)
-        return weighted_cross_entropy(logits, labels, extra[0] if extra else None), logits
 
 
 class GraphRegularisedClassifier(WeightedClassifier):
@@ -937,7 +945,7 @@ class GraphRegularisedClassifier(WeightedClassifier):
 
     @staticmethod
     def run_name(args: argparse.Namespace) -> str:
-        return f"{args.method}_{args.reg}_a{args.alpha:g}_{args.weight_type}{args.exp_name}"
+        return f"{args.method}_{args.reg}_a{args.alpha:g}_{args.weight_type}{exp_suffix(args)}"
 
     @staticmethod
     def weight_norm(args: argparse.Namespace) -> str:

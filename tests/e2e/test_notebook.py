@@ -39,6 +39,20 @@ def inject_parameters(nb, params: dict) -> None:
     nb.cells.insert(index + 1, cell)
 
 
+def execute(notebook: Path, params: dict, monkeypatch, cell_timeout: int = CELL_TIMEOUT):
+    """Run `notebook` top to bottom with `params` injected after its parameters cell, quiet
+    progress bars and the repository found through $FSL_REPO; returns (the executed notebook,
+    seconds). Raises CellExecutionError on the first failing cell."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
+    monkeypatch.setenv("FSL_REPO", str(ROOT))
+    nb = nbformat.read(notebook, as_version=4)
+    inject_parameters(nb, params)
+    start = time.time()
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=cell_timeout,
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    return nb, time.time() - start
+
+
 def outputs(nb, output_type: str):
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
             if out.output_type == output_type]

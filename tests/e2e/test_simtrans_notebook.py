@@ -1,16 +1,12 @@
 """notebooks/simtrans.ipynb top to bottom on the embedded demo data at tiny size, with the
 parameters cell overridden as in tests/e2e/test_notebook.py (papermill's convention)."""
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_notebook import inject_parameters, outputs
-
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+from tests.e2e.test_notebook import execute, outputs  # noqa: E402  (skips without nbclient/ipykernel)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "simtrans.ipynb"
@@ -39,17 +35,8 @@ def test_committed_notebook_is_clean_and_parametrised():
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     params = tiny_parameters(tmp_path)
-    inject_parameters(nb, params)
-    start = time.time()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()
-    elapsed = time.time() - start
-
+    nb, elapsed = execute(NOTEBOOK, params, monkeypatch, cell_timeout=CELL_TIMEOUT)
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))
     assert re.search(r"ROC-AUC of the savg1 weights .*: [\d.]+$", text, re.M), text[-3000:]
