@@ -46,6 +46,8 @@ from frn.errors import UserError
 from frn.flags import add_aliases
 from frn.stats import mean_and_interval, roc_auc
 from methods.base import FewShotMethod, TrainingPlan, Validator
+from network import BACKBONES, build_backbone
+from network.resnet50 import imagenet_state
 
 TEST_RESIZE = 255 / 224          # Resize(255) before CenterCrop(224)
 SIMILARITY_MANIFEST = "similarity.json"
@@ -407,7 +409,6 @@ def load_backbone_weights(model: FewShotMethod, source: str, flag: str) -> None:
         if model.backbone_name != "ResNet50":
             raise UserError(f"{flag} {source}: ImageNet weights exist for ResNet50 only, not {model.backbone_name}; "
                             f"pass 0/none to train from scratch")
-        from network.resnet50 import imagenet_state
         state = imagenet_state()
     else:
         ckpt = read_checkpoint(source, flag)
@@ -422,7 +423,6 @@ def load_backbone_weights(model: FewShotMethod, source: str, flag: str) -> None:
 
 def load_simnet(path: str, flag: str, weakshot: WeakShot) -> "SimNet":
     """A trained SimNet (step 1) in eval mode, built as its checkpoint describes."""
-    from network import build_backbone
     ckpt = read_checkpoint(path, flag)
     identity = ckpt.get("identity")
     check_origin(identity, flag, path, "SimNet", weakshot)
@@ -529,7 +529,6 @@ class SimTransStage(FewShotMethod):
     @staticmethod
     def check_arguments(args: argparse.Namespace) -> None:
         """The official spellings bypass the choices of --model/--optimizer: check them here."""
-        from network import BACKBONES
         names = {name.lower(): name for name in BACKBONES}
         if str(args.model).lower() not in names:
             raise UserError(f"--backbone/--model {args.model!r} is not one of {', '.join(sorted(BACKBONES))}")
@@ -694,8 +693,8 @@ class SimNet(SimTransStage):
 
         def validate():
             scores = {name: pair_f1(self, data, batches, args.num_workers) for name, data, batches in sets}
-            (f1, loss), extra = scores["novel"], {"base_f1": scores["base"][0]} if "base" in scores else {}
-            return f1, loss, extra
+            f1, loss = scores["novel"]
+            return f1, loss, ({"base_f1": scores["base"][0]} if "base" in scores else {})
         return validate
 
     # ----- test.py: step 2 ----------------------------------------------------------------
@@ -704,7 +703,7 @@ class SimNet(SimTransStage):
         """GAN_noise_detection.py: the similarity matrix of each novel class's web images into
         --save_dir; then the pair F1 on novel test images and, on a benchmark, how well the
         default sample weights separate clean from injected web images (ROC-AUC)."""
-        from frn.engine import extract_features
+        from frn.engine import extract_features  # (frn.engine imports methods: imported at use)
         weakshot = need_weakshot(args)
         simnet = load_simnet(args.model_path, "--similarity_net/--model_path", weakshot)
         args.model, args.head_type = simnet.backbone_name, simnet.head_type
@@ -748,7 +747,7 @@ def adversarial_objective(terms: Dict[str, paddle.Tensor]) -> paddle.Tensor:
 def pair_f1(simnet: SimNet, dataset, batches: List[List[int]], num_workers: int = 0) -> Tuple[float, float]:
     """F1 (%) of the 'similar' class over every ordered pair of every batch (diagonal included,
     counts pooled over the batches) and the mean pair cross-entropy, in eval mode."""
-    from frn.engine import loader
+    from frn.engine import loader  # (frn.engine imports methods: imported at use)
     simnet.eval()
     tp = fp = fn = 0
     losses = []
@@ -840,7 +839,7 @@ class WebClassifier(SimTransStage):
     def validator(self, args: argparse.Namespace) -> Validator:
         """Top-1 accuracy on the clean test images: the reference selects its model (and stops
         early) on the test set, as reproduced here; there is no validation split."""
-        from frn.engine import classify_split
+        from frn.engine import classify_split  # (frn.engine imports methods: imported at use)
         test = self.split_images(args, self.splits(args)[1], training=False)
 
         def validate():
@@ -853,8 +852,7 @@ class WebClassifier(SimTransStage):
     def test_whole_split(cls, args: argparse.Namespace) -> List[float]:
         """eval_model.py: top-1 accuracy of --model_path on the clean test images (--split, default
         novel), printed as `N Test Acc = m% +- ci%` (ci: 1.96 * binomial standard error)."""
-        from frn.engine import classify_split
-        from network import build_backbone
+        from frn.engine import classify_split  # (frn.engine imports methods: imported at use)
         ckpt = read_checkpoint(args.model_path)
         split = {"novel": cls.splits(args)[1]}.get(args.split, args.split)
         test = cls.split_images(args, split, training=False)
@@ -870,8 +868,8 @@ class WebClassifier(SimTransStage):
         if n_classes != test.num_classes:
             raise UserError(f"--model_path {args.model_path} classifies {n_classes} classes but the {split} split "
                             f"has {test.num_classes}; pass the matching --data_path")
-        model = cls(build_backbone(identity.get("model", args.model)), args, n_classes)
-        load_weights(model, args.model_path)
+        model = cls(build_backbone(args.model), args, n_classes)
+        load_weights(model, args.model_path)  # refuses a checkpoint of another --model in one line
         accuracy, _, correct = classify_split(model, test, num_workers=args.num_workers, desc="test")
         mean, interval = mean_and_interval(100.0 * correct)
         print(f"{len(test)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
