@@ -209,9 +209,10 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     Before each epoch the method's `start_epoch` is called and, for methods that ask for it, the
     optimizer state is reset; with `args.stop_th` > 1 training stops once that many validation
     scores in a row fell. `validate` returns (score, loss) and optionally a dict of more metrics
-    (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch), and a resumable state is written
-    atomically after each epoch, so a killed run resumed with --resume ends with the weights an
-    uninterrupted run would have. `model` may be a `paddle.DataParallel`; only rank 0 writes.
+    (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
+    and a resumable state is written atomically after each epoch, so a killed run resumed with
+    --resume ends with the weights an uninterrupted run would have. `model` may be a
+    `paddle.DataParallel`; only rank 0 writes.
     """
     inner = model._layers if isinstance(model, paddle.DataParallel) else model
     writes = paddle.distributed.get_rank() == 0

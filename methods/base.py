@@ -141,8 +141,9 @@ class FewShotMethod(nn.Layer):
     def split_images(cls, args: argparse.Namespace, split: str, training: bool) -> ImageList:
         """The images of `split` (a filelist of --data_path) with the method's image pipeline,
         else the dataset's standard one."""
-        transform = (cls.image_transform(args, training)
-                     or (train_transform if training else eval_transform)(args.dataset, args.image_size))
+        transform = cls.image_transform(args, training)
+        if transform is None:
+            transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
         return ImageList(filelist_path(args.data_path, split), transform)
 
     def prepare_training(self, args: argparse.Namespace) -> None:

@@ -86,7 +86,9 @@ def torch_linear(n_in: int, n_out: int, lr_scale: float = 1.0) -> nn.Linear:
     """nn.Linear with PyTorch's default init (weight and bias uniform in +-1/sqrt(n_in)) and an
     optional learning-rate multiplier."""
     bound = 1.0 / math.sqrt(n_in)
-    attr = lambda: paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound), learning_rate=lr_scale)  # noqa: E731
+
+    def attr() -> paddle.ParamAttr:
+        return paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound), learning_rate=lr_scale)
     return nn.Linear(n_in, n_out, weight_attr=attr(), bias_attr=attr())
 
 
@@ -447,8 +449,9 @@ def write_similarity(save_dir: str, weakshot: WeakShot, simnet_path: str,
             np.savez(os.path.join(temp, f"class_{label}.npz"), file_names=np.asarray(names),
                      features=features, matrix=matrix)
         with open(os.path.join(temp, SIMILARITY_MANIFEST), "w") as f:
-            json.dump({"weakshot": weakshot.fingerprint, "data_path": weakshot.path, "simnet": os.path.abspath(simnet_path),
-                       "classes": weakshot.novel_classes, "images": [len(n) for n, _, _ in per_class]}, f, indent=1)
+            json.dump({"weakshot": weakshot.fingerprint, "data_path": weakshot.path,
+                       "simnet": os.path.abspath(simnet_path), "classes": weakshot.novel_classes,
+                       "images": [len(n) for n, _, _ in per_class]}, f, indent=1)
         if os.path.isdir(save_dir):
             shutil.rmtree(save_dir)
         os.replace(temp, save_dir)
@@ -922,7 +925,8 @@ class GraphRegularisedClassifier(WeightedClassifier):
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__(backbone, args, num_classes)
-        self.alpha, self.mu, self.eye = getattr(args, "alpha", 0.1), getattr(args, "mu", -4.0), getattr(args, "eye", 1.0)
+        self.alpha, self.mu = getattr(args, "alpha", 0.1), getattr(args, "mu", -4.0)
+        self.eye = getattr(args, "eye", 1.0)
         self.reg, self.c0g1 = getattr(args, "reg", "GCN"), getattr(args, "c0g1", 1)
         self.graph_epoch = False
         self._helpers: Dict[str, SimNet] = {}  # not a sublayer: neither trained nor saved

@@ -29,8 +29,8 @@ def test_similarity_folder_of_another_dataset(simtrans_run):
 
 
 def test_step_zero_model_of_another_dataset(simtrans_run):
-    assert_refused(simtrans_run, "pretrain.py", simtrans_run["other"], "--method", "simtrans_simnet", "--batch_size", "8",
-                   "--similarity_pretrained", best(simtrans_run, "Conv4_simtrans_naive"),
+    assert_refused(simtrans_run, "pretrain.py", simtrans_run["other"], "--method", "simtrans_simnet",
+                   "--batch_size", "8", "--similarity_pretrained", best(simtrans_run, "Conv4_simtrans_naive"),
                    needles=("--similarity_pretrained", "another weak-shot"))
 
 
@@ -49,7 +49,8 @@ def test_evaluating_on_another_dataset(simtrans_run):
     (["--method", "simtrans_simnet", "--noisy_frac", "0.5", "--similarity_pretrained", "none"], ("--noisy_frac",)),
 ])
 def test_missing_or_unsupported_inputs_of_a_step(simtrans_run, extra, needles):
-    names = {"SIM": simtrans_run["simnet"] / "similarity", "SIMNET": best(simtrans_run, "Conv4_simtrans_simnet_h4_b0.1"),
+    names = {"SIM": simtrans_run["simnet"] / "similarity",
+             "SIMNET": best(simtrans_run, "Conv4_simtrans_simnet_h4_b0.1"),
              "MAIN": best(simtrans_run, "Conv4_simtrans_main_savg1")}
     extra = [names.get(a, a) for a in extra]
     assert_refused(simtrans_run, "pretrain.py", simtrans_run["bench"], *extra, needles=needles)
@@ -57,11 +58,13 @@ def test_missing_or_unsupported_inputs_of_a_step(simtrans_run, extra, needles):
 
 def test_step_two_with_a_classifier_instead_of_a_simnet(simtrans_run):
     assert_refused(simtrans_run, "test.py", simtrans_run["bench"], "--method", "simtrans_simnet",
-                   "--similarity_net", best(simtrans_run, "Conv4_simtrans_naive"), needles=("SimNet", "SimTransClassifier"))
+                   "--similarity_net", best(simtrans_run, "Conv4_simtrans_naive"),
+                   needles=("SimNet", "SimTransClassifier"))
 
 
 def test_a_folder_that_is_not_weak_shot(simtrans_run, tiny_data):
-    assert_refused(simtrans_run, "pretrain.py", tiny_data, "--method", "simtrans_naive", needles=("web.json", "data.weakshot"))
+    assert_refused(simtrans_run, "pretrain.py", tiny_data, "--method", "simtrans_naive",
+                   needles=("web.json", "data.weakshot"))
 
 
 @pytest.mark.parametrize("keep,needle", [(0, "no web images"), (1, "only 1 web image")])

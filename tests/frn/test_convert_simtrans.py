@@ -17,7 +17,8 @@ from tests.conftest import FIXTURES
 
 def resnet50_entry():
     from tests.parity.checkers import Entry, manifest_specs
-    specs = [s for s in manifest_specs(FIXTURES / "simtrans") or [] if s["kind"] == "simtrans/backbone_resnet50_formula"]
+    specs = [s for s in manifest_specs(FIXTURES / "simtrans") or []
+             if s["kind"] == "simtrans/backbone_resnet50_formula"]
     if not specs:
         pytest.skip(f"{FIXTURES / 'simtrans'} has no ResNet-50 fixture")
     return Entry(FIXTURES / "simtrans", specs[0])

@@ -199,6 +199,6 @@ def test_imagenet_weights_offline_is_one_line(monkeypatch):
     model = WebClassifier(build_backbone("ResNet50"), argparse.Namespace(model="ResNet50", data_path=""), 3)
     with pytest.raises(UserError, match="--imagenet_pretrained 0"):
         load_backbone_weights(model, "1", "--imagenet_pretrained")
+    small = WebClassifier(stand_in_backbone(3, 4), argparse.Namespace(model="Conv4", data_path=""), 2)
     with pytest.raises(UserError, match="ResNet50 only"):
-        load_backbone_weights(WebClassifier(stand_in_backbone(3, 4), argparse.Namespace(model="Conv4", data_path=""), 2),
-                              "1", "--imagenet_pretrained")
+        load_backbone_weights(small, "1", "--imagenet_pretrained")

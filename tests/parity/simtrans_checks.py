@@ -51,7 +51,8 @@ def transposed_if_linear(model, key: str, array: np.ndarray) -> np.ndarray:
 
 
 def reference_key_of(model, torch_key: str) -> str:
-    return model.from_reference_key(paddle_key(torch_key)) if hasattr(model, "from_reference_key") else paddle_key(torch_key)
+    """The model's key of a reference key (the converter's mapping)."""
+    return model.from_reference_key(paddle_key(torch_key))
 
 
 # ----- pairs ------------------------------------------------------------------------------
@@ -152,7 +153,8 @@ def check_simnet_train_iteration(entry: Entry) -> None:
                            ("logits_all", "logits", "logits"), ("diff_feat_all", "diff", "logits"),
                            ("domain_logits_generator_pass", "generator_logits", "logits"),
                            ("domain_logits_discriminator_pass", "discriminator_logits", "logits"),
-                           ("cls_loss", "cls_loss", "losses"), ("domain_loss_generator_pass", "domain_loss_generator", "losses"),
+                           ("cls_loss", "cls_loss", "losses"),
+                           ("domain_loss_generator_pass", "domain_loss_generator", "losses"),
                            ("domain_loss_discriminator_pass", "domain_loss_discriminator", "losses"),
                            ("total_loss", "total_loss", "losses")):
         entry.check(key, _np(terms[name]), tol_key=tol)
