@@ -82,3 +82,15 @@ def test_a_simtrans_run_resumes(simtrans_run, tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1] and round(history[1]["lr"], 6) == 0.01
     assert "resuming at epoch 1" in (run / "output.log").read_text()
+
+
+def test_exp_type_clean_base_trains_on_the_base_images(simtrans_run):
+    from frn.args import parse, pretrain_parser
+    from methods.simtrans import WebClassifier
+    args = parse(pretrain_parser(), [str(a) for a in simtrans_flags(
+        simtrans_run["bench"], simtrans_run["checkpoints"], "--method", "simtrans_naive", "--exp_type", "CleanBase")])
+    plan = WebClassifier.training_plan(args)
+    base = json.loads((simtrans_run["bench"] / "base.json").read_text())
+    assert plan.num_classes == len(base["label_names"]) and len(plan.dataset) == len(base["image_names"])
+    assert WebClassifier.splits(args) == ("base", "base_test") and WebClassifier.run_name(args) == \
+        "simtrans_naive_CleanBase"
