@@ -55,7 +55,8 @@ F1_CLASSES, F1_IMAGES = 10, 10   # SimNet evaluation batches: 10 classes x 10 im
 CLASSIFIER_FAMILY = "SimTransClassifier"  # naive, main and alternate share checkpoints
 #: the official spellings of flags this project already has (official flag -> our destinations)
 OFFICIAL_ALIASES = {"--num_epoch": ("epoch",), "--lr_interval": ("step_size",), "--lr_decay": ("gamma",),
-                    "--optim": ("optimizer",), "--backbone": ("model",)}
+                    "--optim": ("optimizer",), "--backbone": ("model",),
+                    "--pretrained": ("imagenet_pretrained",)}  # (a shorter spelling of ours)
 
 
 # ----------------------------------------------------------------------------------------
