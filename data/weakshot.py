@@ -147,10 +147,10 @@ def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item]
     files[os.path.join(out_dir, INFO_FILE)] = info
     if injected is not None:
         files[os.path.join(out_dir, INJECTED_FILE)] = {"injected": injected}
+    _write_json_files(files)
     stale = os.path.join(out_dir, INJECTED_FILE)
     if injected is None and os.path.exists(stale):
         os.remove(stale)  # a real-data folder written over a benchmark must not keep its outlier list
-    _write_json_files(files)
     return lists
 
 
