@@ -17,6 +17,7 @@
 #   3b 3a + alternating graph regularisation          pretrain.py --method simtrans_alternate
 #   3b' control: the same continuation with alpha 0   (isolates the graph term from the extra epochs)
 #   eval each classifier's best (test-selected, as the reference) and last checkpoint with test.py
+#   results/simtrans_denoising.py: ROC-AUC per outlier source, and a control without similarity transfer
 #
 # Usage: DATA=/path/to/cub50_bbox84 SPLITS=/path/to/fewshot_splits bash results/run_simtrans_cpu.sh
 set -euo pipefail
@@ -71,4 +72,7 @@ for RUN in Conv4_simtrans_naive Conv4_simtrans_main_savg1 Conv4_simtrans_alterna
       --model_path "$RUNS/$RUN/$MODEL.pdparams" | tail -1)"
   done
 done
+# the denoising per outlier source, and the same weights from the step-0 model's feature cosine (control)
+python results/simtrans_denoising.py --data_path "$WS" --similarity "$SIMNET/similarity" \
+  --naive "$RUNS/Conv4_simtrans_naive/best_model.pdparams" --model Conv4 --image_size "$SIZE" --dataset "$NAME"
 echo "wall time $(( $(date +%s) - start )) s"
