@@ -72,6 +72,15 @@ for RUN in Conv4_simtrans_naive Conv4_simtrans_main_savg1 Conv4_simtrans_alterna
       --model_path "$RUNS/$RUN/$MODEL.pdparams" | tail -1)"
   done
 done
+# per run: the test accuracy per epoch, its best epoch (the reference's choice) and the mean of the last 5
+python - "$RUNS" <<'PY'
+import json, pathlib, sys
+for run in sorted(pathlib.Path(sys.argv[1]).glob("Conv4_simtrans_*/history.json")):
+    accs = [h["val_acc"] for h in json.loads(run.read_text())]
+    best = max(range(len(accs)), key=accs.__getitem__)
+    print(f"{run.parent.name}: {len(accs)} epochs, best {accs[best]:.2f} at epoch {best}, "
+          f"mean of the last 5 {sum(accs[-5:]) / len(accs[-5:]):.2f}; per epoch {[round(a, 1) for a in accs]}")
+PY
 # the denoising per outlier source, and the same weights from the step-0 model's feature cosine (control)
 python results/simtrans_denoising.py --data_path "$WS" --similarity "$SIMNET/similarity" \
   --naive "$RUNS/Conv4_simtrans_naive/best_model.pdparams" --model Conv4 --image_size "$SIZE" --dataset "$NAME"
