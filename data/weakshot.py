@@ -19,6 +19,7 @@ Builders (python -m data.weakshot <layout> --help):
               archives): base = train classes, novel = test classes (or --novel_classes), and a
               chosen fraction of each novel class's training images replaced by outliers, images
               of other novel classes and of the val classes (outside the split)
+    oracle    an inject benchmark without its outliers (what perfect denoising would train on)
 
 Every stage of SimTrans checks the folder with `load_weakshot` (each novel class needs web
 images to pair) and tags what it writes with the folder's `fingerprint`, so a later stage
@@ -271,6 +272,24 @@ def build_benchmark(data_path: str, out_dir: str, fraction: float = 0.3, open_sh
     return write_weakshot(out_dir, base, base_test, web, novel_test, info, records)
 
 
+def write_oracle(data_path: str, out_dir: str) -> Dict[str, dict]:
+    """The benchmark `data_path` with its injected outliers removed from web.json: training on it
+    is the upper bound that perfect denoising would reach."""
+    injected = injected_files(data_path)
+    if injected is None:
+        raise UserError(f"{data_path} has no {INJECTED_FILE}: only a benchmark knows its outliers")
+    parts = {}
+    for split in ("base", "base_test", "web", "novel"):
+        path = os.path.join(data_path, f"{split}.json")
+        meta = load_filelist(path) if os.path.isfile(path) else None
+        parts[split] = [] if meta is None else [
+            (meta["label_names"][label], image, name)
+            for label, image, name in zip(meta["image_labels"], meta["image_names"], meta["file_names"])
+            if not (split == "web" and name in injected)]
+    info = {"layout": "oracle", "source": os.path.abspath(data_path), "removed": len(injected)}
+    return write_weakshot(out_dir, parts["base"], parts["base_test"], parts["web"], parts["novel"], info)
+
+
 # ---------------------------------------------------------------- real web data
 
 def web_items(web_root: str, classes: Sequence[str], root: str, exclude: Sequence[str] = ()) -> List[Item]:
@@ -417,6 +436,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     inject.add_argument("--novel_classes", default=None,
                         help="file of novel class names (e.g. SimTrans's cub_simtrans/testclasses.txt); then the "
                              "other val classes are outside the split and the other train/test classes base")
+    oracle = layouts.add_parser("oracle", help="a benchmark without its injected outliers (the upper bound)")
+    oracle.add_argument("--data_path", required=True, help="a weak-shot folder written by inject")
     cub = layouts.add_parser("cub", help="CUB-200-2011 + CUB_web")
     cub.add_argument("--data_path", required=True, help="folder holding CUB_200_2011/ and CUB_web/")
     cub.add_argument("--split_dir", default=None, help="folder of trainvalclasses.txt and testclasses.txt")
@@ -430,7 +451,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     folder.add_argument("--test_dir", required=True)
     folder.add_argument("--web_dir", required=True)
     folder.add_argument("--novel_classes", default=None, help="file of novel class names (default: every 4th)")
-    for sub in (inject, cub, aircraft, cars, folder):
+    for sub in (inject, oracle, cub, aircraft, cars, folder):
         sub.add_argument("--out_dir", required=True, help="the weak-shot folder to write")
     return parser.parse_args(argv)
 
@@ -439,6 +460,8 @@ def build(args: argparse.Namespace) -> Dict[str, dict]:
     if args.layout == "inject":
         return build_benchmark(args.data_path, args.out_dir, args.outlier_fraction, args.open_set_share,
                                args.test_per_class, args.base_test_per_class, args.seed, args.novel_classes)
+    if args.layout == "oracle":
+        return write_oracle(args.data_path, args.out_dir)
     if args.layout == "cub":
         return write_cub(args.data_path, args.out_dir, args.split_dir, args.exclude)
     if args.layout == "aircraft":

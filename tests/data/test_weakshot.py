@@ -198,3 +198,12 @@ def test_cars_layout(tmp_path):
     weakshot.write_cars(str(root), str(out))
     assert read(out, "web.json")["label_names"] == ["Alpha", "Gamma"]  # sorted web folders, i % 4 == 0
     assert len(read(out, "base.json")["image_names"]) == 6 and len(read(out, "novel.json")["image_names"]) == 2
+
+
+def test_oracle_folder_drops_exactly_the_injected_images(bench, tmp_path):
+    weakshot.main(["oracle", "--data_path", str(bench), "--out_dir", str(tmp_path / "oracle")])
+    web, oracle = read(bench, "web.json"), read(tmp_path / "oracle", "web.json")
+    injected = {r["file"] for r in read(bench, "injected.json")["injected"]}
+    assert set(oracle["file_names"]) == set(web["file_names"]) - injected
+    assert read(tmp_path / "oracle", "novel.json") == read(bench, "novel.json")
+    assert not (tmp_path / "oracle" / "injected.json").exists()
