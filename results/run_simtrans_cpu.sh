@@ -16,6 +16,7 @@
 #   3a weighted classifier (savg1), from scratch like 0 pretrain.py --method simtrans_main
 #   3b 3a + alternating graph regularisation          pretrain.py --method simtrans_alternate
 #   3b' control: the same continuation with alpha 0   (isolates the graph term from the extra epochs)
+#   0' upper bound: step 0 on the web images minus the injected outliers (data.weakshot oracle)
 #   eval each classifier's best (test-selected, as the reference) and last checkpoint with test.py
 #   results/simtrans_denoising.py: ROC-AUC per outlier source, and a control without similarity transfer
 #
@@ -65,12 +66,21 @@ for ALPHA in 0.1 0; do
     --lr 0.0125 --cls 32 --gcn 64 --num_epoch "$GRAPH_EPOCHS" --lr_interval 8
 done
 
+# upper bound: the same step 0 on the web images without the injected outliers (perfect denoising)
+python -m data.weakshot oracle --data_path "$WS" --out_dir "$WS-oracle"
+python pretrain.py "${COMMON[@]}" --quiet --data_path "$WS-oracle" --method simtrans_naive --exp_name oracle \
+  --lr 0.05 --batch_size 32 --num_epoch "$EPOCHS" --lr_interval 10
+
 for RUN in Conv4_simtrans_naive Conv4_simtrans_main_savg1 Conv4_simtrans_alternate_GCN_a0.1_avg1 \
            Conv4_simtrans_alternate_GCN_a0_avg1; do
   for MODEL in best_model last_model; do
     echo "== $RUN $MODEL: $(python test.py "${COMMON[@]}" --method simtrans_naive \
       --model_path "$RUNS/$RUN/$MODEL.pdparams" | tail -1)"
   done
+done
+for MODEL in best_model last_model; do
+  echo "== Conv4_simtrans_naive_oracle $MODEL: $(python test.py "${COMMON[@]}" --data_path "$WS-oracle" \
+    --method simtrans_naive --model_path "$RUNS/Conv4_simtrans_naive_oracle/$MODEL.pdparams" | tail -1)"
 done
 # per run: the test accuracy per epoch, its best epoch (the reference's choice) and the mean of the last 5
 python - "$RUNS" <<'PY'
