@@ -187,10 +187,9 @@ def similarity_matrix(head: nn.Layer, features: paddle.Tensor, rows_per_call: in
     n = features.shape[0]
     rows = []
     for start in range(0, n, rows_per_call):
-        block = features[start:start + rows_per_call]
-        pairs = paddle.concat([block.repeat_interleave(n, axis=0), features.tile([block.shape[0], 1])], axis=1)
-        logits, _ = head(pairs)
-        rows.append(F.softmax(logits, axis=1)[:, 1].reshape([block.shape[0], n]))
+        block = range(start, min(start + rows_per_call, n))
+        logits, _ = head(paddle.concat([pair_feature(features[i], features) for i in block]))
+        rows.append(F.softmax(logits, axis=1)[:, 1].reshape([len(block), n]))
     return paddle.concat(rows)
 
 
@@ -393,8 +392,8 @@ def need_weakshot(args: argparse.Namespace) -> WeakShot:
 def check_origin(identity: Optional[dict], flag: str, path: str, family: str, weakshot: WeakShot) -> None:
     """Refuse a checkpoint of another kind or made on another weak-shot dataset, in one line."""
     if not identity or identity.get("family") != family:
-        found = identity.get("family") if identity else "an unidentified"
-        raise UserError(f"{flag} {path} holds {found} model, not a {family}; pass the best_model.pdparams of "
+        found = f"a {identity.get('family')} model" if identity else "a model without identity"
+        raise UserError(f"{flag} {path} holds {found}, not a {family}; pass the best_model.pdparams of "
                         f"the right SimTrans step")
     made_on = identity.get("weakshot")
     if made_on is not None and made_on != weakshot.fingerprint:
@@ -477,7 +476,10 @@ def read_similarity(load_dir: str, weakshot: WeakShot, flag: str = "--load_dir")
     web = weakshot.web
     matrices = []
     for label in range(len(weakshot.novel_classes)):
-        with np.load(os.path.join(load_dir, f"class_{label}.npz")) as z:
+        path = os.path.join(load_dir, f"class_{label}.npz")
+        if not os.path.isfile(path):
+            raise UserError(f"{flag} {load_dir} has no {os.path.basename(path)}; rerun step 2 for this --data_path")
+        with np.load(path) as z:
             names, matrix = z["file_names"].tolist(), z["matrix"]
         expected = [n for n, l in zip(web["file_names"], web["image_labels"]) if l == label]
         if names != expected:
