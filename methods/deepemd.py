@@ -181,7 +181,7 @@ def sfc_orders(episodes: int, steps: int, size: int) -> np.ndarray:
 def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
             logits_fn: Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor], steps: int = 100,
             lr: float = 100.0, batch_size: int = 4, permutations: Optional[np.ndarray] = None,
-            on_step: Optional[Callable[[paddle.Tensor, float], None]] = None) -> paddle.Tensor:
+            on_step: Optional[Callable[[paddle.Tensor, np.ndarray], None]] = None) -> paddle.Tensor:
     """The structured fully connected layer (spec §7) of E episodes at once.
 
     Starts from the class means `init` [E, W, C, h, w]; for each of `steps` random orders of an
