@@ -64,9 +64,10 @@ def cross_reference_weights(proto: paddle.Tensor, query: paddle.Tensor) -> Tuple
     weight_2 [..., W, Q, n] (prototype nodes, referenced to each query's mean feature); leading
     dimensions (e.g. episodes) are batch dimensions.
     """
-    p, q = nodes(proto), nodes(query)
-    weight_1 = paddle.einsum("...qcn,...wc->...qwn", q, p.mean(-1))
-    weight_2 = paddle.einsum("...wcn,...qc->...wqn", p, q.mean(-1))
+    p, q = nodes(proto), nodes(query)                                 # [..., N, C, n]
+    # [..., N, n, C] @ [..., 1, C, M] -> [..., N, n, M]: batched matrix products (faster than einsum)
+    weight_1 = paddle.swapaxes(paddle.matmul(paddle.swapaxes(q, -1, -2), p.mean(-1).unsqueeze(-3), transpose_y=True), -1, -2)
+    weight_2 = paddle.swapaxes(paddle.matmul(paddle.swapaxes(p, -1, -2), q.mean(-1).unsqueeze(-3), transpose_y=True), -1, -2)
     return F.relu(weight_1) + WEIGHT_FLOOR, F.relu(weight_2) + WEIGHT_FLOOR
 
 
@@ -79,7 +80,8 @@ def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
     def unit_rows(x):                                       # [..., N, C, n] -> [..., N, n, C]
         x = paddle.swapaxes(nodes(x), -1, -2)
         x = x - x.mean(-1, keepdim=True)
-        return x / paddle.clip(paddle.linalg.norm(x, axis=-1, keepdim=True), min=1e-8)
+        # sqrt of a sum instead of paddle.linalg.norm, whose CPU kernel is several times slower
+        return x / paddle.clip((x * x).sum(-1, keepdim=True).sqrt(), min=1e-8)
     q, p = unit_rows(query), unit_rows(proto)
     *batch, n_query, n, channels = q.shape
     way, m = p.shape[-3], p.shape[-2]
