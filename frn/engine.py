@@ -145,8 +145,13 @@ def zero_nan_gradients(optimizer) -> None:
 def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
                     episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
                     print_freq: int = 100) -> Tuple[float, float]:
-    """One pass over `batches`; returns (mean loss, mean accuracy %)."""
+    """One pass over `batches`; returns (mean loss, mean accuracy %).
+
+    Batches that depend on training results (the HT meta-batch, data/hard_tasks.py) have an
+    `observe(logits)` method: it receives the detached logits after every step.
+    """
     model.train()
+    observe = getattr(batches, "observe", None)
     loss_sum = acc_sum = 0.0
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
@@ -163,6 +168,8 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
                                                                   "zero_nan_gradients", False):
             zero_nan_gradients(optimizer)
         optimizer.step()
+        if observe is not None:
+            observe(logits.detach())
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
         steps += 1
