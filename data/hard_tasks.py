@@ -50,7 +50,7 @@ class HardTaskEpisodes:
         self.failures: List[int] = []      # {m}: dataset classes, in the order they failed
         self.hard_episodes: List[List[int]] = []   # the hard tasks drawn so far (for inspection)
         self._classes: List[int] = []      # dataset classes of the task being trained on
-        self._regular = False
+        self.regular = False                # whether the task being trained on is a regular one
 
     def __len__(self) -> int:
         return self.n_batches + (self.n_batches // self.meta_batch) * self.hard_tasks
@@ -69,11 +69,11 @@ class HardTaskEpisodes:
 
     def _start(self, labels: paddle.Tensor, regular: bool) -> None:
         self._classes = [int(c) for c in labels.numpy()[:self.way * self.shot:self.shot]]
-        self._regular = regular
+        self.regular = regular
 
     def observe(self, logits: paddle.Tensor) -> None:
         """The query logits of the task just trained on: a regular task adds its failure class."""
-        if self._regular:
+        if self.regular:
             self.failures.append(self._classes[worst_class(logits, self.way, self.query)])
 
     def hard_episode(self) -> List[int]:

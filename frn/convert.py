@@ -68,7 +68,8 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     shape that differs, or a model entry the state lacks. Keys the model declares optional
     (`optional_checkpoint_keys`, e.g. FRN's pre-training class matrix) may be absent on either
     side; an optional key the model does not have is dropped, as the reference's
-    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one.
+    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one. A
+    whole-class model (`num_classes` set) may lack its meta parameters (`is_meta_parameter`).
     """
     own = {k: v for k, v in model.state_dict().items()}
     rename = getattr(model, "from_reference_key", lambda k: k)
@@ -99,7 +100,10 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
             raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled")
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
-    missing = [k for k in own if k not in out and k not in optional]
+    # a pre-training file lacks what only episodic training learns (MTL's base learner)
+    is_meta = getattr(model, "is_meta_parameter", lambda k: False)
+    pretraining = getattr(model, "num_classes", None) is not None
+    missing = [k for k in own if k not in out and k not in optional and not (pretraining and is_meta(k))]
     if missing:
         raise UserError(f"the state dict has no entry for this model's {missing[0]!r}; check "
                         f"--model/--method (and --num_classes)")

@@ -195,6 +195,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         seed_everything(epoch_seed(args.seed, epoch))
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
+        epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         scheduler.step()
         val_loss = val_acc = None
         if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
@@ -213,7 +214,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc,
-                              "lr": optimizer.get_lr(), "minutes": (time.time() - start) / 60})
+                              "lr": epoch_lr, "minutes": (time.time() - start) / 60})
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
             if (epoch + 1) % args.save_freq == 0:

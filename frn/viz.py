@@ -31,12 +31,14 @@ def to_numpy(x) -> np.ndarray:
     return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
 
 
-def denormalise(image) -> np.ndarray:
-    """A normalised CHW image tensor (MEAN/STD of data.transforms) as an HWC array in [0, 1].
-    An HWC uint8 image (no transform) is only rescaled."""
+def denormalise(image, stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> np.ndarray:
+    """A normalised CHW image tensor (`stats` = (mean, std), by default those of
+    data.transforms) as an HWC array in [0, 1]. An HWC uint8 image (no transform) is only
+    rescaled."""
+    mean, std = stats
     array = to_numpy(image).astype(np.float32)
     if array.ndim == 3 and array.shape[0] == 3:
-        array = array * np.asarray(STD)[:, None, None] + np.asarray(MEAN)[:, None, None]
+        array = array * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
         array = array.transpose(1, 2, 0)
     elif array.max() > 1.0:
         array = array / 255.0
@@ -82,10 +84,12 @@ def class_name(dataset, label: int, width: int = 18) -> str:
 # episodes
 # ----------------------------------------------------------------------------------------
 def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: int,
-                 max_query: Optional[int] = None, cell: float = 1.3) -> Figure:
+                 max_query: Optional[int] = None, cell: float = 1.3,
+                 stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> Figure:
     """One row per class: its `shot` support images (solid blue frame), then its queries
     (dashed orange frame). `episode` is the flat index list of data/samplers.py (supports
-    class-major, then queries class-major); `max_query` limits the queries drawn per class."""
+    class-major, then queries class-major); `max_query` limits the queries drawn per class;
+    `stats` are the (mean, std) the dataset's transform normalised with."""
     shown = query if max_query is None else min(query, max_query)
     cols = shot + shown
     fig = Figure(figsize=(cell * cols, cell * way + 0.6))
@@ -95,7 +99,7 @@ def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: in
         row += [episode[way * shot + c * query + q] for q in range(shown)]
         for k, index in enumerate(row):
             ax = axes[c, k]
-            ax.imshow(denormalise(dataset[int(index)][0]))
+            ax.imshow(denormalise(dataset[int(index)][0], stats))
             is_support = k < shot
             frame(ax, SUPPORT_COLOUR if is_support else QUERY_COLOUR, "-" if is_support else "--")
             if c == 0:
@@ -257,3 +261,29 @@ def draw_column(axes: Sequence[Axes], image: np.ndarray, rgb: np.ndarray, title:
     axes[1].imshow(rgb, interpolation="nearest")
     for ax in axes:
         frame(ax, colour, width=3.0 if colour != "lightgrey" else 1.0)
+
+
+# ----------------------------------------------------------------------------------------
+# MTL inner loop
+# ----------------------------------------------------------------------------------------
+def plot_inner_loop(traces: Dict[str, np.ndarray], title: str = "") -> Figure:
+    """Query accuracy against inner-loop steps: `traces` maps a label (e.g. "5-way 1-shot") to
+    an [episodes, steps + 1] array of accuracies (%), step 0 being the initialisation. Draws
+    the mean with its 95% interval band."""
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    for label, trace in traces.items():
+        trace = np.asarray(trace, dtype=np.float64)
+        mean = trace.mean(0)
+        half = 1.96 * trace.std(0) / math.sqrt(len(trace))
+        steps = np.arange(trace.shape[1])
+        ax.plot(steps, mean, label=f"{label}: {mean[0]:.1f}% -> {mean[-1]:.1f}%")
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("inner-loop step (base learner updates on the support set)")
+    ax.set_ylabel("query accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

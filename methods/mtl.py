@@ -242,6 +242,22 @@ class MTL(FewShotMethod):
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         return linear_logits(query, *self.adapted_base_learner(support, way, shot))
 
+    def inner_loop_trace(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> np.ndarray:
+        """Query accuracy (%) of the base learner at its initialisation and after each inner-loop
+        step, [steps + 1], for class-major support and query features."""
+        labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
+        query_labels = paddle.arange(way, dtype="int64").repeat_interleave(query.shape[0] // way)
+        trace = []
+
+        def accuracy(weights) -> float:
+            predictions = linear_logits(query, *weights).argmax(axis=1)
+            return float((predictions == query_labels).astype("float32").mean()) * 100
+
+        lr, steps = self.inner_loop_settings()
+        final = adapt(self.base_learner.fc1_w, self.base_learner.fc1_b, support, labels, lr, steps,
+                      on_step=lambda step, loss, weights: trace.append(accuracy(weights)))
+        return np.asarray(trace + [accuracy(final)])
+
     # ----- whole-class training --------------------------------------------------------
     def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
         logits = self.pre_fc(self.extract(images))
