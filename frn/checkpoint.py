@@ -93,5 +93,8 @@ def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool 
                    else f"{wrong[0]!r} has shape {_shape(state[wrong[0]])} instead of {_shape(own[wrong[0]])}")
         raise UserError(f"{flag} {path} does not fit --model {wanted['model']} ({culprit}); pass a "
                         f"checkpoint of this backbone/method")
-    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    # entries the checkpoint does not set keep their values (a full dict: Paddle warns per missing key)
+    full = model.state_dict()
+    full.update({k: v for k, v in state.items() if k in own})
+    model.set_state_dict(full)
     return ckpt

@@ -4,7 +4,6 @@ The `parameters` cell keeps its AI Studio defaults; a cell inserted after it (pa
 convention) overrides them: paths in tmp_path, demo data, a narrow encoder, CPU, 2 epochs.
 """
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from tests.e2e.test_notebook import CELL_TIMEOUT, inject_parameters, outputs  # noqa: E402
+from tests.e2e.test_notebook import execute, outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "mtl.ipynb"
@@ -46,14 +45,8 @@ def test_committed_notebook_is_clean_and_parametrised():
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     params = tiny_parameters(tmp_path)
-    inject_parameters(nb, params)
-    start = time.time()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()
-    elapsed = time.time() - start
+    nb, elapsed = execute(NOTEBOOK, params)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

@@ -6,25 +6,19 @@ import numpy as np
 import paddle
 import pytest
 
-from tests.conftest import run_script, tiny_flags
+from tests.conftest import run_script, tiny_mtl_flags
 
 ACC = re.compile(r"^(\d+) Test Acc = ([\d.]+)% \+- ([\d.]+)%$", re.M)
-
-
-def mtl_flags(data, checkpoints, *extra) -> list:
-    flags = tiny_flags(data, checkpoints, "--method", "mtl", "--widths", "4,8,16", *extra)
-    flags[flags.index("--model") + 1] = "ResNet25"
-    return flags
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_data, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("mtl_e2e")
-    result = run_script("pretrain.py", *mtl_flags(tiny_data, ckpt, "--pre_max_epoch", "2", "--pre_batch_size", "16",
+    result = run_script("pretrain.py", *tiny_mtl_flags(tiny_data, ckpt, "--pre_max_epoch", "2", "--pre_batch_size", "16",
                                                   "--val_n_episode", "4", "--pre_step_size", "1"))
     assert result.returncode == 0, result.stderr
     pre = ckpt / "demo" / "ResNet25_mtl_pretrain" / "best_model.pdparams"
-    result = run_script("meta_train.py", *mtl_flags(tiny_data, ckpt, "--max_epoch", "2", "--num_batch", "4",
+    result = run_script("meta_train.py", *tiny_mtl_flags(tiny_data, ckpt, "--max_epoch", "2", "--num_batch", "4",
                                                     "--update_step", "5", "--val_n_episode", "4", "--init_weights", pre,
                                                     "--ht_meta_batch", "2", "--ht_hard_tasks", "1"))
     assert result.returncode == 0, result.stderr
@@ -57,7 +51,7 @@ def test_meta_test_prints_the_seed_line_and_caching_changes_nothing(runs, tiny_d
     model = runs / "demo" / "ResNet25_mtl_ht2_5way_1shot_metatrain" / "best_model.pdparams"
     outputs = []
     for extra in ([], ["--no_feature_cache"]):
-        result = run_script("test.py", *mtl_flags(tiny_data, runs, "--eval_weights", model, "--update_step", "5",
+        result = run_script("test.py", *tiny_mtl_flags(tiny_data, runs, "--eval_weights", model, "--update_step", "5",
                                                   "--shot", "5", "--test_n_episode", "6", *extra))
         assert result.returncode == 0, result.stderr
         outputs.append(ACC.findall(result.stdout))
@@ -71,10 +65,10 @@ def test_meta_training_resumes_exactly(tiny_data, tmp_path, runs):
     common = ["--num_batch", "2", "--update_step", "3", "--val_n_episode", "2", "--init_weights", pre,
               "--step_size", "1", "--meta_lr2", "0.01"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run_script("meta_train.py", *mtl_flags(tiny_data, straight, *common, "--max_epoch", "2")).returncode == 0
-    assert run_script("meta_train.py", *mtl_flags(tiny_data, resumed, *common, "--max_epoch", "1")).returncode == 0
+    assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, straight, *common, "--max_epoch", "2")).returncode == 0
+    assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "1")).returncode == 0
     folder = resumed / "demo" / "ResNet25_mtl_5way_1shot_metatrain"
-    result = run_script("meta_train.py", *mtl_flags(tiny_data, resumed, *common, "--max_epoch", "2", "--resume", folder))
+    result = run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "2", "--resume", folder))
     assert result.returncode == 0, result.stderr
     a = paddle.load(str(straight / "demo" / "ResNet25_mtl_5way_1shot_metatrain" / "last_model.pdparams"))["state_dict"]
     b = paddle.load(str(folder / "last_model.pdparams"))["state_dict"]
