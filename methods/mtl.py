@@ -131,6 +131,7 @@ def _stage_way(args: argparse.Namespace) -> int:
 
 
 def encoder_widths(args: argparse.Namespace) -> Tuple[int, ...]:
+    """The encoder's stage widths from --widths ("160,320,640"; the official ones when absent)."""
     widths = getattr(args, "widths", None)
     return int_list(widths, "--widths") if isinstance(widths, str) else tuple(widths or WIDTHS)
 
