@@ -24,7 +24,7 @@ so both layouts give the same numbers on the same images (the parity tests feed 
 reference's order; tests/methods/test_mtl.py checks the equivalence).
 """
 import argparse
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
