@@ -10,6 +10,7 @@ from typing import List, Optional
 import paddle
 
 from data.datasets import ImageList, filelist_path
+from data.hard_tasks import HardTaskEpisodes
 from data.episodes import load_episodes, save_episodes
 from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
                            indices_by_class)
@@ -28,7 +29,8 @@ from network import build_backbone
 def build_model(args: argparse.Namespace, num_classes: Optional[int] = None):
     """The method `args.method` on the backbone `args.model` (with a whole-class head when
     `num_classes` is given)."""
-    return METHODS[args.method](build_backbone(args.model), args, num_classes)
+    method = METHODS[args.method]
+    return method(build_backbone(args.model, **method.backbone_options(args, num_classes)), args, num_classes)
 
 
 def image_list(args, split: str, training: bool) -> ImageList:
@@ -52,7 +54,8 @@ def _run_folder(args, name: str) -> str:
 def _optimizer(args, model):
     scheduler = build_scheduler(args.lr, args.gamma, milestones=None if args.step_size else args.milestones,
                                 step_size=args.step_size or None)
-    optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, nesterov=not args.no_nesterov)
+    optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, momentum=args.momentum,
+                                nesterov=not args.no_nesterov, groups=model.parameter_groups(args))
     return optimizer, scheduler
 
 
@@ -127,25 +130,34 @@ def meta_train(args: argparse.Namespace) -> None:
     base = image_list(args, "base", training=True)
     model = build_model(args)
     if args.pretrain_path:
-        load_weights(model, args.pretrain_path, "--pretrain_path")
+        load_weights(model, args.pretrain_path, "--pretrain_path", pretrained=True)
     validate = _validator(args, model)
     shape = (args.train_n_way, args.n_shot, args.n_query)
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
 
-        def make_batches(epoch):
+        def regular_batches(epoch):
             sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=epoch_seed(args.seed, epoch),
                                      rank=rank, world=world, split="base")
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
         pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
 
-        def make_batches(epoch):
+        def regular_batches(epoch):
             pool.set_epoch(epoch)
             return loader(base, pool, args.num_workers), len(pool)
 
-    name = f"{args.model}_{METHODS[args.method].run_name(args)}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
+    def make_batches(epoch):
+        batches, n_batches = regular_batches(epoch)
+        if not args.ht_meta_batch:
+            return batches, n_batches
+        hard = HardTaskEpisodes(batches, n_batches, base, *shape, args.ht_meta_batch, args.ht_hard_tasks,
+                                seed=(args.seed, epoch, rank))
+        return hard, len(hard)
+
+    ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
+    name = f"{args.model}_{METHODS[args.method].run_name(args)}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
     _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
 
 

@@ -5,10 +5,12 @@ import paddle.nn as nn
 
 from network.conv4 import Conv4
 from network.resnet12 import ResNet12
+from network.resnet25 import ResNet25
 
 BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
     "Conv4": Conv4,
     "ResNet12": ResNet12,
+    "ResNet25": ResNet25,   # the MTL code's encoder (methods/mtl.py)
 }
 
 
