@@ -9,9 +9,8 @@
  *  - Masses are quantised to integers (fixed point, 2^-50 of the larger total) so that flows are
  *    exact: a flow is either exactly zero or not, which the anti-cycling rule relies on.
  *  - Initial basis: greedy "least cost" allocation (cells in increasing cost order, by 256
- *    buckets), with ties
- *    broken lexicographically as in the perturbed problem (every non-root node sends epsilon to
- *    a root demand node). The resulting spanning tree is strongly feasible.
+ *    buckets), with ties broken lexicographically as in the perturbed problem (every non-root
+ *    node sends epsilon to a root demand node). The resulting spanning tree is strongly feasible.
  *  - Strongly feasible trees (Cunningham 1976): every basic arc with zero flow points towards
  *    the root. The leaving arc is the last blocking arc met when walking the pivot cycle along
  *    the entering arc's orientation from the apex; this keeps the tree strongly feasible and
