@@ -10,7 +10,10 @@ The module trees of this project mirror the reference, so keys map one to one ex
   is dropped (Paddle keeps no counter);
 - 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
-  `encoder.` or bare `layerN.` keys -> `feature_extractor.`).
+  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; Negative-Margin: the bl0 and
+  mmfewshot layouts, through the backbone's own `from_reference_key`);
+- keys that are aliases of one tensor (bl0's Conv-4 stores each tensor twice) may map to the
+  same Paddle key when their values are identical.
 
 `torch_state_to_paddle` is pure numpy. Only `read_pth` imports torch, and only when a `.pth`
 file is converted: the rest of the project never needs it. A `.npz` whose arrays are named by
@@ -90,7 +93,10 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
             raise UserError(f"state dict key {key!r} has shape {tuple(np.shape(value))} but this model's "
                             f"{pkey!r} has shape {want}; check --model/--method (and --num_classes)")
         if pkey in out:
-            raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled")
+            if np.array_equal(out[pkey], array):
+                continue  # an alias of a tensor already converted
+            raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled "
+                            f"with other values")
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
     missing = [k for k in own if k not in out and k not in optional]
@@ -112,7 +118,8 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a foreign or damaged file
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
-    for wrapper in ("state_dict", "params"):  # FRN / DeepEMD ({'params': state_dict}) files
+    # FRN, mmfewshot ({'state_dict': ...}), DeepEMD ({'params': ...}), Negative-Margin code ({'state': ...})
+    for wrapper in ("state_dict", "params", "state"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict):
@@ -150,15 +157,20 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int):
-    """The model the project's entry scripts build for these flags."""
+def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int,
+                args: Optional[argparse.Namespace] = None):
+    """The model the project's entry scripts build for these flags (`args`: the method's own
+    flags, e.g. Negative-Margin's --metric; their defaults when absent)."""
     from methods import METHODS
     from network import build_backbone
-    args = argparse.Namespace(model=model_name, image_size=image_size, method=method)
-    return METHODS[method](build_backbone(model_name), args, num_classes=num_classes)
+    args = argparse.Namespace(**vars(args or argparse.Namespace()))
+    args.model, args.image_size, args.method = model_name, image_size, method
+    cls = METHODS[method]
+    return cls(build_backbone(model_name, **cls.backbone_kwargs(args)), args, num_classes=num_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The converter's flags, then again with the chosen method's own flags added."""
     from methods import METHODS
     from network import BACKBONES
     p = argparse.ArgumentParser(prog="python -m frn.convert", description=__doc__.split("\n\n")[0])
@@ -169,7 +181,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image_size", type=int, default=84)
     p.add_argument("input", help="PyTorch state dict (.pth) or .npz of arrays named by PyTorch keys")
     p.add_argument("output", help="Paddle checkpoint to write (.pdparams)")
-    return p.parse_args(argv)
+    known, _ = p.parse_known_args(argv)
+    method = METHODS[known.method]
+    method.add_arguments(p)
+    args = p.parse_args(argv)
+    method.check_arguments(args)
+    return args
 
 
 @exit_on_user_error
@@ -186,7 +203,7 @@ def main(argv=None) -> None:
         if cat_mat is None or np.ndim(cat_mat) != 3:
             raise UserError("--method stl_frn needs --num_classes (the input has no cat_mat to read it from)")
         num_classes = int(np.shape(cat_mat)[0])
-    model = build_model(args.model, args.method, num_classes, args.image_size)
+    model = build_model(args.model, args.method, num_classes, args.image_size, args)
     converted = torch_state_to_paddle(state, model)
     model.set_state_dict(converted)
     from frn.checkpoint import save_model

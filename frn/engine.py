@@ -82,8 +82,9 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
     """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
 
     With `use_cache` (and a method whose features are frozen at test time) every distinct image
-    is passed through the backbone once and all episodes read from that cache; otherwise each
-    episode is a batch of its own. Both give the same numbers on the same episodes.
+    is passed through the backbone once and all episodes read from that cache, in groups of
+    `model.eval_episode_batch` episodes handed to `episode_scores_batch` together; otherwise
+    each episode is a batch of its own. All paths give the same numbers on the same episodes.
     """
     model.eval()
     cached = use_cache and model.features_are_frozen_at_test
@@ -91,20 +92,26 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
         needed = sorted({i for episode in episodes for i in episode})
         features = extract_features(model, dataset, needed, num_workers=num_workers)
         row = {index: r for r, index in enumerate(needed)}
-        batches = (features[paddle.to_tensor([row[i] for i in episode])] for episode in episodes)
+        group = max(1, int(model.eval_episode_batch))
+
+        def gather(chunk: Sequence[Episode]) -> paddle.Tensor:
+            rows = paddle.to_tensor([row[i] for episode in chunk for i in episode])
+            return features[rows].reshape([len(chunk), len(chunk[0]), *features.shape[1:]])
+        batches = (gather(episodes[i:i + group]) for i in range(0, len(episodes), group))
+        n_batches = -(-len(episodes) // group)
     else:
-        batches = (model.extract(images) for images, _ in loader(dataset, list(episodes), num_workers))
+        batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
+        n_batches = len(episodes)
     n_support = way * shot
     accs, losses = [], []
-    acc_sum = 0.0
-    bar = progress(batches, desc, total=len(episodes))
-    for feats in bar:
-        scores = model.episode_scores(feats[:n_support], feats[n_support:], way, shot)
-        acc, loss = episode_accuracy(scores, way, query)
-        accs.append(acc)
-        losses.append(loss)
-        acc_sum += acc
-        bar.set_postfix(acc=f"{acc_sum / len(accs):.2f}", refresh=False)
+    bar = progress(batches, desc, total=n_batches)
+    for feats in bar:  # [episodes, images of an episode, ...]
+        scores = model.episode_scores_batch(feats[:, :n_support], feats[:, n_support:], way, shot)
+        for e in range(scores.shape[0]):
+            acc, loss = episode_accuracy(scores[e], way, query)
+            accs.append(acc)
+            losses.append(loss)
+        bar.set_postfix(acc=f"{np.mean(accs):.2f}", refresh=False)
     return np.asarray(accs), float(np.mean(losses))
 
 
@@ -142,10 +149,16 @@ def zero_nan_gradients(optimizer) -> None:
             param.clear_gradient(set_to_zero=True)
 
 
+def per_iteration(scheduler) -> bool:
+    """Whether `scheduler` is stepped after every optimiser step (else once per epoch)."""
+    return bool(getattr(scheduler, "per_iteration", False))
+
+
 def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
                     episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
-                    print_freq: int = 100) -> Tuple[float, float]:
-    """One pass over `batches`; returns (mean loss, mean accuracy %)."""
+                    print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
+    """One pass over `batches`; returns (mean loss, mean accuracy %). A per-iteration
+    `scheduler` is stepped after every optimiser step."""
     model.train()
     loss_sum = acc_sum = 0.0
     steps = 0
@@ -163,6 +176,8 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
                                                                   "zero_nan_gradients", False):
             zero_nan_gradients(optimizer)
         optimizer.step()
+        if per_iteration(scheduler):
+            scheduler.step()
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
         steps += 1
@@ -187,8 +202,10 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         start = time.time()
         seed_everything(epoch_seed(args.seed, epoch))
         batches, n_batches = make_batches(epoch)
-        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
-        scheduler.step()
+        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log,
+                                                scheduler=scheduler)
+        if not per_iteration(scheduler):
+            scheduler.step()
         val_loss = val_acc = None
         if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
             val_acc, val_loss = validate()

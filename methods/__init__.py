@@ -4,6 +4,7 @@ from typing import Dict, Type
 from methods.base import FewShotMethod
 from methods.deepemd import DeepEMD
 from methods.frn import FRN
+from methods.neg_margin import NegMargin
 from methods.protonet import ProtoNet
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
@@ -11,4 +12,5 @@ METHODS: Dict[str, Type[FewShotMethod]] = {
     "deepemd": DeepEMD,
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
+    "neg_margin": NegMargin,
 }

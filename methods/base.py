@@ -27,6 +27,8 @@ class FewShotMethod(nn.Layer):
     features_are_frozen_at_test: bool = True
     #: the training loop zeroes NaN gradients before each step (the reference DeepEMD does)
     zero_nan_gradients: bool = False
+    #: episodes the evaluation loop hands to `episode_scores_batch` at once (from the feature cache)
+    eval_episode_batch: int = 1
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__()
@@ -53,6 +55,12 @@ class FewShotMethod(nn.Layer):
         """The method's own image pipeline, or None for the dataset's standard transforms."""
         return None
 
+    @staticmethod
+    def backbone_kwargs(args: argparse.Namespace) -> dict:
+        """Constructor options of the backbone `args.model` for this method (e.g. dropout, an
+        initialisation); none by default."""
+        return {}
+
     def forward(self, images: paddle.Tensor, labels: paddle.Tensor,
                 episode: Optional[Tuple[int, int]] = None) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """Training entry (kept in `forward` so `paddle.DataParallel` syncs gradients):
@@ -76,6 +84,14 @@ class FewShotMethod(nn.Layer):
     def episode_scores(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         """Scores whose argmax is the test-time prediction (default: `episode_logits`)."""
         return self.episode_logits(support, query, way, shot)
+
+    def episode_scores_batch(self, support: paddle.Tensor, query: paddle.Tensor, way: int,
+                             shot: int) -> paddle.Tensor:
+        """Test-time scores [E, n_query_images, way] of E episodes at once, from support
+        [E, way*shot, ...] and query [E, n_query_images, ...]. The default scores one episode
+        after the other; a method whose test-time adaptation can be batched overrides it (and
+        raises `eval_episode_batch`), giving the same numbers."""
+        return paddle.stack([self.episode_scores(support[e], query[e], way, shot) for e in range(support.shape[0])])
 
     def episode_loss(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int,
                      query_labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
