@@ -7,7 +7,7 @@ evaluation.
 """
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -76,6 +76,43 @@ def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float
     return accuracy(logits, labels), float(F.cross_entropy(logits, labels))
 
 
+class FeatureCache:
+    """Backbone features of every image some episode uses, each extracted once."""
+
+    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0):
+        needed = sorted({i for episode in episodes for i in episode})
+        self.features = extract_features(model, dataset, needed, num_workers=num_workers)
+        self.row = {index: r for r, index in enumerate(needed)}
+
+    def episodes(self, episodes: Sequence[Episode]) -> paddle.Tensor:
+        """Features [len(episodes), images of an episode, ...] of equally sized episodes."""
+        rows = paddle.to_tensor([self.row[i] for episode in episodes for i in episode])
+        return self.features[rows].reshape([len(episodes), len(episodes[0]), *self.features.shape[1:]])
+
+    def batches(self, episodes: Sequence[Episode], group: int) -> Iterator[paddle.Tensor]:
+        """The episodes' features, `group` episodes at a time."""
+        for start in range(0, len(episodes), group):
+            yield self.episodes(episodes[start:start + group])
+
+
+@paddle.no_grad()
+def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way: int, shot: int, query: int,
+                   desc: str = "eval") -> Tuple[np.ndarray, float]:
+    """Per-episode accuracies (%) and mean cross-entropy of `model.episode_scores_batch` on
+    feature batches [episodes, support then query images, ...]."""
+    n_support = way * shot
+    accs, losses = [], []
+    bar = progress(batches, desc, total=n_batches)
+    for feats in bar:
+        scores = model.episode_scores_batch(feats[:, :n_support], feats[:, n_support:], way, shot)
+        for e in range(scores.shape[0]):
+            acc, loss = episode_accuracy(scores[e], way, query)
+            accs.append(acc)
+            losses.append(loss)
+        bar.set_postfix(acc=f"{np.mean(accs):.2f}", refresh=False)
+    return np.asarray(accs), float(np.mean(losses))
+
+
 @paddle.no_grad()
 def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
              use_cache: bool = True, num_workers: int = 0, desc: str = "eval") -> Tuple[np.ndarray, float]:
@@ -87,32 +124,14 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
     each episode is a batch of its own. All paths give the same numbers on the same episodes.
     """
     model.eval()
-    cached = use_cache and model.features_are_frozen_at_test
-    if cached:
-        needed = sorted({i for episode in episodes for i in episode})
-        features = extract_features(model, dataset, needed, num_workers=num_workers)
-        row = {index: r for r, index in enumerate(needed)}
+    if use_cache and model.features_are_frozen_at_test:
         group = max(1, int(model.eval_episode_batch))
-
-        def gather(chunk: Sequence[Episode]) -> paddle.Tensor:
-            rows = paddle.to_tensor([row[i] for episode in chunk for i in episode])
-            return features[rows].reshape([len(chunk), len(chunk[0]), *features.shape[1:]])
-        batches = (gather(episodes[i:i + group]) for i in range(0, len(episodes), group))
+        batches = FeatureCache(model, dataset, episodes, num_workers).batches(episodes, group)
         n_batches = -(-len(episodes) // group)
     else:
         batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
         n_batches = len(episodes)
-    n_support = way * shot
-    accs, losses = [], []
-    bar = progress(batches, desc, total=n_batches)
-    for feats in bar:  # [episodes, images of an episode, ...]
-        scores = model.episode_scores_batch(feats[:, :n_support], feats[:, n_support:], way, shot)
-        for e in range(scores.shape[0]):
-            acc, loss = episode_accuracy(scores[e], way, query)
-            accs.append(acc)
-            losses.append(loss)
-        bar.set_postfix(acc=f"{np.mean(accs):.2f}", refresh=False)
-    return np.asarray(accs), float(np.mean(losses))
+    return score_episodes(model, batches, n_batches, way, shot, query, desc)
 
 
 # ----------------------------------------------------------------------------------------

@@ -257,3 +257,51 @@ def draw_column(axes: Sequence[Axes], image: np.ndarray, rgb: np.ndarray, title:
     axes[1].imshow(rgb, interpolation="nearest")
     for ax in axes:
         frame(ax, colour, width=3.0 if colour != "lightgrey" else 1.0)
+
+
+# ----------------------------------------------------------------------------------------
+# Negative-Margin
+# ----------------------------------------------------------------------------------------
+def plot_accuracy_vs_margin(results: Dict[int, Dict[float, Tuple[float, float]]], title: str = "") -> Figure:
+    """Novel-class accuracy against the training margin: `results[shot][margin] = (mean %, 95%
+    half-width)`, one line with error bars per shot; margin 0 (the plain cosine softmax) marked."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for shot, by_margin in sorted(results.items()):
+        margins = sorted(by_margin)
+        means = [by_margin[m][0] for m in margins]
+        intervals = [by_margin[m][1] for m in margins]
+        ax.errorbar(margins, means, yerr=intervals, marker="o", ms=4, capsize=3, label=f"5-way {shot}-shot")
+    ax.axvline(0.0, color="grey", ls=":", lw=1)
+    ax.set_xlabel("margin m of the base-training head (negative: looser)")
+    ax.set_ylabel("novel-class accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_val_curves(runs: Dict[str, Union[str, List[Dict]]], title: str = "") -> Figure:
+    """Validation accuracy per epoch of several runs (label -> history or run folder), with the
+    training loss beside it: how the runs of a sweep learn."""
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for label, history in runs.items():
+        history = load_history(history)
+        for key, ax in (("train_loss", ax_loss), ("val_acc", ax_acc)):
+            epochs, values = series(history, key)
+            if epochs:
+                ax.plot(epochs, values, marker="o", ms=3, label=label)
+    for ax, unit in ((ax_loss, "training loss"), (ax_acc, "validation accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
