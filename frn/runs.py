@@ -129,6 +129,8 @@ def pretrain(args: argparse.Namespace) -> None:
 
 def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
+    if not METHODS[args.method].trains_episodically:
+        raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)

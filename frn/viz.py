@@ -131,22 +131,27 @@ def plot_history(history: Union[str, List[Dict]], title: str = "") -> Figure:
     history = load_history(history)
     fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for key, ax, unit in (("loss", ax_loss, "loss"), ("acc", ax_acc, "accuracy (%)")):
+    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
         for split in ("train", "val"):
             epochs, values = series(history, f"{split}_{key}")
             if epochs:
                 ax.plot(epochs, values, marker="o", ms=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
     epochs, accs = series(history, "val_acc")
     if accs:
         best = int(np.argmax(accs))
         ax_acc.axvline(epochs[best], color="grey", ls=":", lw=1)
         ax_acc.annotate(f"best val {accs[best]:.1f}%", (epochs[best], accs[best]), fontsize=8,
                         textcoords="offset points", xytext=(4, -12))
-    for ax in (ax_loss, ax_acc):
+    return finish_epoch_figure(fig, ((ax_loss, "loss"), (ax_acc, "accuracy (%)")), title)
+
+
+def finish_epoch_figure(fig: Figure, axes: Sequence[Tuple[Axes, str]], title: str = "") -> Figure:
+    """Label per-epoch axes (x: integer epochs, y: `unit`), add grids, legends and the title."""
+    for ax, unit in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     if title:
@@ -294,14 +299,4 @@ def plot_val_curves(runs: Dict[str, Union[str, List[Dict]]], title: str = "") ->
             epochs, values = series(history, key)
             if epochs:
                 ax.plot(epochs, values, marker="o", ms=3, label=label)
-    for ax, unit in ((ax_loss, "training loss"), (ax_acc, "validation accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish_epoch_figure(fig, ((ax_loss, "training loss"), (ax_acc, "validation accuracy (%)")), title)

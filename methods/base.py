@@ -29,6 +29,8 @@ class FewShotMethod(nn.Layer):
     zero_nan_gradients: bool = False
     #: episodes the evaluation loop hands to `episode_scores_batch` at once (from the feature cache)
     eval_episode_batch: int = 1
+    #: meta_train.py may train it episodically (False: whole-class training only)
+    trains_episodically: bool = True
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__()

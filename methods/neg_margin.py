@@ -185,10 +185,12 @@ def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bi
 class NegMargin(FewShotMethod):
     """Backbone + margin classifier (base training); a classifier fitted per episode (test)."""
 
+    trains_episodically = False  # nothing is meta-learned: pretrain.py, then test.py
+
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__(backbone, args, num_classes)
         self.protocol = getattr(args, "protocol", "mmfs")
-        self.metric = getattr(args, "metric", "cosineface")
+        self.metric = metric_of(args)
         self.flatten = args.model == "Conv4"   # Conv-4: the C,H,W-flattened map; ResNets: its average
         self.fit = FitSettings(metric=self.metric, scale=getattr(args, "test_scale_factor", 5.0),
                                margin=getattr(args, "test_margin", 0.0), lr=getattr(args, "finetune_lr", 0.01),
@@ -366,7 +368,7 @@ def training_margin(args: argparse.Namespace) -> float:
     """The training head's margin: --margin, else the default of the margin metrics."""
     margin = getattr(args, "margin", None)
     if margin is None:
-        return DEFAULT_MARGIN if getattr(args, "metric", "cosineface") in MARGIN_METRICS else 0.0
+        return DEFAULT_MARGIN if metric_of(args) in MARGIN_METRICS else 0.0
     return margin
 
 
@@ -377,4 +379,10 @@ def training_scale(args: argparse.Namespace) -> float:
         return scale
     if getattr(args, "protocol", "mmfs") == "mmfs":
         return 10.0
-    return 5.0 if getattr(args, "metric", "cosineface") == "neg-softmax" else 30.0
+    return 5.0 if metric_of(args) == "neg-softmax" else 30.0
+
+
+def metric_of(args: argparse.Namespace) -> str:
+    """The head's metric (bl0's name): --metric, else mmfewshot's --metric_type, else cosineface."""
+    metric_type = getattr(args, "metric_type", None)
+    return getattr(args, "metric", None) or (MMFS_METRICS[metric_type] if metric_type else "cosineface")

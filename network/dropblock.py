@@ -5,7 +5,7 @@ A seed drawn at position (i, j) of the (S - b + 1)^2 grid zeroes rows i..i+b-1 a
 j..j+b-1 of the S x S map (the seed is the block's top-left corner); the kept activations are
 rescaled by numel / number kept.
 """
-from typing import Optional
+from typing import Iterable, Optional
 
 import paddle
 import paddle.nn.functional as F
@@ -64,16 +64,16 @@ def regularize(x: paddle.Tensor, drop_rate: float, use_dropblock: bool, block_si
 class StepCounter(paddle.nn.Layer):
     """Training forward passes so far (the reference reads them from a block's first BatchNorm,
     `num_batches_tracked`, before its forward). A persistable buffer, so a resumed run continues
-    the DropBlock schedule where it stopped; `step` is the count before the current pass."""
+    the DropBlock schedule where it stopped."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("count", paddle.zeros([1], dtype="int64"))
-        self.step = 0
 
-    def tick(self) -> int:
-        """Count one training pass; returns the number of passes before it."""
-        self.step = int(self.count.item())
+    def tick(self, blocks: Iterable[paddle.nn.Layer]) -> None:
+        """Count one training pass and give every block the number of passes before it (`step`)."""
+        step = int(self.count.item())
         with paddle.no_grad():
             self.count.set_value(self.count + 1)
-        return self.step
+        for block in blocks:
+            block.step = step

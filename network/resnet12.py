@@ -65,9 +65,7 @@ class ResNet12(nn.Layer):
 
     def forward(self, x):
         if self.training and self.drop_rate > 0:
-            step = self.dropblock_step.tick()
-            for stage in range(1, 5):
-                getattr(self, f"layer{stage}")[0].step = step
+            self.dropblock_step.tick(getattr(self, f"layer{stage}")[0] for stage in range(1, 5))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     @staticmethod

@@ -67,10 +67,7 @@ class CloserLookResNet(nn.Layer):
 
     def forward(self, x):
         if self.training and self.drop_rate > 0:
-            step = self.dropblock_step.tick()
-            for stage in range(1, 5):
-                for block in getattr(self, f"layer{stage}"):
-                    block.step = step
+            self.dropblock_step.tick(block for stage in range(1, 5) for block in getattr(self, f"layer{stage}"))
         x = self.trunk(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

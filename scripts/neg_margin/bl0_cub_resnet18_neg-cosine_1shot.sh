@@ -12,13 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:?set DATA to the dataset folder holding base.json, val.json, novel.json}
-CKPT=checkpoints/bl0/$(basename "$0" .sh)
+CKPT=checkpoints/bl0/bl0_cub_resnet18_neg-cosine_1shot
 HEAD="--protocol bl0 --metric cosineface --scale_factor 30 --margin -0.01"
 python pretrain.py --dataset cub --data_path "$DATA" --model ResNet18 --image_size 224 --method neg_margin $HEAD \
   --num_classes 200 --batch_size 256 --optimizer adam --lr 3e-3 --wd 5e-4 --epoch 200 --lr_schedule cosine \
   --warmup_epochs 50 --warmup_start 0.0625 --eta_min 1e-6 --lr_lag 1 --drop_rate 0.1 --dropblock_size 5 --val_n_way 5 --n_shot 5 \
   --n_query 16 --val_n_episode 100 --val_freq 20 --seed 0 --checkpoint_dir "$CKPT" --gpu "$@"
-RUN="$CKPT/cub/ResNet18_neg_margin_bl0_cosineface_m-0.01_pretrain"
+RUN=checkpoints/bl0/bl0_cub_resnet18_neg-cosine_1shot/cub/ResNet18_neg_margin_bl0_cosineface_m-0.01_pretrain
 for MODEL in best_model last_model; do
   for SHOT in 1 5; do
     python test.py --dataset cub --data_path "$DATA" --model ResNet18 --image_size 224 --method neg_margin $HEAD \

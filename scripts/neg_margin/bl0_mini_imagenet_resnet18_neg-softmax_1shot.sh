@@ -12,13 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:?set DATA to the dataset folder holding base.json, val.json, novel.json}
-CKPT=checkpoints/bl0/$(basename "$0" .sh)
+CKPT=checkpoints/bl0/bl0_mini_imagenet_resnet18_neg-softmax_1shot
 HEAD="--protocol bl0 --metric neg-softmax --scale_factor 5 --margin -0.3"
 python pretrain.py --dataset mini_imagenet --data_path "$DATA" --model ResNet18 --image_size 224 --method neg_margin $HEAD \
   --num_classes 64 --batch_size 256 --optimizer adam --lr 3e-3 --wd 1e-4 --epoch 400 --lr_schedule cosine \
   --warmup_epochs 100 --warmup_start 0.0625 --eta_min 1e-6 --lr_lag 1 --val_n_way 5 --n_shot 5 \
   --n_query 16 --val_n_episode 100 --val_freq 20 --seed 0 --checkpoint_dir "$CKPT" --gpu "$@"
-RUN="$CKPT/mini_imagenet/ResNet18_neg_margin_bl0_neg-softmax_m-0.3_pretrain"
+RUN=checkpoints/bl0/bl0_mini_imagenet_resnet18_neg-softmax_1shot/mini_imagenet/ResNet18_neg_margin_bl0_neg-softmax_m-0.3_pretrain
 for MODEL in best_model last_model; do
   for SHOT in 1 5; do
     python test.py --dataset mini_imagenet --data_path "$DATA" --model ResNet18 --image_size 224 --method neg_margin $HEAD \

@@ -39,6 +39,20 @@ def inject_parameters(nb, params: dict) -> None:
     nb.cells.insert(index + 1, cell)
 
 
+def execute_notebook(path: Path, params: dict, monkeypatch):
+    """Run the notebook at `path` with `params` injected, in the repository; returns (notebook
+    with outputs, seconds). Raises CellExecutionError on the first failing cell."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
+    monkeypatch.setenv("FSL_REPO", str(ROOT))
+    nb = nbformat.read(path, as_version=4)
+    inject_parameters(nb, params)
+    start = time.time()
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    return nb, time.time() - start
+
+
 def outputs(nb, output_type: str):
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
             if out.output_type == output_type]
@@ -54,16 +68,8 @@ def test_committed_notebook_is_clean_and_parametrised():
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
-    monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     params = tiny_parameters(tmp_path)
-    inject_parameters(nb, params)
-    start = time.time()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
-    elapsed = time.time() - start
+    nb, elapsed = execute_notebook(NOTEBOOK, params, monkeypatch)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

@@ -1,15 +1,14 @@
 """notebooks/neg_margin.ipynb top to bottom on the embedded demo data at tiny size (< 2 minutes
 on a CPU): two margins, two shots, and the accuracy-against-margin plot."""
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_notebook import ACC_LINE, CELL_TIMEOUT, inject_parameters, outputs
+from tests.e2e.test_notebook import ACC_LINE, execute_notebook, outputs
 
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +34,8 @@ def test_committed_notebook_is_clean_and_parametrised():
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     params = tiny_parameters(tmp_path)
-    inject_parameters(nb, params)
-    start = time.time()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()
-    elapsed = time.time() - start
+    nb, elapsed = execute_notebook(NOTEBOOK, params, monkeypatch)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

@@ -195,6 +195,11 @@ def test_neg_margin_bad_flag(previous_run, tiny_data, flags, needles):
     check_untouched(previous_run, result, *needles)
 
 
+def test_neg_margin_has_no_episodic_training(previous_run, tiny_data):
+    result = run_script("meta_train.py", *tiny_flags(tiny_data, previous_run, "--method", "neg_margin", "--epoch", "1"))
+    check_untouched(previous_run, result, "--method neg_margin", "pretrain.py")
+
+
 @pytest.mark.parametrize("script", ["pretrain.py", "test.py"])
 def test_neg_margin_shot_beyond_the_images_of_a_class(previous_run, tiny_data, tmp_path, script):
     """12 images per class: 20-shot validation or test episodes cannot be drawn."""
