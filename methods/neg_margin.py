@@ -40,6 +40,7 @@ from methods.base import FewShotMethod
 PROTOCOLS = ("mmfs", "bl0")
 METRICS = ("cosineface", "neg-softmax", "cosine", "softmax")
 MARGIN_METRICS = ("cosineface", "neg-softmax")
+COSINE_METRICS = ("cosineface", "cosine")
 DEFAULT_MARGIN = -0.01           # mmfewshot's CUB configs
 MOMENTUM = DAMPENING = 0.9       # meta-test SGD of both references
 #: meta-test fitting length: mmfewshot's `num_steps` (1-shot, other shots), bl0's epochs
@@ -55,12 +56,18 @@ MMFS_METRICS = {"cosine": "cosineface", "softmax": "neg-softmax"}
 # heads, as functions of (features, weights) so that one code path serves a single classifier
 # ([N, D] x [C, D]) and a stack of per-episode classifiers ([E, N, D] x [E, C, D])
 # ----------------------------------------------------------------------------------------
-def similarity(x: paddle.Tensor, weight: paddle.Tensor, metric: str,
-               bias: Optional[paddle.Tensor] = None) -> paddle.Tensor:
-    """[..., N, C] similarity of features [..., N, D] to class weights [..., C, D]."""
-    if metric in ("cosineface", "cosine"):
-        # F.normalize divides by max(norm, 1e-12), as PyTorch's
-        return paddle.matmul(F.normalize(x, axis=-1), F.normalize(weight, axis=-1), transpose_y=True)
+def unit(x: paddle.Tensor) -> paddle.Tensor:
+    """Rows divided by max(norm, 1e-12), as PyTorch's F.normalize (Paddle's F.normalize computes
+    the same, but its p-norm kernel makes the meta-test fitting 4x slower on a CPU)."""
+    return x / paddle.clip(paddle.sqrt((x * x).sum(axis=-1, keepdim=True)), min=1e-12)
+
+
+def similarity(x: paddle.Tensor, weight: paddle.Tensor, metric: str, bias: Optional[paddle.Tensor] = None,
+               unit_x: bool = False) -> paddle.Tensor:
+    """[..., N, C] similarity of features [..., N, D] to class weights [..., C, D] (`unit_x`:
+    the features are normalised already)."""
+    if metric in COSINE_METRICS:
+        return paddle.matmul(x if unit_x else unit(x), unit(weight), transpose_y=True)
     z = paddle.matmul(x, weight, transpose_y=True)
     if metric == "softmax":
         return z + bias.unsqueeze(-2)
@@ -69,10 +76,11 @@ def similarity(x: paddle.Tensor, weight: paddle.Tensor, metric: str,
 
 
 def head_logits(x: paddle.Tensor, weight: paddle.Tensor, metric: str, scale: float, margin: float = 0.0,
-                labels: Optional[paddle.Tensor] = None, bias: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+                labels: Optional[paddle.Tensor] = None, bias: Optional[paddle.Tensor] = None,
+                unit_x: bool = False) -> paddle.Tensor:
     """Logits of a margin head; with `labels` the target logit of a margin metric is shifted
     by -margin (a negative margin raises it)."""
-    sim = similarity(x, weight, metric, bias)
+    sim = similarity(x, weight, metric, bias, unit_x)
     if metric == "softmax":
         return sim
     if labels is not None and metric in MARGIN_METRICS and margin:
@@ -157,6 +165,9 @@ def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bi
     """
     n_episodes, n_support = support.shape[0], support.shape[1]
     support = support.detach().reshape([n_episodes * n_support, -1])
+    cosine = settings.metric in COSINE_METRICS
+    if cosine:  # the features are fixed: normalise them once, not at every step
+        support = unit(support)
     offsets = np.arange(n_episodes)[:, None] * n_support
     params = [weight.detach()] + ([bias.detach()] if bias is not None else [])
     buffers: List[Optional[paddle.Tensor]] = [None] * len(params)
@@ -168,7 +179,7 @@ def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bi
             for p in params:
                 p.stop_gradient = False
             logits = head_logits(x, params[0], settings.metric, settings.scale, settings.margin, y,
-                                 params[1] if len(params) > 1 else None)
+                                 params[1] if len(params) > 1 else None, unit_x=cosine)
             losses = F.cross_entropy(logits, y.unsqueeze(-1), reduction="none").reshape(batch.shape).mean(axis=1)
             grads = paddle.grad(losses.sum(), params)
             for i, (p, g) in enumerate(zip(params, grads)):
