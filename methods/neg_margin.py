@@ -46,6 +46,10 @@ MOMENTUM = DAMPENING = 0.9       # meta-test SGD of both references
 #: meta-test fitting length: mmfewshot's `num_steps` (1-shot, other shots), bl0's epochs
 MMFS_STEPS = (150, 600)
 BL0_EPOCHS = 100
+#: episodes fitted together by default: E * feature dim ~ FIT_GROUP_ELEMENTS keeps the stacked
+#: [E, way, dim] weights and their updates in the CPU caches (measured: results/README.md)
+FIT_GROUP_ELEMENTS = 2 ** 15
+MAX_EPISODE_BATCH = 250
 #: the official scripts' spellings (bl0 config keys, mmfewshot head arguments)
 ALIASES = {"--temperature": ("scale_factor",)}
 #: mmfewshot's `metric_type` names -> bl0's
@@ -209,7 +213,7 @@ class NegMargin(FewShotMethod):
                                batch_size=getattr(args, "finetune_batch_size", 4))
         self.finetune_steps = getattr(args, "finetune_steps", None)
         self.finetune_epochs = getattr(args, "finetune_epochs", None)
-        self.eval_episode_batch = getattr(args, "episode_batch", 250)
+        self.eval_episode_batch = getattr(args, "episode_batch", None) or auto_episode_batch(self.feature_dim(args))
         if num_classes:
             self.classifier = MarginClassifier(self.feature_dim(args), num_classes, self.metric,
                                                training_scale(args), training_margin(args))
@@ -244,8 +248,9 @@ class NegMargin(FewShotMethod):
         add("--finetune_lr", type=float, default=0.01, help="meta-test SGD learning rate")
         add("--finetune_wd", type=float, default=1e-3, help="meta-test SGD weight decay")
         add("--finetune_batch_size", type=int, default=4, help="meta-test mini-batch of support features")
-        add("--episode_batch", type=int, default=250,
-            help="test episodes whose classifiers are fitted together (1: one at a time; same results)")
+        add("--episode_batch", type=int, default=None,
+            help=f"test episodes whose classifiers are fitted together (default: {FIT_GROUP_ELEMENTS} // "
+                 f"feature dim, at most {MAX_EPISODE_BATCH}; 1: one at a time; same results)")
         add("--drop_rate", type=float, default=0.0,
             help="ResNet dropout (stages 1-2) / DropBlock (stages 3-4) rate of base training (bl0)")
         add("--dropblock_size", type=int, default=5, help="DropBlock block size")
@@ -365,6 +370,11 @@ class NegMargin(FewShotMethod):
                 key = key[len(prefix):]
                 break
         return "feature_extractor." + self.feature_extractor.from_reference_key(key, layout)
+
+
+def auto_episode_batch(dim: int) -> int:
+    """Default number of episodes fitted as one stack for features of `dim` values."""
+    return max(1, min(MAX_EPISODE_BATCH, FIT_GROUP_ELEMENTS // dim))
 
 
 def draw_episode(rng, way: int, dim: int, n_support: int, fit: FitSettings,

@@ -41,7 +41,7 @@ def main() -> None:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--episodes", type=int, default=2000, help="episodes of the batched path")
     own.add_argument("--naive_episodes", type=int, default=200, help="episodes of the one-at-a-time path")
-    own.add_argument("--group", type=int, default=250, help="episodes fitted together")
+    own.add_argument("--group", type=int, default=0, help="episodes fitted together (default: the method's)")
     mine, rest = own.parse_known_args()
     args = parse(test_parser(), ["--method", "neg_margin", *rest])
     select_device(args.gpu)
@@ -58,12 +58,13 @@ def main() -> None:
     print(f"feature cache: {len(cache.row)} images, dim {cache.features.shape[1:]}, "
           f"{time.perf_counter() - start:.1f} s", flush=True)
     steps = model.fit_steps(args.n_shot, args.test_n_way * args.n_shot)
+    group = mine.group or model.eval_episode_batch
     naive, naive_s = timed_scores(model, cache, episodes[:mine.naive_episodes], 1, args)
-    batched, batched_s = timed_scores(model, cache, episodes, mine.group, args)
+    batched, batched_s = timed_scores(model, cache, episodes, group, args)
     same = np.array_equal(naive, batched[:len(naive)])
     print(f"{args.test_n_way}-way {args.n_shot}-shot, {steps} fitting steps per episode")
     print(f"one at a time: {len(naive)} episodes in {naive_s:.1f} s = {len(naive) / naive_s:.2f} episodes/s")
-    print(f"batched ({mine.group}): {len(batched)} episodes in {batched_s:.1f} s = "
+    print(f"batched ({group} at a time): {len(batched)} episodes in {batched_s:.1f} s = "
           f"{len(batched) / batched_s:.2f} episodes/s ({len(batched) / batched_s / (len(naive) / naive_s):.0f}x)")
     print(f"same accuracies on the first {len(naive)} episodes: {same}; "
           f"batched mean {batched.mean():.2f}% over {len(batched)} episodes")
