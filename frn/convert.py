@@ -10,10 +10,13 @@ The module trees of this project mirror the reference, so keys map one to one ex
   is dropped (Paddle keeps no counter);
 - 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
-  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; Negative-Margin: the bl0 and
-  mmfewshot layouts, through the backbone's own `from_reference_key`);
-- keys that are aliases of one tensor (bl0's Conv-4 stores each tensor twice) may map to the
-  same Paddle key when their values are identical.
+  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; MTL also drops the second names
+  `base_learner.vars.N`; Negative-Margin maps the bl0 and mmfewshot layouts through the backbone's
+  own `from_reference_key` and drops bl0's Conv-4 aliases `trunk.i.trunk.0/1`), and may read its
+  settings from the state (`reference_settings`, e.g. MTL's encoder widths and whether the file is
+  a pre-training or a meta-trained model, Negative-Margin's head size).
+The output holds exactly the converted tensors: entries the reference file lacks (optional
+heads, say) are not invented.
 
 `torch_state_to_paddle` is pure numpy. Only `read_pth` imports torch, and only when a `.pth`
 file is converted: the rest of the project never needs it. A `.npz` whose arrays are named by
@@ -67,7 +70,8 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     shape that differs, or a model entry the state lacks. Keys the model declares optional
     (`optional_checkpoint_keys`, e.g. FRN's pre-training class matrix) may be absent on either
     side; an optional key the model does not have is dropped, as the reference's
-    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one.
+    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one. A
+    whole-class model (`num_classes` set) may lack its meta parameters (`is_meta_parameter`).
     """
     own = {k: v for k, v in model.state_dict().items()}
     rename = getattr(model, "from_reference_key", lambda k: k)
@@ -79,6 +83,8 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
         if pkey is None:
             continue
         pkey = rename(pkey)
+        if pkey is None:  # a second name of a tensor the state holds under its first name
+            continue
         if pkey not in own:
             if pkey in optional:
                 continue
@@ -93,13 +99,13 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
             raise UserError(f"state dict key {key!r} has shape {tuple(np.shape(value))} but this model's "
                             f"{pkey!r} has shape {want}; check --model/--method (and --num_classes)")
         if pkey in out:
-            if np.array_equal(out[pkey], array):
-                continue  # an alias of a tensor already converted
-            raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled "
-                            f"with other values")
+            raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled")
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
-    missing = [k for k in own if k not in out and k not in optional]
+    # a pre-training file lacks what only episodic training learns (MTL's base learner)
+    is_meta = getattr(model, "is_meta_parameter", lambda k: False)
+    pretraining = getattr(model, "num_classes", None) is not None
+    missing = [k for k in own if k not in out and k not in optional and not (pretraining and is_meta(k))]
     if missing:
         raise UserError(f"the state dict has no entry for this model's {missing[0]!r}; check "
                         f"--model/--method (and --num_classes)")
@@ -157,20 +163,14 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int,
-                args: Optional[argparse.Namespace] = None):
-    """The model the project's entry scripts build for these flags (`args`: the method's own
-    flags, e.g. Negative-Margin's --metric; their defaults when absent)."""
-    from methods import METHODS
-    from network import build_backbone
-    args = argparse.Namespace(**vars(args or argparse.Namespace()))
-    args.model, args.image_size, args.method = model_name, image_size, method
-    cls = METHODS[method]
-    return cls(build_backbone(model_name, **cls.backbone_kwargs(args)), args, num_classes=num_classes)
+def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int, **settings):
+    """The model the project's entry scripts build for these flags (`settings`: more flags)."""
+    from frn.runs import build_model as build
+    args = argparse.Namespace(model=model_name, image_size=image_size, method=method, **settings)
+    return build(args, num_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The converter's flags, then again with the chosen method's own flags added."""
     from methods import METHODS
     from network import BACKBONES
     p = argparse.ArgumentParser(prog="python -m frn.convert", description=__doc__.split("\n\n")[0])
@@ -181,12 +181,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image_size", type=int, default=84)
     p.add_argument("input", help="PyTorch state dict (.pth) or .npz of arrays named by PyTorch keys")
     p.add_argument("output", help="Paddle checkpoint to write (.pdparams)")
-    known, _ = p.parse_known_args(argv)
-    method = METHODS[known.method]
-    method.add_arguments(p)
-    args = p.parse_args(argv)
-    method.check_arguments(args)
-    return args
+    return p.parse_args(argv)
 
 
 @exit_on_user_error
@@ -203,11 +198,17 @@ def main(argv=None) -> None:
         if cat_mat is None or np.ndim(cat_mat) != 3:
             raise UserError("--method stl_frn needs --num_classes (the input has no cat_mat to read it from)")
         num_classes = int(np.shape(cat_mat)[0])
-    model = build_model(args.model, args.method, num_classes, args.image_size, args)
+    from methods import METHODS
+    settings = METHODS[args.method].reference_settings(state)
+    implied = settings.pop("num_classes", None)
+    model = build_model(args.model, args.method, num_classes if num_classes is not None else implied,
+                        args.image_size, **settings)
     converted = torch_state_to_paddle(state, model)
     model.set_state_dict(converted)
+    own = model.state_dict()
     from frn.checkpoint import save_model
-    save_model(model, args.output, extra={"converted_from": os.path.basename(args.input)})
+    save_model(model, args.output, extra={"converted_from": os.path.basename(args.input)},
+               state_dict={k: own[k] for k in converted})
     print(f"wrote {args.output} ({len(converted)} tensors from {args.input})")
 
 

@@ -177,8 +177,13 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
                     episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
                     print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
     """One pass over `batches`; returns (mean loss, mean accuracy %). A per-iteration
-    `scheduler` is stepped after every optimiser step."""
+    `scheduler` is stepped after every optimiser step.
+
+    Batches that depend on training results (the HT meta-batch, data/hard_tasks.py) have an
+    `observe(logits)` method: it receives the detached logits after every step.
+    """
     model.train()
+    observe = getattr(batches, "observe", None)
     loss_sum = acc_sum = 0.0
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
@@ -197,6 +202,8 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
         optimizer.step()
         if per_iteration(scheduler):
             scheduler.step()
+        if observe is not None:
+            observe(logits.detach())
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
         steps += 1
@@ -223,6 +230,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log,
                                                 scheduler=scheduler)
+        epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):
             scheduler.step()
         val_loss = val_acc = None
@@ -242,7 +250,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc,
-                              "lr": optimizer.get_lr(), "minutes": (time.time() - start) / 60})
+                              "lr": epoch_lr, "minutes": (time.time() - start) / 60})
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
             if (epoch + 1) % args.save_freq == 0:

@@ -90,10 +90,19 @@ def trainable_parameters(model: paddle.nn.Layer) -> List[paddle.Tensor]:
 
 
 def build_optimizer(model: paddle.nn.Layer, scheduler, name: str = "sgd", weight_decay: float = 5e-4,
-                    momentum: float = 0.9, nesterov: bool = True) -> paddle.optimizer.Optimizer:
+                    momentum: float = 0.9, nesterov: bool = True,
+                    groups: Optional[List[Tuple[List[paddle.Tensor], float]]] = None) -> paddle.optimizer.Optimizer:
     """SGD with momentum/Nesterov and L2 weight decay on every parameter, or Adam with L2
-    added to the gradient (torch's Adam `weight_decay`, not AdamW)."""
-    params = trainable_parameters(model)
+    added to the gradient (torch's Adam `weight_decay`, not AdamW).
+
+    `groups` ([(parameters, LR factor)], e.g. MTL's two Adam groups) become parameter groups
+    whose learning rate is the schedule's times the factor; default: every trainable
+    parameter at the schedule's rate.
+    """
+    if groups is None or (len(groups) == 1 and groups[0][1] == 1.0):
+        params = list(groups[0][0]) if groups else trainable_parameters(model)
+    else:
+        params = [{"params": list(ps), "learning_rate": float(factor)} for ps, factor in groups if ps]
     decay = paddle.regularizer.L2Decay(weight_decay) if weight_decay else None
     if name == "sgd":
         return paddle.optimizer.Momentum(learning_rate=scheduler, momentum=momentum, parameters=params,

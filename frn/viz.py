@@ -1,4 +1,5 @@
-"""Plotting helpers for the notebooks: episodes, training curves, FRN reconstructions.
+"""Plotting helpers for the notebooks: episodes, training curves, FRN reconstructions, DeepEMD
+weights and flows.
 
 Every function builds a `matplotlib.figure.Figure` without touching pyplot's global state and
 returns it; nothing is shown or saved here. In a notebook call `display(fig)` (or
@@ -31,12 +32,14 @@ def to_numpy(x) -> np.ndarray:
     return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
 
 
-def denormalise(image) -> np.ndarray:
-    """A normalised CHW image tensor (MEAN/STD of data.transforms) as an HWC array in [0, 1].
-    An HWC uint8 image (no transform) is only rescaled."""
+def denormalise(image, stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> np.ndarray:
+    """A normalised CHW image tensor (`stats` = (mean, std), by default those of
+    data.transforms) as an HWC array in [0, 1]. An HWC uint8 image (no transform) is only
+    rescaled."""
+    mean, std = stats
     array = to_numpy(image).astype(np.float32)
     if array.ndim == 3 and array.shape[0] == 3:
-        array = array * np.asarray(STD)[:, None, None] + np.asarray(MEAN)[:, None, None]
+        array = array * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
         array = array.transpose(1, 2, 0)
     elif array.max() > 1.0:
         array = array / 255.0
@@ -82,10 +85,12 @@ def class_name(dataset, label: int, width: int = 18) -> str:
 # episodes
 # ----------------------------------------------------------------------------------------
 def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: int,
-                 max_query: Optional[int] = None, cell: float = 1.3) -> Figure:
+                 max_query: Optional[int] = None, cell: float = 1.3,
+                 stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> Figure:
     """One row per class: its `shot` support images (solid blue frame), then its queries
     (dashed orange frame). `episode` is the flat index list of data/samplers.py (supports
-    class-major, then queries class-major); `max_query` limits the queries drawn per class."""
+    class-major, then queries class-major); `max_query` limits the queries drawn per class;
+    `stats` are the (mean, std) the dataset's transform normalised with."""
     shown = query if max_query is None else min(query, max_query)
     cols = shot + shown
     fig = Figure(figsize=(cell * cols, cell * way + 0.6))
@@ -95,7 +100,7 @@ def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: in
         row += [episode[way * shot + c * query + q] for q in range(shown)]
         for k, index in enumerate(row):
             ax = axes[c, k]
-            ax.imshow(denormalise(dataset[int(index)][0]))
+            ax.imshow(denormalise(dataset[int(index)][0], stats))
             is_support = k < shot
             frame(ax, SUPPORT_COLOUR if is_support else QUERY_COLOUR, "-" if is_support else "--")
             if c == 0:
@@ -265,7 +270,153 @@ def draw_column(axes: Sequence[Axes], image: np.ndarray, rgb: np.ndarray, title:
 
 
 # ----------------------------------------------------------------------------------------
-# Negative-Margin
+# DeepEMD: cross-reference weights and optimal flows
+# ----------------------------------------------------------------------------------------
+@paddle.no_grad()
+def emd_pair(model, support_image: paddle.Tensor, query_image: paddle.Tensor) -> Dict[str, np.ndarray]:
+    """DeepEMD's view of one (query, support) pair on the dense feature map (FCN nodes).
+
+    Returns the node weights of both images as the solver sees them (cross-reference weights,
+    relu + floor, rescaled to sum to the node count) as [h, w] maps, the similarity [n, n] of
+    query nodes (rows) to support nodes, the optimal flow [n, n] (exact solver, the optimum of
+    cv2.EMD), the pair's logit T/n·Σ flow·sim, and the grid (h, w). `model` is a DeepEMD
+    (methods/deepemd.py); images are normalised [3, H, W] tensors.
+    """
+    from methods.deepemd import centred_cosine, cross_reference_weights, normalise_weights
+    from methods.emd_exact import solve_emd
+    model.eval()
+    images = np.stack([to_numpy(support_image), to_numpy(query_image)]).astype(np.float32)
+    fmap = model.feature_extractor(paddle.to_tensor(images))
+    h, w = (int(s) for s in fmap.shape[-2:])
+    proto, query = fmap[:1], fmap[1:]
+    weight_1, weight_2 = cross_reference_weights(proto, query)
+    query_weights = normalise_weights(weight_1[0]).numpy()        # [1, n]
+    support_weights = normalise_weights(weight_2[0]).numpy()
+    sim = centred_cosine(proto, query)[0, 0].numpy()
+    flow = solve_emd((1 - sim)[None], query_weights, support_weights).flow[0]
+    n = h * w
+    return {"query_weights": query_weights[0].reshape(h, w), "support_weights": support_weights[0].reshape(h, w),
+            "similarity": sim, "flow": flow, "logit": float(model.temperature / n * (flow * sim).sum()),
+            "grid": np.array([h, w])}
+
+
+def weight_overlay(ax: Axes, image: np.ndarray, weights: np.ndarray, vmax: float, title: str, colour: str):
+    """An image with its node weights drawn over it as a translucent heat map."""
+    ax.imshow(image)
+    size = image.shape[0]
+    heat = ax.imshow(weights, cmap="inferno", alpha=0.55, vmin=0.0, vmax=vmax, interpolation="nearest",
+                     extent=(0, size, size, 0))
+    ax.set_title(title, fontsize=8, color="black" if colour == "lightgrey" else colour)
+    frame(ax, colour, width=3.0 if colour != "lightgrey" else 1.0)
+    return heat
+
+
+def show_emd_weights(model, support_images: paddle.Tensor, query_image: paddle.Tensor,
+                     class_names: Optional[Sequence[str]] = None, query_label: Optional[int] = None,
+                     stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD), cell: float = 1.9) -> Figure:
+    """DeepEMD's cross-reference weights in a 1-shot episode, one column per class.
+
+    Top row: each class's support image with the weights of its nodes referenced to the query
+    (which parts of the support image resemble the query as a whole). Bottom row: the query with
+    the weights of its nodes referenced to that class. The EMD moves mass between heavy nodes;
+    light nodes (background, clutter) hardly count. Titles give each class's logit; the largest
+    is the prediction (green if it is `query_label`, red otherwise). `stats` are the images'
+    (mean, std) normalisation.
+    """
+    way = len(support_images)
+    pairs = [emd_pair(model, support_images[c], query_image) for c in range(way)]
+    logits = np.array([p["logit"] for p in pairs])
+    predicted = int(logits.argmax())
+    names = list(class_names) if class_names is not None else [f"class {c}" for c in range(way)]
+    vmax = max(max(p["query_weights"].max(), p["support_weights"].max()) for p in pairs)
+    query = denormalise(query_image, stats)
+    fig = Figure(figsize=(cell * way, cell * 2 + 0.9), layout="constrained")
+    axes = fig.subplots(2, way, squeeze=False)
+    for c, pair in enumerate(pairs):
+        colour = (GOOD_COLOUR if query_label in (None, c) else BAD_COLOUR) if c == predicted else "lightgrey"
+        title = f"{names[c]}{' (true)' if c == query_label else ''}\nlogit {logits[c]:.2f}"
+        weight_overlay(axes[0, c], denormalise(support_images[c], stats), pair["support_weights"], vmax, title, colour)
+        heat = weight_overlay(axes[1, c], query, pair["query_weights"], vmax, "query, weights for this class",
+                              "lightgrey")
+    axes[0, 0].set_ylabel("support (weights w.r.t. query)", fontsize=8)
+    axes[1, 0].set_ylabel("query (weights w.r.t. class)", fontsize=8)
+    fig.colorbar(heat, ax=axes[:, -1], fraction=0.08, pad=0.03, label="node weight (sums to n)")
+    fig.suptitle(f"DeepEMD cross-reference weights ({int(pairs[0]['grid'][0])}x{int(pairs[0]['grid'][1])} nodes):"
+                 f" predicted {names[predicted]}", fontsize=10)
+    return fig
+
+
+def show_emd_flow(model, support_image: paddle.Tensor, query_image: paddle.Tensor, title: str = "",
+                  top: int = 40, stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD),
+                  cell: float = 3.0) -> Figure:
+    """The optimal EMD flow between a query (left) and a support image (right): a line joins the
+    centres of two nodes that exchange mass, its width the mass moved and its colour the
+    nodes' cosine similarity; only the `top` largest flows are drawn (the caption says how much
+    of the total they carry). Node weights are shaded on both images."""
+    from matplotlib import cm, colors
+    pair = emd_pair(model, support_image, query_image)
+    h, w = (int(s) for s in pair["grid"])
+    query, support = denormalise(query_image, stats), denormalise(support_image, stats)
+    size, gap = query.shape[0], query.shape[0] // 8
+    canvas = np.ones((size, 2 * size + gap, 3))
+    canvas[:, :size], canvas[:, size + gap:] = query, support
+    fig = Figure(figsize=(cell * 2.2, cell + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(canvas)
+    vmax = max(pair["query_weights"].max(), pair["support_weights"].max())
+    for weights, x0 in ((pair["query_weights"], 0), (pair["support_weights"], size + gap)):
+        ax.imshow(weights, cmap="inferno", alpha=0.35, vmin=0, vmax=vmax, interpolation="nearest",
+                  extent=(x0, x0 + size, size, 0))
+    flow, sim = pair["flow"], pair["similarity"]
+    order = np.argsort(flow, axis=None)[::-1][:top]
+    norm = colors.Normalize(vmin=-1.0, vmax=1.0)
+    centre = lambda node, x0: (x0 + (node % w + 0.5) * size / w, (node // w + 0.5) * size / h)  # noqa: E731
+    for index in order:
+        a, b = divmod(int(index), flow.shape[1])
+        if flow[a, b] <= 0:
+            break
+        (xa, ya), (xb, yb) = centre(a, 0), centre(b, size + gap)
+        ax.plot([xa, xb], [ya, yb], color=cm.coolwarm(norm(sim[a, b])), linewidth=0.5 + 4 * flow[a, b] / flow.max(),
+                alpha=0.85)
+    ax.set_xlim(0, canvas.shape[1])
+    ax.set_ylim(size, 0)
+    ax.axis("off")
+    carried = flow.ravel()[order].sum() / flow.sum()
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=ax, fraction=0.04, pad=0.02,
+                 label="cosine similarity")
+    ax.set_title(f"{title}{chr(10) if title else ''}logit {pair['logit']:.2f}; the {len(order)} largest flows "
+                 f"carry {100 * carried:.0f}% of the mass", fontsize=9)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------
+# MTL inner loop
+# ----------------------------------------------------------------------------------------
+def plot_inner_loop(traces: Dict[str, np.ndarray], title: str = "") -> Figure:
+    """Query accuracy against inner-loop steps: `traces` maps a label (e.g. "5-way 1-shot") to
+    an [episodes, steps + 1] array of accuracies (%), step 0 being the initialisation. Draws
+    the mean with its 95% interval band."""
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    for label, trace in traces.items():
+        trace = np.asarray(trace, dtype=np.float64)
+        mean = trace.mean(0)
+        half = 1.96 * trace.std(0) / math.sqrt(len(trace))
+        steps = np.arange(trace.shape[1])
+        ax.plot(steps, mean, label=f"{label}: {mean[0]:.1f}% -> {mean[-1]:.1f}%")
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("inner-loop step (base learner updates on the support set)")
+    ax.set_ylabel("query accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------
+# Negative-Margin: accuracy against the margin, several runs' curves
 # ----------------------------------------------------------------------------------------
 def plot_accuracy_vs_margin(results: Dict[int, Dict[float, Tuple[float, float]]], title: str = "") -> Figure:
     """Novel-class accuracy against the training margin: `results[shot][margin] = (mean %, 95%

@@ -9,11 +9,14 @@ then class 1, ...), then the queries, also class-major. Labels are positional: q
 belongs to class `i // n_query`.
 """
 import argparse
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+from frn.optim import trainable_parameters
 
 
 class FewShotMethod(nn.Layer):
@@ -58,9 +61,9 @@ class FewShotMethod(nn.Layer):
         return None
 
     @staticmethod
-    def backbone_kwargs(args: argparse.Namespace) -> dict:
-        """Constructor options of the backbone `args.model` for this method (e.g. dropout, an
-        initialisation); none by default."""
+    def backbone_options(args: argparse.Namespace, num_classes: Optional[int]) -> dict:
+        """Keyword arguments for the backbone's constructor (none by default; MTL chooses its
+        encoder's widths and, by stage, plain or scaling/shifting convolutions)."""
         return {}
 
     def forward(self, images: paddle.Tensor, labels: paddle.Tensor,
@@ -70,13 +73,18 @@ class FewShotMethod(nn.Layer):
         if episode is None:
             return self.pretrain_loss(images, labels)
         way, shot = episode
-        support, query = split_episode(self.extract(images), way, shot)
+        support, query = self.extract_episode(images, way, shot)
         return self.episode_loss(support, query, way, shot, labels)
 
     # ----- features ----------------------------------------------------------------------
     def extract(self, images: paddle.Tensor) -> paddle.Tensor:
         """Backbone features in the form `episode_logits` consumes (default: the dense map)."""
         return self.feature_extractor(images)
+
+    def extract_episode(self, images: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """(support, query) features of one training episode batch (default: one backbone pass;
+        MTL passes the queries and then the support through the backbone separately)."""
+        return split_episode(self.extract(images), way, shot)
 
     # ----- episodes ----------------------------------------------------------------------
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
@@ -106,6 +114,12 @@ class FewShotMethod(nn.Layer):
         """Loss and logits over all `num_classes` base classes for a batch of images."""
         raise NotImplementedError(f"{type(self).__name__} has no whole-class (pre-)training stage")
 
+    # ----- optimisation ------------------------------------------------------------------
+    def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:
+        """Trainable parameters grouped by learning-rate factor (relative to --lr). Default: one
+        group of every parameter that records gradients."""
+        return [(trainable_parameters(self), 1.0)]
+
     # ----- checkpoints -------------------------------------------------------------------
     def checkpoint_identity(self) -> dict:
         """What a checkpoint of this model must match to be loaded into it."""
@@ -118,10 +132,24 @@ class FewShotMethod(nn.Layer):
         return ()
 
     @staticmethod
-    def from_reference_key(key: str) -> str:
+    def is_meta_parameter(key: str) -> bool:
+        """Whether state-dict entry `key` is learnt only by episodic training, so that a
+        pre-training checkpoint neither has nor sets it (--pretrain_path leaves it at its
+        initial value; MTL: scaling/shifting parameters and the base learner)."""
+        return False
+
+    @staticmethod
+    def from_reference_key(key: str) -> Optional[str]:
         """This model's name for a key of the official checkpoints (after `module.` is
-        stripped); the identity when the module trees already agree."""
+        stripped); the identity when the module trees already agree, None for an entry to
+        drop (a second name of a tensor the checkpoint already holds)."""
         return key
+
+    @staticmethod
+    def reference_settings(state: Mapping[str, np.ndarray]) -> dict:
+        """Flag values an official checkpoint implies (`python -m frn.convert` builds the model
+        with them; "num_classes" selects the whole-class stage). None by default."""
+        return {}
 
 
 def split_episode(features: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:

@@ -25,7 +25,7 @@ so the grouping never changes a result.
 import argparse
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -296,7 +296,7 @@ class NegMargin(FewShotMethod):
         return neg_margin_transform(getattr(args, "protocol", "mmfs"), args.image_size, training)
 
     @staticmethod
-    def backbone_kwargs(args: argparse.Namespace) -> dict:
+    def backbone_options(args: argparse.Namespace, num_classes: Optional[int] = None) -> dict:
         """Conv-4 drawn as bl0/mmfewshot draw it; ResNets with bl0's dropout/DropBlock."""
         if args.model == "Conv4":
             return {"init": "kaiming"}
@@ -355,11 +355,11 @@ class NegMargin(FewShotMethod):
         return ("classifier.weight", "classifier.bias", "meta_test_head.weight",
                 "feature_extractor.dropblock_step.count")
 
-    def from_reference_key(self, key: str) -> str:
+    def from_reference_key(self, key: str) -> Optional[str]:
         """Official keys -> ours. bl0 (`state` of its .tar): `feature.<backbone>`, `classifier.*`;
         mmfewshot (`state_dict`): `backbone.<backbone>`, `head.weight`, `meta_test_head.weight`;
         bare backbone keys of either are accepted too (Conv-4's `layers.i.*` read as mmfewshot's).
-        Backbone names go through the backbone's own map."""
+        Backbone names go through the backbone's own map (None: an alias to drop)."""
         if key.startswith("head."):
             return "classifier." + key[len("head."):]
         if key.startswith(("classifier.", "meta_test_head.", "feature_extractor.")):
@@ -369,7 +369,20 @@ class NegMargin(FewShotMethod):
             if key.startswith(prefix):
                 key = key[len(prefix):]
                 break
-        return "feature_extractor." + self.feature_extractor.from_reference_key(key, layout)
+        ours = self.feature_extractor.from_reference_key(key, layout)
+        return None if ours is None else "feature_extractor." + ours
+
+    @staticmethod
+    def reference_settings(state: Mapping[str, np.ndarray]) -> dict:
+        """An official checkpoint's head: its rows (num_classes, so the converter keeps it) and
+        bl0's plain `softmax` head (an nn.Linear: the only head with a bias)."""
+        for key in ("classifier.weight", "head.weight", "module.classifier.weight"):
+            if key in state and np.ndim(state[key]) == 2:
+                settings = {"num_classes": int(np.shape(state[key])[0])}
+                if any(k.endswith("classifier.bias") for k in state):
+                    settings["metric"] = "softmax"
+                return settings
+        return {}
 
 
 def auto_episode_batch(dim: int) -> int:

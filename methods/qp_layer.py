@@ -35,9 +35,9 @@ Two Newton-system solvers implement the identical linear algebra:
   * `_DenseKKT` — general Q, G, A: eliminate dx and ds (Q⁻¹ once per problem), then the
     equality multiplier (its Schur complement), then an LU of the (m × m) inequality block
     R + D⁻¹ per iteration. This is the elimination order qpth uses, so rounding is close to it.
-  * `_TransportKKT` — the EMD problem only: Q = κI + γccᵀ, G = [−I; row sums; column sums],
-    A = 1ᵀ. Eliminating ds and dλ instead leaves (Q + GᵀDG) dx = …, whose matrix is a diagonal
-    plus a rank-(2n+1) term; a Woodbury solve costs O(n²·n) instead of O((n²)³) per iteration.
+  * `_TransportKKT` — the EMD problem only: Q = κI (+ ccᵀ), G = [−I; row sums; column sums],
+    A = 1ᵀ. Eliminating ds, dλ and the flows leaves a (2n + 2)-dimensional system in the
+    constraint space, built in O(n²) per problem instead of O((n²)³) for the dense one.
     Mathematically the same iterates; rounding differs (checked against the fixtures and the
     dense solver in tests/methods/test_qp_layer.py).
 """
@@ -143,22 +143,25 @@ class _DenseKKT:
 
 
 class _TransportKKT:
-    """Newton solves for the EMD problem with Q = κI + γccᵀ, G = [−I; rows; cols], A = 1ᵀ.
+    """Newton solves for the EMD problem with Q = κI (+ ccᵀ in form QP), G = [−I; rows; cols],
+    A = 1ᵀ, in the constraint space.
 
     The n² flow variables are x[a·n + b]; the inequalities are −x ≤ 0 (n² rows), the n row sums
-    and the n column sums. With ds = −rλ − G dx and dλ = −rs − D ds the system reduces to
-        (Q + GᵀDG) dx + Aᵀdν = −rx + Gᵀ(rs − D rλ),   A dx = −rν,
-    where Q + GᵀDG = diag(κ + d_x) + V Vᵀ, V = [Bᵀ√d_B, √γ c] (B: the 2n sum rows), solved with
-    the Woodbury identity through the small SPD capacitance I + VᵀΔ⁻¹V.
+    and the n column sums (B). With ds = −rλ − G dx and dλ = −rs − D ds the system reduces to
+        (P + Bᵀ D_B B + ccᵀ) dx + Aᵀdν = r := −rx + Gᵀ(rs − D rλ),   A dx = −rν,
+    with the diagonal P = κ + d_x. Naming y = D_B B dx and t = cᵀdx, and M = [B; A; cᵀ], this is
+        P dx + Mᵀw = r,   (M P⁻¹ Mᵀ + E) w = M P⁻¹ r + (0, rν, 0),   E = diag(D_B⁻¹, 0, 1),
+    a (2n + 1 [+ 1]) system per problem whose matrix is built from row and column sums of P⁻¹
+    in O(n²). Every quantity stays bounded as the interior point converges (P⁻¹ ≤ 1/κ,
+    D_B⁻¹ → 0), unlike a Woodbury update around diag(P), whose capacitance matrix grows with D_B.
     """
 
     def __init__(self, n: int, kappa: float, c: Optional[Array]):
         self.n, self.nz, self.kappa, self.c = n, n * n, kappa, c
         self.neq = 1
-        self.B = np.concatenate([np.kron(np.eye(n), np.ones((1, n))),    # row sums
-                                 np.kron(np.ones((1, n)), np.eye(n))])   # column sums
         self.d: Optional[Array] = None
 
+    # products used by the residuals
     def hess(self, x: Array) -> Array:
         out = self.kappa * x
         if self.c is not None:
@@ -170,8 +173,7 @@ class _TransportKKT:
         return np.concatenate([-x, grid.sum(2), grid.sum(1)], axis=1)
 
     def ineq_t(self, lam: Array) -> Array:
-        rows, cols = lam[:, self.nz:self.nz + self.n], lam[:, self.nz + self.n:]
-        return -lam[:, :self.nz] + (rows[:, :, None] + cols[:, None, :]).reshape(-1, self.nz)
+        return -lam[:, :self.nz] + self._sums_t(lam[:, self.nz:])
 
     def eq(self, x: Array) -> Array:
         return x.sum(1, keepdims=True)
@@ -179,36 +181,113 @@ class _TransportKKT:
     def eq_t(self, nu: Array) -> Array:
         return np.repeat(nu, self.nz, axis=1)
 
-    def factor(self, d: Array) -> None:
-        """Diagonal part and the Cholesky factor of the capacitance matrix for scaling d."""
-        self.d = d
-        self.diag = self.kappa + d[:, :self.nz]                                  # [B, n²]
-        V = self.B.T[None] * np.sqrt(d[:, None, self.nz:])                       # [B, n², 2n]
-        if self.c is not None:
-            V = np.concatenate([V, self.c[:, :, None]], axis=2)
-        self.V = V
-        cap = np.swapaxes(V, 1, 2) @ (V / self.diag[:, :, None])
-        cap[:, np.arange(cap.shape[1]), np.arange(cap.shape[1])] += 1.0
-        self.cap = [sla.cho_factor(m, check_finite=False) for m in cap]
-        # the equality row: A H⁻¹ Aᵀ with H = Q + GᵀDG
-        self.h_inv_one = self._h_inv(np.ones_like(self.diag))
-        self.eq_pivot = self.h_inv_one.sum(1, keepdims=True)
+    # the constraint-space operator M = [B; A; cᵀ]
+    def _sums_t(self, w: Array) -> Array:
+        """Bᵀw for w = (row multipliers, column multipliers): [B, 2n] -> [B, n²]."""
+        n = self.n
+        return (w[:, :n, None] + w[:, None, n:2 * n]).reshape(-1, self.nz)
 
-    def _h_inv(self, r: Array) -> Array:
-        """H⁻¹ r with H = diag + V Vᵀ (Woodbury)."""
-        y = r / self.diag
-        small = _mtv(self.V, y)
-        small = np.stack([sla.cho_solve(f, v, check_finite=False) for f, v in zip(self.cap, small)])
-        return y - _mv(self.V, small) / self.diag
+    def _m(self, v: Array) -> Array:
+        """M v: row sums, column sums, total (and cᵀv) of each flattened flow v [B, n²]."""
+        grid = v.reshape(-1, self.n, self.n)
+        parts = [grid.sum(2), grid.sum(1), v.sum(1, keepdims=True)]
+        if self.c is not None:
+            parts.append(np.sum(self.c * v, axis=1, keepdims=True))
+        return np.concatenate(parts, axis=1)
+
+    def _m_t(self, w: Array) -> Array:
+        """Mᵀw: [B, 2n + 1 (+1)] -> [B, n²]."""
+        n = self.n
+        out = self._sums_t(w) + w[:, 2 * n:2 * n + 1]
+        if self.c is not None:
+            out = out + self.c * w[:, 2 * n + 1:]
+        return out
+
+    def _null_basis(self, size: int) -> Tuple[Array, Array]:
+        """(keep, N): the coordinates of w kept as unknowns, and the null space of Mᵀ.
+
+        Mᵀ annihilates (1_rows, −1_cols, 0) (row and column sums both total the flow) and
+        (1_rows, 0, −1) (the total is the sum of the row sums), whatever P is. They are
+        parametrised by the last column multiplier and ν, whose own coordinates are dropped; the
+        kept block of K is K itself minus two rows and columns, so its scaling is untouched."""
+        n = self.n
+        null = np.zeros((size, 2))
+        null[:n, :] = 1.0
+        null[n:2 * n, 0] = -1.0
+        null[2 * n, 1] = -1.0
+        keep = np.array([i for i in range(size) if i not in (2 * n - 1, 2 * n)])
+        return keep, null
+
+    def factor(self, d: Array) -> None:
+        """Prepare the constraint-space solve for the scaling d = λ / s.
+
+        K = M P⁻¹ Mᵀ + E is singular up to E in the two directions N that Mᵀ annihilates, and
+        E → 0 as the row and column constraints become tight. Splitting w = U a + N β keeps the
+        tiny E-block apart from the well-scaled range block UᵀKU (KN = EN exactly), so the flow
+        step never subtracts the huge, equal and opposite multipliers that a direct solve of K
+        would produce."""
+        n, nz = self.n, self.nz
+        self.d = d
+        self.p_inv = 1.0 / (self.kappa + d[:, :nz])
+        grid = self.p_inv.reshape(-1, n, n)
+        size = 2 * n + 1 + (self.c is not None)
+        K = np.zeros((d.shape[0], size, size))
+        idx = np.arange(n)
+        K[:, idx, idx] = grid.sum(2)                                      # B P⁻¹ Bᵀ
+        K[:, n + idx, n + idx] = grid.sum(1)
+        K[:, :n, n:2 * n] = grid
+        K[:, n:2 * n, :n] = np.swapaxes(grid, 1, 2)
+        K[:, 2 * n, :2 * n] = K[:, :2 * n, 2 * n] = np.concatenate([grid.sum(2), grid.sum(1)], axis=1)
+        K[:, 2 * n, 2 * n] = self.p_inv.sum(1)
+        if self.c is not None:                                            # the rank-one term of form QP
+            K[:, 2 * n + 1, :] = K[:, :, 2 * n + 1] = self._m(self.c * self.p_inv)
+        e = np.zeros((d.shape[0], size))
+        e[:, :2 * n] = 1.0 / d[:, nz:]                                     # D_B⁻¹
+        if self.c is not None:
+            e[:, 2 * n + 1] = 1.0
+        K[:, np.arange(size), np.arange(size)] += e
+        keep, N = self._null_basis(size)
+        self.keep, self.N = keep, N
+        self.k_kk = K[:, keep[:, None], keep[None, :]]
+        self.k_kn = (e[:, :, None] * N)[:, keep]                           # K N = E N exactly
+        self.x_kn = np.linalg.solve(self.k_kk, self.k_kn)
+        schur = N.T @ (e[:, :, None] * N) - np.swapaxes(self.k_kn, 1, 2) @ self.x_kn
+        # E underflows to 0 once a problem has converged: its null-space step is then 0
+        self.schur_inv = np.linalg.pinv(schur)
 
     def solve(self, rx: Array, rs: Array, rz: Array, ry: Array) -> Tuple[Array, ...]:
-        """(dx, ds, dλ, dν) of the Newton system with right-hand side −(rx, rs, rz, ry)."""
-        h_inv_r = self._h_inv(-rx + self.ineq_t(rs - self.d * rz))
-        dnu = (h_inv_r.sum(1, keepdims=True) + ry) / self.eq_pivot
-        dx = h_inv_r - self.h_inv_one * dnu
+        """(dx, ds, dλ, dν) of the Newton system with right-hand side −(rx, rs, rz, ry).
+
+        The unknowns of the row/column constraints are their multiplier steps dλ_B themselves:
+        then D_B never multiplies a residual (D_B → ∞ on tight constraints), and
+            P dx + Mᵀw = −rx_x − rs_x + D_x rz_x,   B dx − D_B⁻¹ dλ_B = −rz_B + D_B⁻¹ rs_B.
+        """
+        n, nz = self.n, self.nz
+        d_x, d_b = self.d[:, :nz], self.d[:, nz:]
+        r = -rx - rs[:, :nz] + d_x * rz[:, :nz]
+        g = np.zeros((rx.shape[0], len(self.N)))
+        g[:, :2 * n] = -rz[:, nz:] + rs[:, nz:] / d_b
+        g[:, 2 * n] = -ry[:, 0]
+        rhs = self._m(self.p_inv * r) - g
+        rhs_n = -g @ self.N                                                # Nᵀ M P⁻¹ r = 0 exactly
+        y0 = np.linalg.solve(self.k_kk, rhs[:, self.keep, None])[..., 0]
+        beta = _mv(self.schur_inv, rhs_n - _mtv(self.k_kn, y0))
+        w_range = np.zeros_like(rhs)
+        w_range[:, self.keep] = y0 - _mv(self.x_kn, beta)
+        w = w_range + beta @ self.N.T
+        m_t_w = self._m_t(w_range)                                          # Mᵀ N β = 0
+        dx = self.p_inv * (r - m_t_w)
         ds = -rz - self.ineq(dx)
-        dlam = -rs - self.d * ds
-        return dx, ds, dlam, dnu
+        # multiplier steps without multiplying a rounded quantity by a large d: for the flow
+        # bounds dλ = -rs + d·(rz - dx) with d·dx = (d / (κ + d))·(r - Mᵀw) expanded, and for
+        # the row/column sums the constraint-space unknowns themselves
+        ratio = d_x * self.p_inv
+        dlam = np.concatenate([-rs[:, :nz] + self.kappa * ratio * rz[:, :nz]
+                               + ratio * (rx + rs[:, :nz] + m_t_w), w[:, :2 * n]], axis=1)
+        # on a tight constraint (large d) the slack step is tiny: take it from dλ, not from G dx
+        tight = self.d > 1.0
+        ds = np.where(tight, (-rs - dlam) / self.d, ds)
+        return dx, ds, dlam, w[:, 2 * n:2 * n + 1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,7 +347,15 @@ def _residuals(kkt, x, s, lam, nu, p, h, b) -> Tuple[Array, ...]:
 
 def _pdipm(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: int,
            not_improved_lim: int) -> List[Optional[Array]]:
-    """Run the interior point; returns the best (x, s, λ, ν) per problem."""
+    """Run the interior point; returns the best (x, s, λ, ν) per problem. Iterates past
+    convergence may overflow (λ / s → ∞); they are never the best, so numpy's warnings about
+    them are silenced."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _pdipm_iterations(kkt, p, h, b, eps, max_iter, not_improved_lim)
+
+
+def _pdipm_iterations(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: int,
+                      not_improved_lim: int) -> List[Optional[Array]]:
     x, s, lam, nu = _start_point(kkt, p, h, b)
     m = h.shape[1]
     best = _Best()
@@ -277,7 +364,13 @@ def _pdipm(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: in
         mu = np.abs((s * lam).sum(1) / m)
         primal = np.linalg.norm(rz, axis=1) + (np.linalg.norm(ry, axis=1) if kkt.neq else 0.0)
         score = primal + np.linalg.norm(rx, axis=1) + m * mu
-        kkt.factor(lam / s)
+        scaling = lam / s
+        # a problem whose slack reached exactly 0 has no finite scaling: qpth carries it on as
+        # NaN, which is never the best iterate; here it is frozen at its iterate instead
+        live = np.isfinite(scaling).all(1) & np.isfinite(score)
+        scaling[~live] = 1.0
+        score[~live] = np.nan
+        kkt.factor(scaling)
         best.update(score, (x, s, lam, nu))
         if best.stalled == not_improved_lim or best.score.max() < eps or mu.min() > 1e32:
             break
@@ -292,6 +385,7 @@ def _pdipm(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: in
         dx_c, ds_c, dl_c, dn_c = kkt.solve(np.zeros_like(x), rs_c, np.zeros_like(s), zero_ry)
         dx, ds, dl = dx_a + dx_c, ds_a + ds_c, dl_a + dl_c
         alpha = np.minimum(_STEP_FRACTION * np.minimum(_max_step(lam, dl), _max_step(s, ds)), 1.0)
+        alpha[~live] = 0.0
         x = x + alpha[:, None] * dx
         s = s + alpha[:, None] * ds
         lam = lam + alpha[:, None] * dl
@@ -425,7 +519,7 @@ class _TransportQPFunction(paddle.autograd.PyLayer):
 
 
 def _dense_transport(c: paddle.Tensor, h: paddle.Tensor, b: paddle.Tensor, n: int, form: str,
-                     l2_strength: float) -> paddle.Tensor:
+                     l2_strength: float, max_iter: int) -> paddle.Tensor:
     """The same QP through the general layer, with G, A, Q built densely as the reference."""
     batch = c.shape[0]
     G_np, A_np = _transport_constraints(n)
@@ -437,11 +531,12 @@ def _dense_transport(c: paddle.Tensor, h: paddle.Tensor, b: paddle.Tensor, n: in
         p = paddle.zeros([batch, n * n], "float64")
     else:
         Q, p = l2_strength * eye, c
-    return qp_solve(Q, p, G, h, A, b)
+    return qp_solve(Q, p, G, h, A, b, max_iter=max_iter)
 
 
 def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Tensor,
-                form: str = "QP", l2_strength: float = 1e-4, solver: str = "structured") -> paddle.Tensor:
+                form: str = "QP", l2_strength: float = 1e-4, solver: str = "structured",
+                max_iter: int = 20) -> paddle.Tensor:
     """Optimal transport flows as DeepEMD's `emd_inference_qpth` computes them.
 
     Args:
@@ -453,6 +548,8 @@ def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Ten
         solver: "structured" (Woodbury solves exploiting Q and G, fast) or "dense" (the general
             `qp_solve` on the dense matrices, qpth's elimination order). Same iterates up to
             rounding.
+        max_iter: interior-point iterations (qpth's 20 by default; the reference does not
+            always converge in 20, more iterations reach the QP's optimum).
 
     Returns:
         flow [B, n, n] float64, differentiable w.r.t. cost, weight1 and weight2. Constraints:
@@ -469,7 +566,7 @@ def emd_flow_qp(cost: paddle.Tensor, weight1: paddle.Tensor, weight2: paddle.Ten
     h = paddle.concat([paddle.zeros([batch, n * n], "float64"),
                        paddle.concat([w1, w2], axis=1).cast("float64")], axis=1)
     if solver == "dense":
-        flat = _dense_transport(c, h, total, n, form, l2_strength)
+        flat = _dense_transport(c, h, total, n, form, l2_strength, max_iter)
     else:
-        flat = _TransportQPFunction.apply(c, h, total, n, form, float(l2_strength), 20, 1e-12, 3)
+        flat = _TransportQPFunction.apply(c, h, total, n, form, float(l2_strength), max_iter, 1e-12, 3)
     return flat.reshape([batch, n, n])

@@ -9,6 +9,7 @@ N(0, 2 / (9 * out_channels)) as bl0's `init_layer` and mmfewshot's kaiming fan-o
 """
 import math
 import re
+from typing import Optional
 
 import paddle
 import paddle.nn as nn
@@ -16,8 +17,8 @@ import paddle.nn as nn
 from network.common import batch_norm, torch_default_conv_init
 
 INITS = ("torch", "kaiming")
-_BL0_KEY = re.compile(r"^trunk\.(\d)\.(?:C|trunk\.0)\.(.+)$")      # conv; trunk.i.trunk.0 is an alias
-_BL0_BN_KEY = re.compile(r"^trunk\.(\d)\.(?:BN|trunk\.1)\.(.+)$")  # batch norm
+_BL0_KEY = re.compile(r"^trunk\.(\d)\.(C|BN)\.(.+)$")
+_BL0_ALIAS = re.compile(r"^trunk\.\d\.trunk\.[01]\.")  # the same tensors again, in bl0's `trunk` Sequential
 _MMFS_KEY = re.compile(r"^layers\.(\d)\.layers\.([01])\.(.+)$")
 
 
@@ -54,16 +55,17 @@ class Conv4(nn.Layer):
         return self.layers(x)
 
     @staticmethod
-    def from_reference_key(key: str, layout: str = "") -> str:
-        """Our name of a Conv-4 key of the Negative-Margin code (`trunk.i.C.*`, `trunk.i.BN.*` and
-        their aliases `trunk.i.trunk.0/1.*`) or, with `layout="mmfewshot"`, of mmfewshot
-        (`layers.i.layers.0/1.*`, i = 0..3). Block i is our `layers.{3i}` (ReLU and pooling sit
-        between the blocks). mmfewshot's names must be asked for: they look like FRN's, which are
-        ours already (`layers.3` is block 1 there, block 3 in mmfewshot)."""
-        for pattern, sub in ((_BL0_KEY, 0), (_BL0_BN_KEY, 1)):
-            match = pattern.match(key)
-            if match:
-                return f"layers.{3 * int(match.group(1))}.layers.{sub}.{match.group(2)}"
+    def from_reference_key(key: str, layout: str = "") -> Optional[str]:
+        """Our name of a Conv-4 key of the Negative-Margin code (`trunk.i.C.*`, `trunk.i.BN.*`;
+        their aliases `trunk.i.trunk.0/1.*` -> None, dropped) or, with `layout="mmfewshot"`, of
+        mmfewshot (`layers.i.layers.0/1.*`, i = 0..3). Block i is our `layers.{3i}` (ReLU and
+        pooling sit between the blocks). mmfewshot's names must be asked for: they look like
+        FRN's, which are ours already (`layers.3` is block 1 there, block 3 in mmfewshot)."""
+        if _BL0_ALIAS.match(key):
+            return None
+        match = _BL0_KEY.match(key)
+        if match:
+            return f"layers.{3 * int(match.group(1))}.layers.{0 if match.group(2) == 'C' else 1}.{match.group(3)}"
         match = _MMFS_KEY.match(key) if layout == "mmfewshot" else None
         if match:
             return f"layers.{3 * int(match.group(1))}.layers.{match.group(2)}.{match.group(3)}"

@@ -48,3 +48,10 @@ def tiny_flags(data: Path, checkpoints: Path, *extra: str) -> list:
     """Flags shared by the e2e tests: Conv-4 on the tiny dataset, CPU, no workers."""
     return ["--dataset", "demo", "--data_path", str(data), "--model", "Conv4", "--image_size", "32",
             "--num_workers", "0", "--n_query", "5", "--checkpoint_dir", str(checkpoints), *extra]
+
+
+def tiny_mtl_flags(data: Path, checkpoints: Path, *extra: str) -> list:
+    """The e2e flags with MTL on a narrow ResNet-25 (widths 4-8-16) instead of Conv-4."""
+    flags = tiny_flags(data, checkpoints, "--method", "mtl", "--widths", "4,8,16", *extra)
+    flags[flags.index("--model") + 1] = "ResNet25"
+    return flags

@@ -39,12 +39,10 @@ def inject_parameters(nb, params: dict) -> None:
     nb.cells.insert(index + 1, cell)
 
 
-def execute_notebook(path: Path, params: dict, monkeypatch):
-    """Run the notebook at `path` with `params` injected, in the repository; returns (notebook
-    with outputs, seconds). Raises CellExecutionError on the first failing cell."""
-    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
-    monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(path, as_version=4)
+def execute(notebook: Path, params: dict) -> tuple:
+    """Run `notebook` with `params` injected after its parameters cell, in the repository
+    folder; returns (the executed notebook, seconds taken). Raises on the first failing cell."""
+    nb = nbformat.read(notebook, as_version=4)
     inject_parameters(nb, params)
     start = time.time()
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
@@ -75,8 +73,10 @@ def test_committed_notebook_is_clean_and_parametrised():
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
+    monkeypatch.setenv("FSL_REPO", str(ROOT))
     params = tiny_parameters(tmp_path)
-    nb, elapsed = execute_notebook(NOTEBOOK, params, monkeypatch)
+    nb, elapsed = execute(NOTEBOOK, params)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

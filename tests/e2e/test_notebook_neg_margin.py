@@ -9,7 +9,7 @@ pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from tests.e2e.test_notebook import ACC_LINE, check_clean_and_parametrised, execute_notebook, outputs  # noqa: E402
+from tests.e2e.test_notebook import ACC_LINE, check_clean_and_parametrised, execute, outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "neg_margin.ipynb"
@@ -29,8 +29,10 @@ def test_committed_notebook_is_clean_and_parametrised():
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
+    monkeypatch.setenv("FSL_REPO", str(ROOT))
     params = tiny_parameters(tmp_path)
-    nb, elapsed = execute_notebook(NOTEBOOK, params, monkeypatch)
+    nb, elapsed = execute(NOTEBOOK, params)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

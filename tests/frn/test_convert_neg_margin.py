@@ -1,6 +1,7 @@
 """Official Negative-Margin checkpoints of both references -> .pdparams with the reference's numbers.
 
-The checkpoints are written with torch, laid out as each reference saves them:
+The checkpoints are written with torch, laid out as each reference saves them (the converter reads
+the head's size from them):
 - bl0 (`main.py`): {'epoch', 'state', 'acc', 'best_acc', 'optimizer'}, model keys `feature.<backbone>`
   (Conv-4: every tensor twice, `trunk.i.C/BN` and the alias `trunk.i.trunk.0/1`) and
   `classifier.weight` [C, D];
@@ -63,8 +64,7 @@ def tensors(state: dict) -> dict:
 def convert(tmp_path, name: str, model: str, checkpoint: dict):
     src, out = tmp_path / f"{name}.pth", tmp_path / f"{name}.pdparams"
     torch.save(checkpoint, src)
-    main(["--model", model, "--method", "neg_margin", "--num_classes", str(NUM_CLASSES), "--scale_factor",
-          str(SCALE), str(src), str(out)])
+    main(["--model", model, "--method", "neg_margin", str(src), str(out)])  # the head's size is read from the file
     return out
 
 

@@ -18,7 +18,7 @@ def flags(*extra: str, parser=test_parser) -> argparse.Namespace:
 
 def build(*extra: str, num_classes=None) -> NegMargin:
     args = flags(*extra)
-    return NegMargin(build_backbone("Conv4", **NegMargin.backbone_kwargs(args)), args, num_classes)
+    return NegMargin(build_backbone("Conv4", **NegMargin.backbone_options(args)), args, num_classes)
 
 
 def episodes(n: int, way: int = 5, shot: int = 2, query: int = 3, dim: int = 24, seed: int = 0):
@@ -161,7 +161,8 @@ def test_conv4_reference_init_is_kaiming_fan_out():
 def test_conv4_key_maps():
     from network.conv4 import Conv4
     assert Conv4.from_reference_key("trunk.2.C.weight") == "layers.6.layers.0.weight"
-    assert Conv4.from_reference_key("trunk.2.trunk.1.running_mean") == "layers.6.layers.1.running_mean"
+    assert Conv4.from_reference_key("trunk.2.BN.running_mean") == "layers.6.layers.1.running_mean"
+    assert Conv4.from_reference_key("trunk.2.trunk.1.running_mean") is None  # bl0's alias of the same tensor
     assert Conv4.from_reference_key("layers.3.layers.1.bias", "mmfewshot") == "layers.9.layers.1.bias"
     assert Conv4.from_reference_key("layers.3.layers.1.bias") == "layers.3.layers.1.bias"  # FRN's: ours
 
@@ -199,7 +200,7 @@ def test_dropblock_schedule_counts_training_passes_and_is_checkpointed():
 def test_model_trained_with_dropblock_loads_into_a_test_model_without(tmp_path):
     from frn.checkpoint import load_weights, save_model
     make = lambda *extra: NegMargin(build_backbone("ResNet12", widths=(4, 4, 8, 8),  # noqa: E731
-                                                   **NegMargin.backbone_kwargs(flags(*extra, "--model", "ResNet12"))),
+                                                   **NegMargin.backbone_options(flags(*extra, "--model", "ResNet12"))),
                                     flags(*extra, "--model", "ResNet12"), None)
     trained = make("--drop_rate", "0.1")
     save_model(trained, str(tmp_path / "m.pdparams"))

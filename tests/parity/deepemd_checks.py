@@ -16,17 +16,17 @@ from tests.parity.checkers import Entry, _np, _t, register
 from tests.parity.frn_checks import (BNRecorder, BNVarianceReplay, Identity, check_state_after_train_forward,
                                      load_reference)
 from tests.parity.deepemd_data_checks import check_patches
-from tests.parity.deepemd_qp_checks import check_qpth_direct
+from tests.parity.deepemd_qp_checks import check_emd_qpth
 
 #: checkers of this folder defined in their own modules (importing them registers them)
-ELSEWHERE = (check_patches,)
+ELSEWHERE = (check_patches, check_emd_qpth)
 
 
 def deepemd_model(backbone=None, channels: int = 640, **flags):
     """A DeepEMD model with the official defaults (eval.py), `flags` overriding them."""
     from methods.deepemd import DeepEMD
     args = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv", form="L2",
-                l2_strength=1e-6, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
+                l2_strength=1e-6, qp_iterations=20, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
                 sfc_bs=4)
     args.update(flags)
     return DeepEMD(backbone if backbone is not None else Identity(channels), argparse.Namespace(**args))
@@ -112,52 +112,13 @@ def check_opencv_raw(entry: Entry) -> None:
         entry.check(key + "weight1_opencv", supply, tol_key="objective")
         entry.check(key + "weight2_opencv", demand, tol_key="objective")
         flow = opencv_flows(cost, supply, demand)
-        entry.check(key + "flow", flow)
+        entry.check(key + "flow", flow, tol_key="flow")
         objective = (flow * cost).sum((1, 2))
-        entry.check(key + "objective", objective)
+        entry.check(key + "objective", objective, tol_key="objective")
         entry.check(key + "opencv_emd", objective / flow.sum((1, 2)), tol_key="objective")
         exact = solve_emd(cost, supply, demand).cost_value
-        entry.check(key + "objective", exact)
+        entry.check(key + "objective", exact, tol_key="objective")
         entry.check(key + "objective_highs", exact, tol_key="objective")
-
-
-@register("deepemd/emd_qpth")
-def check_emd_qpth(entry: Entry) -> None:
-    """Training-mode logits, flows, loss and gradients with the qpth solver in its three
-    settings, the OpenCV logits of the same episode, and the direct solver calls."""
-    proto_np, query_np, label = entry.use("proto"), entry.use("query"), _t(entry.use("label"))
-    settings = {"QP": ("QP", 1e-4), "L2_1e-06": ("L2", 1e-6), "L2_0.0001": ("L2", 1e-4)}
-    for name, (form, strength) in settings.items():
-        model = deepemd_model(solver="qpth", form=form, l2_strength=strength)
-        model.train()
-        proto, query = _t(proto_np, grad=True), _t(query_np, grad=True)
-        logits = model.logits_against(proto, query)
-        entry.check(f"{name}/logits", _np(logits), tol_key="logits")
-        loss = F.cross_entropy(logits, label)
-        entry.check(f"{name}/loss", _np(loss), tol_key="logits")
-        loss.backward()
-        entry.check(f"{name}/grad_proto", _np(proto.grad), tol_key="grads")
-        entry.check(f"{name}/grad_query", _np(query.grad), tol_key="grads")
-        entry.check(f"{name}/flows", _qp_flows(model, proto_np, query_np), tol_key="flows")
-        entry.ignore(f"{name}/flows_converged", "the reference flows (unconverged qpth) are compared instead")
-        check_qpth_direct(entry, name)
-    model = deepemd_model()
-    model.eval()
-    with paddle.no_grad():
-        entry.check("opencv/logits", _np(model.logits_against(_t(proto_np), _t(query_np))), tol_key="logits")
-
-
-def _qp_flows(model, proto_np: np.ndarray, query_np: np.ndarray) -> np.ndarray:
-    """The qpth flows [Q, W, n, n] of the episode (the same path `emd_logits` takes)."""
-    from methods.deepemd import centred_cosine, cross_reference_weights
-    from methods.qp_layer import emd_flow_qp
-    proto, query = _t(proto_np), _t(query_np)
-    weight_1, weight_2 = cross_reference_weights(proto, query)
-    sim = centred_cosine(proto, query)
-    n_query, way, n, m = sim.shape
-    flow = emd_flow_qp(1 - sim.reshape([-1, n, m]), weight_1.reshape([-1, n]),
-                       weight_2.transpose([1, 0, 2]).reshape([-1, m]), form=model.form, l2_strength=model.l2_strength)
-    return _np(flow).reshape(n_query, way, n, m)
 
 
 @register("deepemd/sfc")
@@ -174,8 +135,9 @@ def check_sfc(entry: Entry) -> None:
     perms = [position[p] for p in entry.use("perms")]
     assert (labels[to_class_major] == np.repeat(np.arange(way), shot)).all()
 
-    model = deepemd_model(sfc_lr=float(cfg["sfc_lr"]), sfc_update_step=int(cfg["sfc_update_step"]),
-                          sfc_bs=int(cfg["sfc_bs"]))
+    # the default evaluation solver (exact): its flows are OpenCV's, constants for the gradient
+    model = deepemd_model(eval_solver="exact", sfc_lr=float(cfg["sfc_lr"]),
+                          sfc_update_step=int(cfg["sfc_update_step"]), sfc_bs=int(cfg["sfc_bs"]))
     model.eval()
     query = _t(entry.use("query"))
     entry.use("query_label")  # the logits are compared directly; labels only name the rows
@@ -190,13 +152,14 @@ def check_sfc(entry: Entry) -> None:
     seen: Dict[str, np.ndarray] = {}
     losses = []
 
-    def on_step(sfc, loss):
-        losses.append(loss)
+    def on_step(sfc, episode_losses):
+        losses.append(float(episode_losses[0]))
         if len(losses) in snapshots:
-            seen[snapshots[len(losses)]] = _np(sfc)
+            seen[snapshots[len(losses)]] = _np(sfc[0])
 
     with paddle.no_grad():  # as in evaluation: fit_sfc turns gradients on by itself
-        sfc = model.sfc(_t(support[to_class_major]), way, shot, permutations=perms, on_step=on_step)
+        sfc = model.sfc(_t(support[to_class_major])[None], way, shot, permutations=np.stack(perms)[None],
+                        on_step=on_step)[0]
     for key, value in seen.items():
         tol_key = key if key != "sfc_after_outer_step_10" else "sfc_after_outer_step_2"
         entry.check(key, value, tol_key=tol_key)

@@ -27,13 +27,13 @@ BL0_METRIC = {"neg_margin/head_bl0_cosface": "cosineface", "neg_margin/head_bl0_
               "neg_margin/head_bl0_cosine": "cosine"}
 
 
-def neg_margin_model(model: str, image_size: int, backbone_kwargs: Optional[dict] = None,
+def neg_margin_model(model: str, image_size: int, backbone_options: Optional[dict] = None,
                      num_classes: Optional[int] = None, **flags):
     """A NegMargin model as the entry scripts build it (method defaults, `flags` overriding)."""
     from methods.neg_margin import NegMargin
     from network import build_backbone
     args = argparse.Namespace(model=model, image_size=image_size, method="neg_margin", **flags)
-    kwargs = dict(NegMargin.backbone_kwargs(args), **(backbone_kwargs or {}))
+    kwargs = dict(NegMargin.backbone_options(args, num_classes), **(backbone_options or {}))
     return NegMargin(build_backbone(model, **kwargs), args, num_classes)
 
 
@@ -49,7 +49,9 @@ def load_converted(model, state: Dict[str, np.ndarray]) -> Dict[str, str]:
     for key in state:
         pkey = torch_key_to_paddle(key)
         if pkey is not None:
-            names[key] = model.from_reference_key(pkey)
+            # bl0's Conv-4 aliases (`trunk.i.trunk.0/1`, dropped on conversion) name the tensors of `trunk.i.C/BN`
+            names[key] = model.from_reference_key(pkey) or model.from_reference_key(
+                re.sub(r"\.trunk\.([01])\.", lambda m: ".C." if m.group(1) == "0" else ".BN.", pkey))
     return names
 
 

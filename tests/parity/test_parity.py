@@ -5,9 +5,10 @@ One test case per manifest entry (its id the entry's file name), dispatched on t
 ../shared) skips; an entry whose kind no checker claims fails; so does an entry whose outputs
 a checker left uncompared. Fixture folders of the methods listed in `PARITY_METHODS` are tested.
 
-An entry whose only mismatches were diagnosed by its checker as the reference's own float32
-noise (`Entry.noise_issues`; the tolerance is not changed) is reported as xfail with the
-diagnosis, after every other array of the entry was compared. Set FSL_PARITY_STRICT=1 to
+An entry whose only mismatches were diagnosed by its checker as the reference's own imprecision
+(`Entry.noise_issues`: float32 noise deciding a sign, an iterative solver stopped short of its
+optimum; the tolerance is not changed) is reported as xfail with the diagnosis, after every
+other array of the entry was compared. Set FSL_PARITY_STRICT=1 to
 make those fail too.
 """
 import importlib
@@ -19,7 +20,7 @@ from tests.conftest import FIXTURES
 from tests.parity.checkers import CHECKERS, Entry, manifest_specs
 
 #: fixture folders (under $FSL_FIXTURES) of the methods this project implements
-PARITY_METHODS = ("frn", "neg_margin")
+PARITY_METHODS = ("frn", "deepemd", "mtl", "neg_margin")
 for _method in PARITY_METHODS:  # each folder's checkers register themselves on import
     importlib.import_module(f"tests.parity.{_method}_checks")
 
@@ -45,7 +46,7 @@ def test_parity(method, spec):
     checker(entry)
     entry.assert_all_outputs_checked()
     if entry.noise_issues:
-        message = f"{spec['file']}: reference float32 noise beyond the listed tolerance: " + "; ".join(entry.noise_issues)
+        message = f"{spec['file']}: diagnosed imprecision of the reference beyond the listed tolerance: " + "; ".join(entry.noise_issues)
         if os.environ.get("FSL_PARITY_STRICT") == "1":
             pytest.fail(message)
         pytest.xfail(message)
