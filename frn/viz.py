@@ -405,14 +405,8 @@ def plot_inner_loop(traces: Dict[str, np.ndarray], title: str = "") -> Figure:
         steps = np.arange(trace.shape[1])
         ax.plot(steps, mean, label=f"{label}: {mean[0]:.1f}% -> {mean[-1]:.1f}%")
         ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-    ax.set_xlabel("inner-loop step (base learner updates on the support set)")
-    ax.set_ylabel("query accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish_single_axes(fig, ax, "inner-loop step (base learner updates on the support set)",
+                              "query accuracy (%)", title)
 
 
 # ----------------------------------------------------------------------------------------
@@ -429,8 +423,14 @@ def plot_accuracy_vs_margin(results: Dict[int, Dict[float, Tuple[float, float]]]
         intervals = [by_margin[m][1] for m in margins]
         ax.errorbar(margins, means, yerr=intervals, marker="o", ms=4, capsize=3, label=f"5-way {shot}-shot")
     ax.axvline(0.0, color="grey", ls=":", lw=1)
-    ax.set_xlabel("margin m of the base-training head (negative: looser)")
-    ax.set_ylabel("novel-class accuracy (%)")
+    return finish_single_axes(fig, ax, "margin m of the base-training head (negative: looser)",
+                              "novel-class accuracy (%)", title)
+
+
+def finish_single_axes(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """Axis labels, grid, legend and title of a one-panel figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
