@@ -50,7 +50,7 @@ BL0_EPOCHS = 100
 #: [E, way, dim] weights and their updates in the CPU caches (measured: results/README.md)
 FIT_GROUP_ELEMENTS = 2 ** 15
 MAX_EPISODE_BATCH = 250
-#: the official scripts' spellings (bl0 config keys, mmfewshot head arguments)
+#: mmfewshot's spelling of the head's scale
 ALIASES = {"--temperature": ("scale_factor",)}
 #: mmfewshot's `metric_type` names -> bl0's
 MMFS_METRICS = {"cosine": "cosineface", "softmax": "neg-softmax"}
@@ -219,6 +219,7 @@ class NegMargin(FewShotMethod):
                                                training_scale(args), training_margin(args))
 
     def feature_dim(self, args: argparse.Namespace) -> int:
+        """Length of the feature vectors `extract` returns."""
         channels = self.feature_extractor.out_channels
         side = args.image_size // 16  # Conv-4: four 2x2 poolings
         return channels * side * side if self.flatten else channels
