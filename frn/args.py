@@ -40,6 +40,17 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--step_size", type=int, default=0,
         help="decay every N epochs instead of at --milestones (the official FRN fine-grained configs)")
     add("--epoch", type=int, default=epoch, help="number of epochs")
+    add("--lr_schedule", default="step", choices=["step", "cosine"],
+        help="step: decay by --gamma at --milestones / every --step_size epochs; cosine: per iteration "
+             "down to --eta_min after the warm-up")
+    add("--warmup_iters", type=int, default=0, help="linear LR warm-up over this many iterations (0: none)")
+    add("--warmup_epochs", type=int, default=0, help="the same warm-up counted in epochs")
+    add("--warmup_start", type=float, default=0.1,
+        help="the warm-up starts at this fraction of --lr (mmfewshot 0.25, Negative-Margin code 1/16)")
+    add("--eta_min", type=float, default=0.0, help="final learning rate of --lr_schedule cosine")
+    add("--lr_lag", type=int, default=0,
+        help="use the per-iteration schedule's value of N iterations earlier (1: as a reference that steps "
+             "its scheduler after the optimiser)")
     add("--optimizer", default="sgd", choices=["sgd", "adam"])
     add("--momentum", type=float, default=0.9, help="SGD momentum")
     add("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
@@ -120,6 +131,13 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive (got {args.lr})")
     if getattr(args, "num_workers", 0) < 0:
         raise UserError("--num_workers must be >= 0")
+    for name in ("warmup_iters", "warmup_epochs", "lr_lag", "eta_min"):
+        if getattr(args, name, 0) < 0:
+            raise UserError(f"--{name} must be >= 0 (got {getattr(args, name)})")
+    if getattr(args, "warmup_iters", 0) and getattr(args, "warmup_epochs", 0):
+        raise UserError("give the warm-up once: --warmup_iters or --warmup_epochs, not both")
+    if not 0 < getattr(args, "warmup_start", 1.0) <= 1:
+        raise UserError(f"--warmup_start must be in (0, 1] (got {args.warmup_start})")
     if getattr(args, "ht_meta_batch", 0) < 0 or getattr(args, "ht_hard_tasks", 1) < 1:
         raise UserError(f"--ht_meta_batch must be >= 0 (0 = off) and --ht_hard_tasks >= 1 "
                         f"(got {args.ht_meta_batch}, {args.ht_hard_tasks})")

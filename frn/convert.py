@@ -11,8 +11,10 @@ The module trees of this project mirror the reference, so keys map one to one ex
 - 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
   `encoder.` or bare `layerN.` keys -> `feature_extractor.`; MTL also drops the second names
-  `base_learner.vars.N`), and may read its settings from the state (`reference_settings`,
-  e.g. MTL's encoder widths and whether the file is a pre-training or a meta-trained model).
+  `base_learner.vars.N`; Negative-Margin maps the bl0 and mmfewshot layouts through the backbone's
+  own `from_reference_key` and drops bl0's Conv-4 aliases `trunk.i.trunk.0/1`), and may read its
+  settings from the state (`reference_settings`, e.g. MTL's encoder widths and whether the file is
+  a pre-training or a meta-trained model, Negative-Margin's head size).
 The output holds exactly the converted tensors: entries the reference file lacks (optional
 heads, say) are not invented.
 
@@ -122,7 +124,8 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a foreign or damaged file
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
-    for wrapper in ("state_dict", "params"):  # FRN / DeepEMD ({'params': state_dict}) files
+    # FRN, mmfewshot ({'state_dict': ...}), DeepEMD ({'params': ...}), Negative-Margin code ({'state': ...})
+    for wrapper in ("state_dict", "params", "state"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict):

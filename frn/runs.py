@@ -51,9 +51,15 @@ def _run_folder(args, name: str) -> str:
     return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
-def _optimizer(args, model):
+def _optimizer(args, model, iters_per_epoch: int = 0):
+    """Optimiser and LR schedule of the flags; a warm-up or cosine schedule runs per iteration
+    (and needs the epoch's length, `iters_per_epoch`)."""
     scheduler = build_scheduler(args.lr, args.gamma, milestones=None if args.step_size else args.milestones,
-                                step_size=args.step_size or None)
+                                step_size=args.step_size or None, iters_per_epoch=iters_per_epoch,
+                                epochs=args.epoch,
+                                warmup_iters=args.warmup_iters or args.warmup_epochs * iters_per_epoch,
+                                warmup_start=args.warmup_start, cosine=args.lr_schedule == "cosine",
+                                eta_min=args.eta_min, lag=args.lr_lag)
     optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, momentum=args.momentum,
                                 nesterov=not args.no_nesterov, groups=model.parameter_groups(args))
     return optimizer, scheduler
@@ -76,9 +82,10 @@ def _resume(args, model, optimizer, scheduler) -> TrainState:
     return TrainState(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt["history"])
 
 
-def _train_stage(args, model, run_dir: str, make_batches, validate, episode=None) -> None:
+def _train_stage(args, model, run_dir: str, make_batches, validate, iters_per_epoch: int,
+                 episode=None) -> None:
     """Shared tail of pretrain and meta_train: optimizer, resume, log, epoch loop."""
-    optimizer, scheduler = _optimizer(args, model)
+    optimizer, scheduler = _optimizer(args, model, iters_per_epoch)
     state = _resume(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
     net = paddle.DataParallel(model) if world > 1 else model
@@ -120,11 +127,13 @@ def pretrain(args: argparse.Namespace) -> None:
         return loader(base, sampler, args.num_workers), len(sampler)
 
     run_dir = _run_folder(args, f"{args.model}_{METHODS[args.method].run_name(args)}_pretrain")
-    _train_stage(args, model, run_dir, make_batches, validate)
+    _train_stage(args, model, run_dir, make_batches, validate, iters_per_epoch=len(sampler))
 
 
 def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
+    if not METHODS[args.method].trains_episodically:
+        raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -136,6 +145,7 @@ def meta_train(args: argparse.Namespace) -> None:
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
+        iters_per_epoch = len(range(rank, args.train_n_episode, world))
 
         def regular_batches(epoch):
             sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=epoch_seed(args.seed, epoch),
@@ -143,6 +153,7 @@ def meta_train(args: argparse.Namespace) -> None:
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
         pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
+        iters_per_epoch = len(pool)  # an upper bound: the official epoch's length depends on its draws
 
         def regular_batches(epoch):
             pool.set_epoch(epoch)
@@ -156,9 +167,11 @@ def meta_train(args: argparse.Namespace) -> None:
                                 seed=(args.seed, epoch, rank))
         return hard, len(hard)
 
+    if args.ht_meta_batch:  # the hard tasks are iterations too
+        iters_per_epoch += iters_per_epoch // args.ht_meta_batch * args.ht_hard_tasks
     ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
     name = f"{args.model}_{METHODS[args.method].run_name(args)}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
-    _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
+    _train_stage(args, model, _run_folder(args, name), make_batches, validate, iters_per_epoch, episode=shape)
 
 
 def test(args: argparse.Namespace) -> List[float]:

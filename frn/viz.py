@@ -136,22 +136,27 @@ def plot_history(history: Union[str, List[Dict]], title: str = "") -> Figure:
     history = load_history(history)
     fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for key, ax, unit in (("loss", ax_loss, "loss"), ("acc", ax_acc, "accuracy (%)")):
+    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
         for split in ("train", "val"):
             epochs, values = series(history, f"{split}_{key}")
             if epochs:
                 ax.plot(epochs, values, marker="o", ms=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
     epochs, accs = series(history, "val_acc")
     if accs:
         best = int(np.argmax(accs))
         ax_acc.axvline(epochs[best], color="grey", ls=":", lw=1)
         ax_acc.annotate(f"best val {accs[best]:.1f}%", (epochs[best], accs[best]), fontsize=8,
                         textcoords="offset points", xytext=(4, -12))
-    for ax in (ax_loss, ax_acc):
+    return finish_epoch_figure(fig, ((ax_loss, "loss"), (ax_acc, "accuracy (%)")), title)
+
+
+def finish_epoch_figure(fig: Figure, axes: Sequence[Tuple[Axes, str]], title: str = "") -> Figure:
+    """Label per-epoch axes (x: integer epochs, y: `unit`), add grids, legends and the title."""
+    for ax, unit in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     if title:
@@ -400,11 +405,49 @@ def plot_inner_loop(traces: Dict[str, np.ndarray], title: str = "") -> Figure:
         steps = np.arange(trace.shape[1])
         ax.plot(steps, mean, label=f"{label}: {mean[0]:.1f}% -> {mean[-1]:.1f}%")
         ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-    ax.set_xlabel("inner-loop step (base learner updates on the support set)")
-    ax.set_ylabel("query accuracy (%)")
+    return finish_single_axes(fig, ax, "inner-loop step (base learner updates on the support set)",
+                              "query accuracy (%)", title)
+
+
+# ----------------------------------------------------------------------------------------
+# Negative-Margin: accuracy against the margin, several runs' curves
+# ----------------------------------------------------------------------------------------
+def plot_accuracy_vs_margin(results: Dict[int, Dict[float, Tuple[float, float]]], title: str = "") -> Figure:
+    """Novel-class accuracy against the training margin: `results[shot][margin] = (mean %, 95%
+    half-width)`, one line with error bars per shot; margin 0 (the plain cosine softmax) marked."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for shot, by_margin in sorted(results.items()):
+        margins = sorted(by_margin)
+        means = [by_margin[m][0] for m in margins]
+        intervals = [by_margin[m][1] for m in margins]
+        ax.errorbar(margins, means, yerr=intervals, marker="o", ms=4, capsize=3, label=f"5-way {shot}-shot")
+    ax.axvline(0.0, color="grey", ls=":", lw=1)
+    return finish_single_axes(fig, ax, "margin m of the base-training head (negative: looser)",
+                              "novel-class accuracy (%)", title)
+
+
+def finish_single_axes(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """Axis labels, grid, legend and title of a one-panel figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_val_curves(runs: Dict[str, Union[str, List[Dict]]], title: str = "") -> Figure:
+    """Validation accuracy per epoch of several runs (label -> history or run folder), with the
+    training loss beside it: how the runs of a sweep learn."""
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for label, history in runs.items():
+        history = load_history(history)
+        for key, ax in (("train_loss", ax_loss), ("val_acc", ax_acc)):
+            epochs, values = series(history, key)
+            if epochs:
+                ax.plot(epochs, values, marker="o", ms=3, label=label)
+    return finish_epoch_figure(fig, ((ax_loss, "training loss"), (ax_acc, "validation accuracy (%)")), title)

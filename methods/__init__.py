@@ -5,6 +5,7 @@ from methods.base import FewShotMethod
 from methods.deepemd import DeepEMD
 from methods.frn import FRN
 from methods.mtl import MTL
+from methods.neg_margin import NegMargin
 from methods.protonet import ProtoNet
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
@@ -13,4 +14,5 @@ METHODS: Dict[str, Type[FewShotMethod]] = {
     "mtl": MTL,          # Meta-Transfer Learning: pretrain, meta_train and test stages
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
+    "neg_margin": NegMargin,
 }

@@ -30,6 +30,10 @@ class FewShotMethod(nn.Layer):
     features_are_frozen_at_test: bool = True
     #: the training loop zeroes NaN gradients before each step (the reference DeepEMD does)
     zero_nan_gradients: bool = False
+    #: episodes the evaluation loop hands to `episode_scores_batch` at once (from the feature cache)
+    eval_episode_batch: int = 1
+    #: meta_train.py may train it episodically (False: whole-class training only)
+    trains_episodically: bool = True
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__()
@@ -90,6 +94,14 @@ class FewShotMethod(nn.Layer):
     def episode_scores(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         """Scores whose argmax is the test-time prediction (default: `episode_logits`)."""
         return self.episode_logits(support, query, way, shot)
+
+    def episode_scores_batch(self, support: paddle.Tensor, query: paddle.Tensor, way: int,
+                             shot: int) -> paddle.Tensor:
+        """Test-time scores [E, n_query_images, way] of E episodes at once, from support
+        [E, way*shot, ...] and query [E, n_query_images, ...]. The default scores one episode
+        after the other; a method whose test-time adaptation can be batched overrides it (and
+        raises `eval_episode_batch`), giving the same numbers."""
+        return paddle.stack([self.episode_scores(support[e], query[e], way, shot) for e in range(support.shape[0])])
 
     def episode_loss(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int,
                      query_labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:

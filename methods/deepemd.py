@@ -32,6 +32,7 @@ import paddle.nn.functional as F
 
 from frn.flags import add_aliases, int_list
 from frn.errors import UserError
+from frn.optim import sgd_dampened_step
 from methods.base import FewShotMethod
 
 VARIANTS = ("fcn", "grid", "sampling")
@@ -163,14 +164,6 @@ def feature_pyramid(features: paddle.Tensor, sizes: Sequence[int]) -> paddle.Ten
     n, c = features.shape[:2]
     levels = [F.adaptive_avg_pool2d(features, s).reshape([n, c, 1, s * s]) for s in sizes]
     return paddle.concat(levels + [features.reshape([n, c, 1, -1])], axis=-1)
-
-
-def sgd_dampened_step(param: paddle.Tensor, grad: paddle.Tensor, buf: Optional[paddle.Tensor], lr: float,
-                      momentum: float = 0.9, dampening: float = 0.9) -> Tuple[paddle.Tensor, paddle.Tensor]:
-    """PyTorch's SGD with momentum and dampening (Paddle's Momentum has no dampening): the first
-    step's buffer is the raw gradient, later buf = m·buf + (1 - d)·grad; param -= lr·buf."""
-    buf = grad if buf is None else momentum * buf + (1 - dampening) * grad
-    return param - lr * buf, buf
 
 
 def sfc_orders(episodes: int, steps: int, size: int) -> np.ndarray:

@@ -56,13 +56,20 @@ def outputs(nb, output_type: str):
             if out.output_type == output_type]
 
 
-def test_committed_notebook_is_clean_and_parametrised():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+def check_clean_and_parametrised(path: Path, names) -> None:
+    """The committed notebook has no outputs and its first code cell, tagged `parameters`,
+    assigns every name in `names`."""
+    nb = nbformat.read(path, as_version=4)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be the parameters cell"
-    for name in ("DATA_ROOT", "WORK", "ZIP", "USE_DEMO_DATA", "MODEL", "GPU", "PRETRAIN_EPOCHS"):
+    for name in names:
         assert re.search(rf"^{name} = ", code[0].source, re.M), name
     assert all(not cell.outputs and cell.execution_count is None for cell in code), "clear the outputs"
+
+
+def test_committed_notebook_is_clean_and_parametrised():
+    check_clean_and_parametrised(NOTEBOOK, ("DATA_ROOT", "WORK", "ZIP", "USE_DEMO_DATA", "MODEL", "GPU",
+                                            "PRETRAIN_EPOCHS"))
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
