@@ -215,6 +215,8 @@ class DeepEMD(FewShotMethod):
     """DeepEMD-FCN / Grid / Sampling on a dense backbone, with a linear head for pre-training."""
 
     zero_nan_gradients = True  # train_meta.py's detect_grad_nan
+    #: test episodes scored together: one EMD batch, one SFC fit for all of them (a few MB each)
+    eval_episode_batch = 20
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__(backbone, args, num_classes)
