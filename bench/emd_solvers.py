@@ -174,7 +174,7 @@ def bench_sfc(quick: bool) -> None:
     for solver in ("exact", "opencv"):
         model = deepemd_model(eval_solver=solver, sfc_update_step=steps)
         model.eval()
-        seconds = timed(lambda: model.sfc(support, 5, 5), repeat=1)
+        seconds = timed(lambda: model.sfc(support[None], 5, 5), repeat=1)
         print(f"5-shot SFC, {solver}: {seconds * 100 / steps:.1f} s per episode of 700 SGD steps"
               + (f" (measured {steps * 7} steps)" if steps != 100 else ""))
     print("   reference (spec deepemd.md §11.2, this CPU type): 127-226 s per 5-shot episode")

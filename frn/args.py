@@ -40,7 +40,19 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--step_size", type=int, default=0,
         help="decay every N epochs instead of at --milestones (the official FRN fine-grained configs)")
     add("--epoch", type=int, default=epoch, help="number of epochs")
+    add("--lr_schedule", default="step", choices=["step", "cosine"],
+        help="step: decay by --gamma at --milestones / every --step_size epochs; cosine: per iteration "
+             "down to --eta_min after the warm-up")
+    add("--warmup_iters", type=int, default=0, help="linear LR warm-up over this many iterations (0: none)")
+    add("--warmup_epochs", type=int, default=0, help="the same warm-up counted in epochs")
+    add("--warmup_start", type=float, default=0.1,
+        help="the warm-up starts at this fraction of --lr (mmfewshot 0.25, Negative-Margin code 1/16)")
+    add("--eta_min", type=float, default=0.0, help="final learning rate of --lr_schedule cosine")
+    add("--lr_lag", type=int, default=0,
+        help="use the per-iteration schedule's value of N iterations earlier (1: as a reference that steps "
+             "its scheduler after the optimiser)")
     add("--optimizer", default="sgd", choices=["sgd", "adam"])
+    add("--momentum", type=float, default=0.9, help="SGD momentum")
     add("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
     add("--val_n_way", type=int, default=5)
     add("--val_n_episode", type=int, default=600)
@@ -55,6 +67,7 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
 
 def pretrain_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pretrain.py", description="Whole-class (pre-)training of a backbone and head.")
+    parser.set_defaults(stage="pretrain")
     _common(parser, "stl_frn", n_shot=1)
     _training(parser, lr=0.05, epoch=150, milestones=[80, 120])
     parser.add_argument("--batch_size", type=int, default=128)
@@ -69,16 +82,22 @@ def pretrain_parser() -> argparse.ArgumentParser:
 
 def meta_train_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="meta_train.py", description="Episodic meta-training.")
+    parser.set_defaults(stage="meta_train")
     _common(parser, "meta_frn", n_shot=5)
     _training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
     parser.add_argument("--train_n_episode", type=int, default=1000,
                         help="episodes per epoch; 0 = the official FRN epoch (use every image once)")
     parser.add_argument("--pretrain_path", default="", help=".pdparams to start from (pretrain.py output)")
+    parser.add_argument("--ht_meta_batch", type=int, default=0,
+                        help="hard-task meta-batch (the MTL paper's HT; ours): after every N tasks, train on "
+                             "--ht_hard_tasks tasks re-sampled from their worst classes (0 = off)")
+    parser.add_argument("--ht_hard_tasks", type=int, default=1, help="hard tasks after each HT meta-batch")
     return parser
 
 
 def test_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="test.py", description="Few-shot evaluation on the novel classes.")
+    parser.set_defaults(stage="test")
     _common(parser, "meta_frn", n_shot=1)
     add = parser.add_argument
     add("--test_n_way", type=int, default=5)
@@ -117,3 +136,15 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive (got {args.lr})")
     if getattr(args, "num_workers", 0) < 0:
         raise UserError("--num_workers must be >= 0")
+    for name in ("warmup_iters", "warmup_epochs", "lr_lag", "eta_min"):
+        if getattr(args, name, 0) < 0:
+            raise UserError(f"--{name} must be >= 0 (got {getattr(args, name)})")
+    if getattr(args, "warmup_iters", 0) and getattr(args, "warmup_epochs", 0):
+        raise UserError("give the warm-up once: --warmup_iters or --warmup_epochs, not both")
+    if not 0 < getattr(args, "warmup_start", 1.0) <= 1:
+        raise UserError(f"--warmup_start must be in (0, 1] (got {args.warmup_start})")
+    if getattr(args, "ht_meta_batch", 0) < 0 or getattr(args, "ht_hard_tasks", 1) < 1:
+        raise UserError(f"--ht_meta_batch must be >= 0 (0 = off) and --ht_hard_tasks >= 1 "
+                        f"(got {args.ht_meta_batch}, {args.ht_hard_tasks})")
+    if getattr(args, "momentum", 0) < 0:
+        raise UserError(f"--momentum must be >= 0 (got {args.momentum})")

@@ -30,9 +30,12 @@ def atomic_save(obj: Any, path: str) -> None:
             os.remove(tmp)
 
 
-def save_model(model, path: str, epoch: int = -1, extra: Optional[Dict[str, Any]] = None) -> None:
-    """Save a model file with its identity (what it may be loaded into)."""
-    payload = {"state_dict": model.state_dict(), "identity": model.checkpoint_identity(), "epoch": epoch}
+def save_model(model, path: str, epoch: int = -1, extra: Optional[Dict[str, Any]] = None,
+               state_dict: Optional[Dict[str, Any]] = None) -> None:
+    """Save a model file with its identity (what it may be loaded into); `state_dict` replaces
+    the model's own (the converter saves exactly the tensors it converted)."""
+    state = model.state_dict() if state_dict is None else state_dict
+    payload = {"state_dict": state, "identity": model.checkpoint_identity(), "epoch": epoch}
     payload.update(extra or {})
     atomic_save(payload, path)
 
@@ -57,11 +60,14 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value))
 
 
-def load_weights(model, path: str, flag: str = "--model_path") -> Dict[str, Any]:
+def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool = False) -> Dict[str, Any]:
     """Load a checkpoint into `model` after checking it was written for the same kind of model.
 
     Keys the method declares optional (e.g. FRN's pre-training class pools) may be missing or
-    extra; everything else must match in name and shape. Returns the checkpoint dict.
+    extra; everything else must match in name and shape. With `pretrained` (--pretrain_path)
+    the checkpoint is a pre-training one: the model's meta parameters (`is_meta_parameter`,
+    e.g. MTL's scaling/shifting) are neither expected nor taken from it and keep their initial
+    values. Returns the checkpoint dict.
     """
     ckpt = read_checkpoint(path, flag)
     identity, wanted = ckpt.get("identity"), model.checkpoint_identity()
@@ -71,8 +77,15 @@ def load_weights(model, path: str, flag: str = "--model_path") -> Dict[str, Any]
                         f"checkpoint or change --model/--method")
     state = ckpt["state_dict"]
     own = model.state_dict()
+    if pretrained:
+        own = {k: v for k, v in own.items() if not model.is_meta_parameter(k)}
+        state = {k: v for k, v in state.items() if not model.is_meta_parameter(k)}
     optional = set(model.optional_checkpoint_keys())
     missing = [k for k in own if k not in state and k not in optional]
+    if missing and all(model.is_meta_parameter(k) for k in missing):
+        raise UserError(f"{flag} {path} is a pre-training checkpoint (it has no {missing[0]!r}, which "
+                        f"meta-training learns); meta-train it first (meta_train.py --pretrain_path {path}) "
+                        f"or pass a meta-trained checkpoint")
     unexpected = [k for k in state if k not in own and k not in optional]
     wrong = [k for k in own if k in state and _shape(state[k]) != _shape(own[k])]
     if missing or unexpected or wrong:
@@ -80,5 +93,8 @@ def load_weights(model, path: str, flag: str = "--model_path") -> Dict[str, Any]
                    else f"{wrong[0]!r} has shape {_shape(state[wrong[0]])} instead of {_shape(own[wrong[0]])}")
         raise UserError(f"{flag} {path} does not fit --model {wanted['model']} ({culprit}); pass a "
                         f"checkpoint of this backbone/method")
-    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    # entries the checkpoint does not set keep their values (a full dict: Paddle warns per missing key)
+    full = model.state_dict()
+    full.update({k: v for k, v in state.items() if k in own})
+    model.set_state_dict(full)
     return ckpt

@@ -3,7 +3,7 @@
     python -m frn.convert --model ResNet12 --method meta_frn in.pth out.pdparams
     python -m frn.convert --model ResNet12 --method stl_frn --num_classes 64 in.pth out.pdparams
     python -m frn.convert --model ResNet50 --method simtrans_naive resnet50-19c8e357.pth resnet50_imagenet.pdparams
-    python -m frn.convert --model ResNet50 --method simtrans_simnet --head_type 4 simnet_state.pth simnet.pdparams
+    python -m frn.convert --model ResNet50 --method simtrans_simnet simnet_state.pth simnet.pdparams
 
 The module trees of this project mirror the reference, so keys map one to one except
 (fixture README "Mapping reference keys to Paddle"):
@@ -12,11 +12,16 @@ The module trees of this project mirror the reference, so keys map one to one ex
   is dropped (Paddle keeps no counter);
 - 2-D weights of `nn.Linear` layers are transposed ([out, in] in PyTorch, [in, out] in Paddle);
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
-  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; SimTrans: torchvision ResNet-50 keys,
-  `module.backbone.*` of its GCN wrapper, `backbone.module.resnet.*` / `similarity_head.module.*`
-  of its SimNet);
-- the method's own flags shape the model where they matter (SimTrans `--head_type`), and a
-  non-episodic classifier takes its class count from the state's `fc.weight`.
+  `encoder.` or bare `layerN.` keys -> `feature_extractor.`; MTL also drops the second names
+  `base_learner.vars.N`; Negative-Margin maps the bl0 and mmfewshot layouts through the backbone's
+  own `from_reference_key` and drops bl0's Conv-4 aliases `trunk.i.trunk.0/1`; SimTrans maps
+  torchvision ResNet-50 keys, the `module.backbone.*` of its GCN wrapper and the
+  `backbone.module.resnet.*` / `similarity_head.module.*` of its SimNet), and may read its
+  settings from the state (`reference_settings`, e.g. MTL's encoder widths and whether the file is
+  a pre-training or a meta-trained model, Negative-Margin's head size, SimTrans's class count
+  and SimNet head).
+The output holds exactly the converted tensors: entries the reference file lacks (optional
+heads, say) are not invented.
 
 `torch_state_to_paddle` is pure numpy. Only `read_pth` imports torch, and only when a `.pth`
 file is converted: the rest of the project never needs it. A `.npz` whose arrays are named by
@@ -70,7 +75,8 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     shape that differs, or a model entry the state lacks. Keys the model declares optional
     (`optional_checkpoint_keys`, e.g. FRN's pre-training class matrix) may be absent on either
     side; an optional key the model does not have is dropped, as the reference's
-    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one.
+    `load_state_dict(strict=False)` does when an episodic model loads a pre-trained one. A
+    whole-class model (`num_classes` set) may lack its meta parameters (`is_meta_parameter`).
     """
     own = {k: v for k, v in model.state_dict().items()}
     rename = getattr(model, "from_reference_key", lambda k: k)
@@ -82,6 +88,8 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
         if pkey is None:
             continue
         pkey = rename(pkey)
+        if pkey is None:  # a second name of a tensor the state holds under its first name
+            continue
         if pkey not in own:
             if pkey in optional:
                 continue
@@ -99,7 +107,10 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
             raise UserError(f"state dict key {key!r} maps to {pkey!r}, which another key already filled")
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
-    missing = [k for k in own if k not in out and k not in optional]
+    # a pre-training file lacks what only episodic training learns (MTL's base learner)
+    is_meta = getattr(model, "is_meta_parameter", lambda k: False)
+    pretraining = getattr(model, "num_classes", None) is not None
+    missing = [k for k in own if k not in out and k not in optional and not (pretraining and is_meta(k))]
     if missing:
         raise UserError(f"the state dict has no entry for this model's {missing[0]!r}; check "
                         f"--model/--method (and --num_classes)")
@@ -121,7 +132,8 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
                         f"(e.g. the released SimTrans files) loads only with its own code: in that repository run "
                         f"python -c \"import torch; torch.save(torch.load('{path}').state_dict(), 'state.pth')\" "
                         f"and convert state.pth") from None
-    for wrapper in ("state_dict", "params"):  # FRN / DeepEMD ({'params': state_dict}) files
+    # FRN, mmfewshot ({'state_dict': ...}), DeepEMD ({'params': ...}), Negative-Margin code ({'state': ...})
+    for wrapper in ("state_dict", "params", "state"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict):
@@ -159,14 +171,11 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
 
 # ----- command line ---------------------------------------------------------------------------
-def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int,
-                method_flags: Optional[argparse.Namespace] = None):
-    """The model the project's entry scripts build for these flags (and the method's own flags)."""
-    from methods import METHODS
-    from network import build_backbone
-    args = argparse.Namespace(**vars(method_flags or argparse.Namespace()))
-    args.model, args.image_size, args.method = model_name, image_size, method
-    return METHODS[method](build_backbone(model_name), args, num_classes=num_classes)
+def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int, **settings):
+    """The model the project's entry scripts build for these flags (`settings`: more flags)."""
+    from frn.runs import build_model as build
+    args = argparse.Namespace(model=model_name, image_size=image_size, method=method, **settings)
+    return build(args, num_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -180,9 +189,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image_size", type=int, default=84)
     p.add_argument("input", help="PyTorch state dict (.pth) or .npz of arrays named by PyTorch keys")
     p.add_argument("output", help="Paddle checkpoint to write (.pdparams)")
-    known, _ = p.parse_known_args(argv)
-    if known.method in METHODS:  # the method's own flags shape its model too (e.g. SimTrans --head_type)
-        METHODS[known.method].add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -201,15 +207,16 @@ def main(argv=None) -> None:
             raise UserError("--method stl_frn needs --num_classes (the input has no cat_mat to read it from)")
         num_classes = int(np.shape(cat_mat)[0])
     from methods import METHODS
-    if num_classes is None and not METHODS[args.method].episodic:  # a whole-split classifier: its fc size
-        fc = next((v for k, v in state.items() if k.replace("module.", "").endswith("fc.weight")
-                   and "similarity_head" not in k and "domain" not in k), None)
-        num_classes = int(np.shape(fc)[0]) if fc is not None else None
-    model = build_model(args.model, args.method, num_classes, args.image_size, args)
+    settings = METHODS[args.method].reference_settings(state)
+    implied = settings.pop("num_classes", None)
+    model = build_model(args.model, args.method, num_classes if num_classes is not None else implied,
+                        args.image_size, **settings)
     converted = torch_state_to_paddle(state, model)
     model.set_state_dict(converted)
+    own = model.state_dict()
     from frn.checkpoint import save_model
-    save_model(model, args.output, extra={"converted_from": os.path.basename(args.input)})
+    save_model(model, args.output, extra={"converted_from": os.path.basename(args.input)},
+               state_dict={k: own[k] for k in converted})
     print(f"wrote {args.output} ({len(converted)} tensors from {args.input})")
 
 

@@ -7,7 +7,7 @@ evaluation.
 """
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -95,36 +95,62 @@ def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float
     return accuracy(logits, labels), float(F.cross_entropy(logits, labels))
 
 
+class FeatureCache:
+    """Backbone features of every image some episode uses, each extracted once."""
+
+    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0):
+        needed = sorted({i for episode in episodes for i in episode})
+        self.features = extract_features(model, dataset, needed, num_workers=num_workers)
+        self.row = {index: r for r, index in enumerate(needed)}
+
+    def episodes(self, episodes: Sequence[Episode]) -> paddle.Tensor:
+        """Features [len(episodes), images of an episode, ...] of equally sized episodes."""
+        rows = paddle.to_tensor([self.row[i] for episode in episodes for i in episode])
+        return self.features[rows].reshape([len(episodes), len(episodes[0]), *self.features.shape[1:]])
+
+    def batches(self, episodes: Sequence[Episode], group: int) -> Iterator[paddle.Tensor]:
+        """The episodes' features, `group` episodes at a time."""
+        for start in range(0, len(episodes), group):
+            yield self.episodes(episodes[start:start + group])
+
+
+@paddle.no_grad()
+def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way: int, shot: int, query: int,
+                   desc: str = "eval") -> Tuple[np.ndarray, float]:
+    """Per-episode accuracies (%) and mean cross-entropy of `model.episode_scores_batch` on
+    feature batches [episodes, support then query images, ...]."""
+    n_support = way * shot
+    accs, losses = [], []
+    bar = progress(batches, desc, total=n_batches)
+    for feats in bar:
+        scores = model.episode_scores_batch(feats[:, :n_support], feats[:, n_support:], way, shot)
+        for e in range(scores.shape[0]):
+            acc, loss = episode_accuracy(scores[e], way, query)
+            accs.append(acc)
+            losses.append(loss)
+        bar.set_postfix(acc=f"{np.mean(accs):.2f}", refresh=False)
+    return np.asarray(accs), float(np.mean(losses))
+
+
 @paddle.no_grad()
 def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
              use_cache: bool = True, num_workers: int = 0, desc: str = "eval") -> Tuple[np.ndarray, float]:
     """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
 
     With `use_cache` (and a method whose features are frozen at test time) every distinct image
-    is passed through the backbone once and all episodes read from that cache; otherwise each
-    episode is a batch of its own. Both give the same numbers on the same episodes.
+    is passed through the backbone once and all episodes read from that cache, in groups of
+    `model.eval_episode_batch` episodes handed to `episode_scores_batch` together; otherwise
+    each episode is a batch of its own. All paths give the same numbers on the same episodes.
     """
     model.eval()
-    cached = use_cache and model.features_are_frozen_at_test
-    if cached:
-        needed = sorted({i for episode in episodes for i in episode})
-        features = extract_features(model, dataset, needed, num_workers=num_workers)
-        row = {index: r for r, index in enumerate(needed)}
-        batches = (features[paddle.to_tensor([row[i] for i in episode])] for episode in episodes)
+    if use_cache and model.features_are_frozen_at_test:
+        group = max(1, int(model.eval_episode_batch))
+        batches = FeatureCache(model, dataset, episodes, num_workers).batches(episodes, group)
+        n_batches = -(-len(episodes) // group)
     else:
-        batches = (model.extract(images) for images, _ in loader(dataset, list(episodes), num_workers))
-    n_support = way * shot
-    accs, losses = [], []
-    acc_sum = 0.0
-    bar = progress(batches, desc, total=len(episodes))
-    for feats in bar:
-        scores = model.episode_scores(feats[:n_support], feats[n_support:], way, shot)
-        acc, loss = episode_accuracy(scores, way, query)
-        accs.append(acc)
-        losses.append(loss)
-        acc_sum += acc
-        bar.set_postfix(acc=f"{acc_sum / len(accs):.2f}", refresh=False)
-    return np.asarray(accs), float(np.mean(losses))
+        batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
+        n_batches = len(episodes)
+    return score_episodes(model, batches, n_batches, way, shot, query, desc)
 
 
 # ----------------------------------------------------------------------------------------
@@ -161,11 +187,22 @@ def zero_nan_gradients(optimizer) -> None:
             param.clear_gradient(set_to_zero=True)
 
 
+def per_iteration(scheduler) -> bool:
+    """Whether `scheduler` is stepped after every optimiser step (else once per epoch)."""
+    return bool(getattr(scheduler, "per_iteration", False))
+
+
 def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
                     episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
-                    print_freq: int = 100) -> Tuple[float, float]:
-    """One pass over `batches`; returns (mean loss, mean accuracy %)."""
+                    print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
+    """One pass over `batches`; returns (mean loss, mean accuracy %). A per-iteration
+    `scheduler` is stepped after every optimiser step.
+
+    Batches that depend on training results (the HT meta-batch, data/hard_tasks.py) have an
+    `observe(logits)` method: it receives the detached logits after every step.
+    """
     model.train()
+    observe = getattr(batches, "observe", None)
     loss_sum = acc_sum = 0.0
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
@@ -183,6 +220,10 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
                                                                   "zero_nan_gradients", False):
             zero_nan_gradients(optimizer)
         optimizer.step()
+        if per_iteration(scheduler):
+            scheduler.step()
+        if observe is not None:
+            observe(logits.detach())
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
         steps += 1
@@ -226,10 +267,12 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         if inner.fresh_optimizer_each_epoch:
             reset_optimizer_state(optimizer)
         inner.start_epoch(epoch)
-        lr = optimizer.get_lr()  # the rate of this epoch (the schedule steps after it)
         batches, n_batches = make_batches(epoch)
-        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log)
-        scheduler.step()
+        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log,
+                                                scheduler=scheduler)
+        epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
+        if not per_iteration(scheduler):
+            scheduler.step()
         val_loss = val_acc = None
         extra_metrics = {}
         if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
@@ -250,7 +293,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc, **extra_metrics,
-                              "lr": lr, "minutes": (time.time() - start) / 60})
+                              "lr": epoch_lr, "minutes": (time.time() - start) / 60})
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
             if (epoch + 1) % args.save_freq == 0:

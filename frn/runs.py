@@ -10,6 +10,7 @@ from typing import List, Optional
 import paddle
 
 from data.datasets import ImageList
+from data.hard_tasks import HardTaskEpisodes
 from data.episodes import load_episodes, save_episodes
 from data.samplers import EpisodeSampler, PoolEpisodeSampler, check_episode_fits, indices_by_class
 from frn.checkpoint import load_weights, read_checkpoint
@@ -26,7 +27,8 @@ from network import build_backbone
 def build_model(args: argparse.Namespace, num_classes: Optional[int] = None):
     """The method `args.method` on the backbone `args.model` (with a whole-class head when
     `num_classes` is given)."""
-    return METHODS[args.method](build_backbone(args.model), args, num_classes)
+    method = METHODS[args.method]
+    return method(build_backbone(args.model, **method.backbone_options(args, num_classes)), args, num_classes)
 
 
 def image_list(args, split: str, training: bool) -> ImageList:
@@ -44,10 +46,17 @@ def _run_folder(args, name: str) -> str:
     return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
-def _optimizer(args, model):
+def _optimizer(args, model, iters_per_epoch: int = 0):
+    """Optimiser and LR schedule of the flags; a warm-up or cosine schedule runs per iteration
+    (and needs the epoch's length, `iters_per_epoch`)."""
     scheduler = build_scheduler(args.lr, args.gamma, milestones=None if args.step_size else args.milestones,
-                                step_size=args.step_size or None)
-    optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, nesterov=not args.no_nesterov)
+                                step_size=args.step_size or None, iters_per_epoch=iters_per_epoch,
+                                epochs=args.epoch,
+                                warmup_iters=args.warmup_iters or args.warmup_epochs * iters_per_epoch,
+                                warmup_start=args.warmup_start, cosine=args.lr_schedule == "cosine",
+                                eta_min=args.eta_min, lag=args.lr_lag)
+    optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, momentum=args.momentum,
+                                nesterov=not args.no_nesterov, groups=model.parameter_groups(args))
     return optimizer, scheduler
 
 
@@ -68,9 +77,10 @@ def _resume(args, model, optimizer, scheduler) -> TrainState:
     return TrainState(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt["history"])
 
 
-def _train_stage(args, model, run_dir: str, make_batches, validate, episode=None) -> None:
+def _train_stage(args, model, run_dir: str, make_batches, validate, iters_per_epoch: int,
+                 episode=None) -> None:
     """Shared tail of pretrain and meta_train: optimizer, resume, log, epoch loop."""
-    optimizer, scheduler = _optimizer(args, model)
+    optimizer, scheduler = _optimizer(args, model, iters_per_epoch)
     state = _resume(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
     net = paddle.DataParallel(model) if world > 1 else model
@@ -116,36 +126,51 @@ def pretrain(args: argparse.Namespace) -> None:
 
     suffix = "_pretrain" if method.episodic else ""
     run_dir = _run_folder(args, f"{args.model}_{method.run_name(args)}{suffix}")
-    _train_stage(args, model, run_dir, make_batches, validate)
+    _train_stage(args, model, run_dir, make_batches, validate, iters_per_epoch=len(plan.batches(0)))
 
 
 def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
+    if not METHODS[args.method].trains_episodically:
+        raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
     model = build_model(args)
     if args.pretrain_path:
-        load_weights(model, args.pretrain_path, "--pretrain_path")
+        load_weights(model, args.pretrain_path, "--pretrain_path", pretrained=True)
     validate = _validator(args, model)
     shape = (args.train_n_way, args.n_shot, args.n_query)
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
+        iters_per_epoch = len(range(rank, args.train_n_episode, world))
 
-        def make_batches(epoch):
+        def regular_batches(epoch):
             sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=epoch_seed(args.seed, epoch),
                                      rank=rank, world=world, split="base")
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
         pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
+        iters_per_epoch = len(pool)  # an upper bound: the official epoch's length depends on its draws
 
-        def make_batches(epoch):
+        def regular_batches(epoch):
             pool.set_epoch(epoch)
             return loader(base, pool, args.num_workers), len(pool)
 
-    name = f"{args.model}_{METHODS[args.method].run_name(args)}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
-    _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
+    def make_batches(epoch):
+        batches, n_batches = regular_batches(epoch)
+        if not args.ht_meta_batch:
+            return batches, n_batches
+        hard = HardTaskEpisodes(batches, n_batches, base, *shape, args.ht_meta_batch, args.ht_hard_tasks,
+                                seed=(args.seed, epoch, rank))
+        return hard, len(hard)
+
+    if args.ht_meta_batch:  # the hard tasks are iterations too
+        iters_per_epoch += iters_per_epoch // args.ht_meta_batch * args.ht_hard_tasks
+    ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
+    name = f"{args.model}_{METHODS[args.method].run_name(args)}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
+    _train_stage(args, model, _run_folder(args, name), make_batches, validate, iters_per_epoch, episode=shape)
 
 
 def test(args: argparse.Namespace) -> List[float]:

@@ -32,11 +32,12 @@ def to_numpy(x) -> np.ndarray:
     return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
 
 
-def denormalise(image, stats=None) -> np.ndarray:
-    """A normalised CHW image tensor (`stats` = (mean, std), default MEAN/STD of data.transforms)
-    as an HWC array in [0, 1]. An HWC uint8 image (no transform) is only rescaled."""
+def denormalise(image, stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> np.ndarray:
+    """A normalised CHW image tensor (`stats` = (mean, std), by default those of
+    data.transforms) as an HWC array in [0, 1]. An HWC uint8 image (no transform) is only
+    rescaled."""
+    mean, std = stats
     array = to_numpy(image).astype(np.float32)
-    mean, std = stats if stats is not None else (MEAN, STD)
     if array.ndim == 3 and array.shape[0] == 3:
         array = array * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
         array = array.transpose(1, 2, 0)
@@ -84,10 +85,12 @@ def class_name(dataset, label: int, width: int = 18) -> str:
 # episodes
 # ----------------------------------------------------------------------------------------
 def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: int,
-                 max_query: Optional[int] = None, cell: float = 1.3) -> Figure:
+                 max_query: Optional[int] = None, cell: float = 1.3,
+                 stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD)) -> Figure:
     """One row per class: its `shot` support images (solid blue frame), then its queries
     (dashed orange frame). `episode` is the flat index list of data/samplers.py (supports
-    class-major, then queries class-major); `max_query` limits the queries drawn per class."""
+    class-major, then queries class-major); `max_query` limits the queries drawn per class;
+    `stats` are the (mean, std) the dataset's transform normalised with."""
     shown = query if max_query is None else min(query, max_query)
     cols = shot + shown
     fig = Figure(figsize=(cell * cols, cell * way + 0.6))
@@ -97,7 +100,7 @@ def show_episode(dataset, episode: Sequence[int], way: int, shot: int, query: in
         row += [episode[way * shot + c * query + q] for q in range(shown)]
         for k, index in enumerate(row):
             ax = axes[c, k]
-            ax.imshow(denormalise(dataset[int(index)][0]))
+            ax.imshow(denormalise(dataset[int(index)][0], stats))
             is_support = k < shot
             frame(ax, SUPPORT_COLOUR if is_support else QUERY_COLOUR, "-" if is_support else "--")
             if c == 0:
@@ -133,22 +136,27 @@ def plot_history(history: Union[str, List[Dict]], title: str = "") -> Figure:
     history = load_history(history)
     fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for key, ax, unit in (("loss", ax_loss, "loss"), ("acc", ax_acc, "accuracy (%)")):
+    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
         for split in ("train", "val"):
             epochs, values = series(history, f"{split}_{key}")
             if epochs:
                 ax.plot(epochs, values, marker="o", ms=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
     epochs, accs = series(history, "val_acc")
     if accs:
         best = int(np.argmax(accs))
         ax_acc.axvline(epochs[best], color="grey", ls=":", lw=1)
         ax_acc.annotate(f"best val {accs[best]:.1f}%", (epochs[best], accs[best]), fontsize=8,
                         textcoords="offset points", xytext=(4, -12))
-    for ax in (ax_loss, ax_acc):
+    return finish_epoch_figure(fig, ((ax_loss, "loss"), (ax_acc, "accuracy (%)")), title)
+
+
+def finish_epoch_figure(fig: Figure, axes: Sequence[Tuple[Axes, str]], title: str = "") -> Figure:
+    """Label per-epoch axes (x: integer epochs, y: `unit`), add grids, legends and the title."""
+    for ax, unit in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     if title:
@@ -305,7 +313,7 @@ def weight_overlay(ax: Axes, image: np.ndarray, weights: np.ndarray, vmax: float
 
 def show_emd_weights(model, support_images: paddle.Tensor, query_image: paddle.Tensor,
                      class_names: Optional[Sequence[str]] = None, query_label: Optional[int] = None,
-                     stats=None, cell: float = 1.9) -> Figure:
+                     stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD), cell: float = 1.9) -> Figure:
     """DeepEMD's cross-reference weights in a 1-shot episode, one column per class.
 
     Top row: each class's support image with the weights of its nodes referenced to the query
@@ -313,7 +321,7 @@ def show_emd_weights(model, support_images: paddle.Tensor, query_image: paddle.T
     the weights of its nodes referenced to that class. The EMD moves mass between heavy nodes;
     light nodes (background, clutter) hardly count. Titles give each class's logit; the largest
     is the prediction (green if it is `query_label`, red otherwise). `stats` are the images'
-    (mean, std) normalisation (default: data.transforms').
+    (mean, std) normalisation.
     """
     way = len(support_images)
     pairs = [emd_pair(model, support_images[c], query_image) for c in range(way)]
@@ -339,7 +347,8 @@ def show_emd_weights(model, support_images: paddle.Tensor, query_image: paddle.T
 
 
 def show_emd_flow(model, support_image: paddle.Tensor, query_image: paddle.Tensor, title: str = "",
-                  top: int = 40, stats=None, cell: float = 3.0) -> Figure:
+                  top: int = 40, stats: Tuple[Sequence[float], Sequence[float]] = (MEAN, STD),
+                  cell: float = 3.0) -> Figure:
     """The optimal EMD flow between a query (left) and a support image (right): a line joins the
     centres of two nodes that exchange mass, its width the mass moved and its colour the
     nodes' cosine similarity; only the `top` largest flows are drawn (the caption says how much
@@ -378,6 +387,70 @@ def show_emd_flow(model, support_image: paddle.Tensor, query_image: paddle.Tenso
     ax.set_title(f"{title}{chr(10) if title else ''}logit {pair['logit']:.2f}; the {len(order)} largest flows "
                  f"carry {100 * carried:.0f}% of the mass", fontsize=9)
     return fig
+
+
+# ----------------------------------------------------------------------------------------
+# MTL inner loop
+# ----------------------------------------------------------------------------------------
+def plot_inner_loop(traces: Dict[str, np.ndarray], title: str = "") -> Figure:
+    """Query accuracy against inner-loop steps: `traces` maps a label (e.g. "5-way 1-shot") to
+    an [episodes, steps + 1] array of accuracies (%), step 0 being the initialisation. Draws
+    the mean with its 95% interval band."""
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    for label, trace in traces.items():
+        trace = np.asarray(trace, dtype=np.float64)
+        mean = trace.mean(0)
+        half = 1.96 * trace.std(0) / math.sqrt(len(trace))
+        steps = np.arange(trace.shape[1])
+        ax.plot(steps, mean, label=f"{label}: {mean[0]:.1f}% -> {mean[-1]:.1f}%")
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    return finish_single_axes(fig, ax, "inner-loop step (base learner updates on the support set)",
+                              "query accuracy (%)", title)
+
+
+# ----------------------------------------------------------------------------------------
+# Negative-Margin: accuracy against the margin, several runs' curves
+# ----------------------------------------------------------------------------------------
+def plot_accuracy_vs_margin(results: Dict[int, Dict[float, Tuple[float, float]]], title: str = "") -> Figure:
+    """Novel-class accuracy against the training margin: `results[shot][margin] = (mean %, 95%
+    half-width)`, one line with error bars per shot; margin 0 (the plain cosine softmax) marked."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for shot, by_margin in sorted(results.items()):
+        margins = sorted(by_margin)
+        means = [by_margin[m][0] for m in margins]
+        intervals = [by_margin[m][1] for m in margins]
+        ax.errorbar(margins, means, yerr=intervals, marker="o", ms=4, capsize=3, label=f"5-way {shot}-shot")
+    ax.axvline(0.0, color="grey", ls=":", lw=1)
+    return finish_single_axes(fig, ax, "margin m of the base-training head (negative: looser)",
+                              "novel-class accuracy (%)", title)
+
+
+def finish_single_axes(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """Axis labels, grid, legend and title of a one-panel figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_val_curves(runs: Dict[str, Union[str, List[Dict]]], title: str = "") -> Figure:
+    """Validation accuracy per epoch of several runs (label -> history or run folder), with the
+    training loss beside it: how the runs of a sweep learn."""
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for label, history in runs.items():
+        history = load_history(history)
+        for key, ax in (("train_loss", ax_loss), ("val_acc", ax_acc)):
+            epochs, values = series(history, key)
+            if epochs:
+                ax.plot(epochs, values, marker="o", ms=3, label=label)
+    return finish_epoch_figure(fig, ((ax_loss, "training loss"), (ax_acc, "validation accuracy (%)")), title)
 
 
 # ----------------------------------------------------------------------------------------

@@ -4,14 +4,18 @@ from typing import Dict, Type
 from methods.base import FewShotMethod
 from methods.deepemd import DeepEMD
 from methods.frn import FRN
+from methods.mtl import MTL
+from methods.neg_margin import NegMargin
 from methods.protonet import ProtoNet
 from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier, WeightedClassifier
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
     "protonet": ProtoNet,
     "deepemd": DeepEMD,
+    "mtl": MTL,          # Meta-Transfer Learning: pretrain, meta_train and test stages
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
+    "neg_margin": NegMargin,
     # SimTrans, weak-shot (not episodic): steps 0, 1 (+2 via test.py), 3a, 3b of the reference
     "simtrans_naive": WebClassifier,
     "simtrans_simnet": SimNet,

@@ -16,8 +16,9 @@ may put per-sample fields after the label in a batch (passed on to `pretrain_los
 on a whole labelled split and are tested by `test_whole_split` instead of episodes.
 """
 import argparse
-from typing import Callable, List, NamedTuple, Optional, Sized, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Sized, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -26,6 +27,7 @@ from data.datasets import ImageList, filelist_path
 from data.samplers import ShuffledBatchSampler
 from data.transforms import eval_transform, train_transform
 from frn.errors import UserError
+from frn.optim import trainable_parameters
 
 #: a validation callable: () -> (score %, loss) or (score %, loss, {extra metric: value})
 Validator = Callable[[], tuple]
@@ -51,6 +53,10 @@ class FewShotMethod(nn.Layer):
     features_are_frozen_at_test: bool = True
     #: the training loop zeroes NaN gradients before each step (the reference DeepEMD does)
     zero_nan_gradients: bool = False
+    #: episodes the evaluation loop hands to `episode_scores_batch` at once (from the feature cache)
+    eval_episode_batch: int = 1
+    #: meta_train.py may train it episodically (False: whole-class training only)
+    trains_episodically: bool = True
     #: tested by few-shot episodes; False: trained and tested on whole labelled splits (weak-shot)
     episodic: bool = True
     #: every epoch starts with fresh optimizer state (momentum buffers), as in reference scripts
@@ -82,6 +88,12 @@ class FewShotMethod(nn.Layer):
         """The method's own image pipeline, or None for the dataset's standard transforms."""
         return None
 
+    @staticmethod
+    def backbone_options(args: argparse.Namespace, num_classes: Optional[int]) -> dict:
+        """Keyword arguments for the backbone's constructor (none by default; MTL chooses its
+        encoder's widths and, by stage, plain or scaling/shifting convolutions)."""
+        return {}
+
     def forward(self, images: paddle.Tensor, labels: paddle.Tensor, *extra: paddle.Tensor,
                 episode: Optional[Tuple[int, int]] = None) -> tuple:
         """Training entry (kept in `forward` so `paddle.DataParallel` syncs gradients):
@@ -90,13 +102,18 @@ class FewShotMethod(nn.Layer):
         if episode is None:
             return self.pretrain_loss(images, labels, *extra)
         way, shot = episode
-        support, query = split_episode(self.extract(images), way, shot)
+        support, query = self.extract_episode(images, way, shot)
         return self.episode_loss(support, query, way, shot, labels)
 
     # ----- features ----------------------------------------------------------------------
     def extract(self, images: paddle.Tensor) -> paddle.Tensor:
         """Backbone features in the form `episode_logits` consumes (default: the dense map)."""
         return self.feature_extractor(images)
+
+    def extract_episode(self, images: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """(support, query) features of one training episode batch (default: one backbone pass;
+        MTL passes the queries and then the support through the backbone separately)."""
+        return split_episode(self.extract(images), way, shot)
 
     # ----- episodes ----------------------------------------------------------------------
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
@@ -106,6 +123,14 @@ class FewShotMethod(nn.Layer):
     def episode_scores(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         """Scores whose argmax is the test-time prediction (default: `episode_logits`)."""
         return self.episode_logits(support, query, way, shot)
+
+    def episode_scores_batch(self, support: paddle.Tensor, query: paddle.Tensor, way: int,
+                             shot: int) -> paddle.Tensor:
+        """Test-time scores [E, n_query_images, way] of E episodes at once, from support
+        [E, way*shot, ...] and query [E, n_query_images, ...]. The default scores one episode
+        after the other; a method whose test-time adaptation can be batched overrides it (and
+        raises `eval_episode_batch`), giving the same numbers."""
+        return paddle.stack([self.episode_scores(support[e], query[e], way, shot) for e in range(support.shape[0])])
 
     def episode_loss(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int,
                      query_labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
@@ -163,6 +188,12 @@ class FewShotMethod(nn.Layer):
         print the result lines and return the scores."""
         raise NotImplementedError(f"{cls.__name__} is tested by episodes")
 
+    # ----- optimisation ------------------------------------------------------------------
+    def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:
+        """Trainable parameters grouped by learning-rate factor (relative to --lr). Default: one
+        group of every parameter that records gradients."""
+        return [(trainable_parameters(self), 1.0)]
+
     # ----- checkpoints -------------------------------------------------------------------
     def checkpoint_identity(self) -> dict:
         """What a checkpoint of this model must match to be loaded into it."""
@@ -175,10 +206,24 @@ class FewShotMethod(nn.Layer):
         return ()
 
     @staticmethod
-    def from_reference_key(key: str) -> str:
+    def is_meta_parameter(key: str) -> bool:
+        """Whether state-dict entry `key` is learnt only by episodic training, so that a
+        pre-training checkpoint neither has nor sets it (--pretrain_path leaves it at its
+        initial value; MTL: scaling/shifting parameters and the base learner)."""
+        return False
+
+    @staticmethod
+    def from_reference_key(key: str) -> Optional[str]:
         """This model's name for a key of the official checkpoints (after `module.` is
-        stripped); the identity when the module trees already agree."""
+        stripped); the identity when the module trees already agree, None for an entry to
+        drop (a second name of a tensor the checkpoint already holds)."""
         return key
+
+    @staticmethod
+    def reference_settings(state: Mapping[str, np.ndarray]) -> dict:
+        """Flag values an official checkpoint implies (`python -m frn.convert` builds the model
+        with them; "num_classes" selects the whole-class stage). None by default."""
+        return {}
 
 
 def split_episode(features: paddle.Tensor, way: int, shot: int) -> Tuple[paddle.Tensor, paddle.Tensor]:

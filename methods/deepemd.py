@@ -32,6 +32,7 @@ import paddle.nn.functional as F
 
 from frn.flags import add_aliases, int_list
 from frn.errors import UserError
+from frn.optim import sgd_dampened_step
 from methods.base import FewShotMethod
 
 VARIANTS = ("fcn", "grid", "sampling")
@@ -53,31 +54,41 @@ SEED_ALIASES = {
 # the EMD head, as functions of feature maps (used by the method and the parity tests)
 # ----------------------------------------------------------------------------------------
 def nodes(features: paddle.Tensor) -> paddle.Tensor:
-    """[N, C, h, w] -> [N, C, h*w]: every spatial position (or patch) is one node."""
-    return features.flatten(2)
+    """[..., C, h, w] -> [..., C, h*w]: every spatial position (or patch) is one node."""
+    return features.flatten(-2)
 
 
 def cross_reference_weights(proto: paddle.Tensor, query: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """Node weights of both sides on the raw features (spec §4a).
 
-    Returns weight_1 [Q, W, n] (query nodes, referenced to each class's mean feature) and
-    weight_2 [W, Q, n] (prototype nodes, referenced to each query's mean feature).
+    Returns weight_1 [..., Q, W, n] (query nodes, referenced to each class's mean feature) and
+    weight_2 [..., W, Q, n] (prototype nodes, referenced to each query's mean feature); leading
+    dimensions (e.g. episodes) are batch dimensions.
     """
-    p, q = nodes(proto), nodes(query)
-    weight_1 = paddle.einsum("qcn,wc->qwn", q, p.mean(-1))
-    weight_2 = paddle.einsum("wcn,qc->wqn", p, q.mean(-1))
+    p, q = nodes(proto), nodes(query)                                 # [..., N, C, n]
+    # [..., N, n, C] @ [..., 1, C, M] -> [..., N, n, M]: batched matrix products (faster than einsum)
+    weight_1 = paddle.swapaxes(paddle.matmul(paddle.swapaxes(q, -1, -2), p.mean(-1).unsqueeze(-3), transpose_y=True), -1, -2)
+    weight_2 = paddle.swapaxes(paddle.matmul(paddle.swapaxes(p, -1, -2), q.mean(-1).unsqueeze(-3), transpose_y=True), -1, -2)
     return F.relu(weight_1) + WEIGHT_FLOOR, F.relu(weight_2) + WEIGHT_FLOOR
 
 
 def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
-    """sim[i, j, a, b] = cos(query i node a, prototype j node b) of channel-centred nodes,
-    [Q, W, n, n] with query nodes on the rows. A matrix product of unit vectors instead of the
-    reference's [Q, W, n, n, C] repeat: same values, a fraction of the memory (spec §13.14)."""
-    def unit(x):
-        x = nodes(x)
-        x = x - x.mean(1, keepdim=True)
-        return x / paddle.clip(paddle.linalg.norm(x, axis=1, keepdim=True), min=1e-8)
-    return paddle.einsum("qca,wcb->qwab", unit(query), unit(proto))
+    """sim[..., i, j, a, b] = cos(query i node a, prototype j node b) of channel-centred nodes,
+    [..., Q, W, n, n] with query nodes on the rows. One matrix product of unit node vectors
+    instead of the reference's [Q, W, n, n, C] repeat: same values, a fraction of the memory
+    and time (spec §13.14). Nodes are made rows first: Paddle's CPU reductions and products are
+    several times faster over a contiguous channel axis."""
+    def unit_rows(x):                                       # [..., N, C, n] -> [..., N, n, C]
+        x = paddle.swapaxes(nodes(x), -1, -2)
+        x = x - x.mean(-1, keepdim=True)
+        # sqrt of a sum instead of paddle.linalg.norm, whose CPU kernel is several times slower
+        return x / paddle.clip((x * x).sum(-1, keepdim=True).sqrt(), min=1e-8)
+    q, p = unit_rows(query), unit_rows(proto)
+    *batch, n_query, n, channels = q.shape
+    way, m = p.shape[-3], p.shape[-2]
+    sim = paddle.matmul(q.reshape([*batch, n_query * n, channels]), p.reshape([*batch, way * m, channels]),
+                        transpose_y=True)
+    return paddle.swapaxes(sim.reshape([*batch, n_query, n, way, m]), -3, -2)
 
 
 def normalise_weights(weights: paddle.Tensor, floor: float = OPENCV_FLOOR) -> paddle.Tensor:
@@ -101,16 +112,17 @@ def opencv_flows(cost: np.ndarray, supply: np.ndarray, demand: np.ndarray) -> np
 def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv", temperature: float = 12.5,
                form: str = "L2", l2_strength: float = 1e-6, weight_gradient: bool = False,
                qp_iterations: int = 20) -> paddle.Tensor:
-    """Class scores [Q, W] of the queries against the prototypes [W, C, h, w] (spec §4-6).
+    """Class scores [..., Q, W] of the queries [..., Q, C, h, w] against the prototypes
+    [..., W, C, h, w] (spec §4-6); leading dimensions are episodes solved in one batch.
 
     With `solver="exact"` and `weight_gradient` the node weights receive the gradient of the
     transport objective (its dual potentials); otherwise `exact` behaves as `opencv`: flows and
     weights are constants and the gradient flows through the similarity only."""
     weight_1, weight_2 = cross_reference_weights(proto, query)
     sim = centred_cosine(proto, query)
-    n_query, way, n, m = sim.shape
+    *batch, n, m = sim.shape
     supply = weight_1.reshape([-1, n])                                  # row (query node) masses
-    demand = weight_2.transpose([1, 0, 2]).reshape([-1, m])             # column (prototype) masses
+    demand = paddle.swapaxes(weight_2, -3, -2).reshape([-1, m])        # column (prototype) masses
     sim = sim.reshape([-1, n, m])
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
@@ -120,7 +132,7 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
         if not weight_gradient:
             supply, demand = supply.detach(), demand.detach()
         score = transport_score(sim, normalise_weights(supply), normalise_weights(demand), solver)
-    return (score * (temperature / n)).reshape([n_query, way])
+    return (score * (temperature / n)).reshape(batch)
 
 
 def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Tensor, solver: str) -> paddle.Tensor:
@@ -154,37 +166,45 @@ def feature_pyramid(features: paddle.Tensor, sizes: Sequence[int]) -> paddle.Ten
     return paddle.concat(levels + [features.reshape([n, c, 1, -1])], axis=-1)
 
 
-def sgd_dampened_step(param: paddle.Tensor, grad: paddle.Tensor, buf: Optional[paddle.Tensor], lr: float,
-                      momentum: float = 0.9, dampening: float = 0.9) -> Tuple[paddle.Tensor, paddle.Tensor]:
-    """PyTorch's SGD with momentum and dampening (Paddle's Momentum has no dampening): the first
-    step's buffer is the raw gradient, later buf = m·buf + (1 - d)·grad; param -= lr·buf."""
-    buf = grad if buf is None else momentum * buf + (1 - dampening) * grad
-    return param - lr * buf, buf
+def sfc_orders(episodes: int, steps: int, size: int) -> np.ndarray:
+    """[episodes, steps, size] random orders of each episode's support images from numpy's global
+    RNG, drawn episode by episode: fitting E episodes at once consumes the stream exactly as E
+    fits one after another, so batched and per-episode evaluation give the same numbers."""
+    return np.stack([np.stack([np.random.permutation(size) for _ in range(steps)]) for _ in range(episodes)])
 
 
 def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
             logits_fn: Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor], steps: int = 100,
-            lr: float = 100.0, batch_size: int = 4, permutations: Optional[Sequence[np.ndarray]] = None,
-            on_step: Optional[Callable[[paddle.Tensor, float], None]] = None) -> paddle.Tensor:
-    """The structured fully connected layer (spec §7): start from the class means `init`
-    [W, C, h, w], then for each of `steps` random orders of the support images take one SGD step
-    (momentum 0.9, dampening 0.9) per chunk of `batch_size`, on the cross-entropy of the support
-    images classified against the SFC. `permutations` replays given orders (parity tests);
-    otherwise numpy's global RNG draws them; `on_step(sfc, loss)` sees every SGD step.
+            lr: float = 100.0, batch_size: int = 4, permutations: Optional[np.ndarray] = None,
+            on_step: Optional[Callable[[paddle.Tensor, np.ndarray], None]] = None) -> paddle.Tensor:
+    """The structured fully connected layer (spec §7) of E episodes at once.
+
+    Starts from the class means `init` [E, W, C, h, w]; for each of `steps` random orders of an
+    episode's support images [E, S, C, h, w] (labels [S]) it takes one SGD step (momentum 0.9,
+    dampening 0.9) per chunk of `batch_size` on the cross-entropy of the chunk classified against
+    the SFC by `logits_fn(sfc, chunk)` -> [E, chunk, W]. Episodes do not interact: the loss is
+    the sum of their mean cross-entropies. `permutations` [E, steps, S] replays given orders
+    (parity tests), else `sfc_orders` draws them; `on_step(sfc, losses)` sees every SGD step.
     Gradients are on even when called under no_grad."""
+    episodes, size = support.shape[:2]
+    orders = np.asarray(permutations) if permutations is not None else sfc_orders(episodes, steps, size)
+    flat_support = support.detach().reshape([episodes * size, *support.shape[2:]])
+    offsets = (np.arange(episodes) * size)[:, None]
     sfc, buf = init.detach(), None
-    support = support.detach()
     with paddle.set_grad_enabled(True):
         for step in range(steps):
-            order = permutations[step] if permutations is not None else np.random.permutation(len(support))
-            for start in range(0, len(order), batch_size):
-                chunk = paddle.to_tensor(np.asarray(order[start:start + batch_size], dtype=np.int64))
+            for start in range(0, size, batch_size):
+                chunk = orders[:, step, start:start + batch_size]                   # [E, b]
+                images = flat_support[paddle.to_tensor((chunk + offsets).reshape(-1))]
                 sfc.stop_gradient = False
-                loss = F.cross_entropy(logits_fn(sfc, support[chunk]), labels[chunk])
-                grad, = paddle.grad(loss, sfc)
+                logits = logits_fn(sfc, images.reshape([episodes, chunk.shape[1], *images.shape[1:]]))
+                losses = F.cross_entropy(logits.reshape([-1, logits.shape[-1]]),
+                                         labels[paddle.to_tensor(chunk.reshape(-1))], reduction="none")
+                losses = losses.reshape([episodes, -1]).mean(1)
+                grad, = paddle.grad(losses.sum(), sfc)
                 sfc, buf = sgd_dampened_step(sfc.detach(), grad, buf, lr)
                 if on_step is not None:
-                    on_step(sfc, float(loss))
+                    on_step(sfc, losses.numpy())
     return sfc.detach()
 
 
@@ -195,6 +215,8 @@ class DeepEMD(FewShotMethod):
     """DeepEMD-FCN / Grid / Sampling on a dense backbone, with a linear head for pre-training."""
 
     zero_nan_gradients = True  # train_meta.py's detect_grad_nan
+    #: test episodes scored together: one EMD batch, one SFC fit for all of them (a few MB each)
+    eval_episode_batch = 20
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__(backbone, args, num_classes)
@@ -293,14 +315,20 @@ class DeepEMD(FewShotMethod):
                           weight_gradient, self.qp_iterations)
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
+        proto = support if shot == 1 else self.sfc(support[None], way, shot)[0]
+        return self.logits_against(proto, query)
+
+    def episode_scores_batch(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
+        """Scores [E, Q, W] of E episodes solved together: one EMD batch for all their problems,
+        and in k-shot one SFC fit for all of them (same numbers as episode by episode)."""
         proto = support if shot == 1 else self.sfc(support, way, shot)
         return self.logits_against(proto, query)
 
-    def sfc(self, support: paddle.Tensor, way: int, shot: int,
-            permutations: Optional[Sequence[np.ndarray]] = None,
-            on_step: Optional[Callable[[paddle.Tensor, float], None]] = None) -> paddle.Tensor:
-        """The SFC of a class-major k-shot support set (no gradient reaches the support)."""
-        init = support.reshape([way, shot, *support.shape[1:]]).mean(1)
+    def sfc(self, support: paddle.Tensor, way: int, shot: int, permutations: Optional[np.ndarray] = None,
+            on_step: Optional[Callable[[paddle.Tensor, np.ndarray], None]] = None) -> paddle.Tensor:
+        """The SFCs [E, W, C, h, w] of E class-major k-shot support sets [E, W·shot, C, h, w] (no
+        gradient reaches the support)."""
+        init = support.reshape([support.shape[0], way, shot, *support.shape[2:]]).mean(2)
         labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
         return fit_sfc(init, support, labels, self.logits_against, self.sfc_update_step, self.sfc_lr,
                        self.sfc_bs, permutations, on_step)

@@ -1,21 +1,22 @@
 /*
  * emd_exact.c -- batched exact solver of small balanced transportation problems (EMD).
  *
- * Compiled on first use by methods/emd_exact.py (cc -O3 -shared -fPIC) and called through
+ * Compiled on first use by methods/emd_exact.py (cc -O3 ... -shared -fPIC) and called through
  * ctypes. One problem:  min sum_ab flow_ab cost_ab  s.t. row sums = w1, column sums = w2,
  * flow >= 0, with a dummy node absorbing the gap when sum(w1) != sum(w2) (see quantise()).
  *
  * Algorithm: primal network simplex on the bipartite graph supplies -> demands.
  *  - Masses are quantised to integers (fixed point, 2^-50 of the larger total) so that flows are
  *    exact: a flow is either exactly zero or not, which the anti-cycling rule relies on.
- *  - Initial basis: greedy "least cost" allocation (cells in increasing cost order), with ties
- *    broken lexicographically as in the perturbed problem (every non-root node sends epsilon to
- *    a root demand node). The resulting spanning tree is strongly feasible.
+ *  - Initial basis: greedy "least cost" allocation (cells in increasing cost order, by 256
+ *    buckets), with ties broken lexicographically as in the perturbed problem (every non-root
+ *    node sends epsilon to a root demand node). The resulting spanning tree is strongly feasible.
  *  - Strongly feasible trees (Cunningham 1976): every basic arc with zero flow points towards
  *    the root. The leaving arc is the last blocking arc met when walking the pivot cycle along
  *    the entering arc's orientation from the apex; this keeps the tree strongly feasible and
  *    rules out cycling on degenerate problems (equal weights, ties, integer costs).
- *  - Pricing: block search over rows of reduced costs, starting where the last search stopped.
+ *  - Pricing: block search over rows of reduced costs, starting where the last search stopped;
+ *    each row's minimum is a plain (vectorised, with the finite-math flags) reduction.
  *  - Potentials (u for rows, v for columns, u_a + v_b = c_ab on tree arcs) are updated on the
  *    re-hung subtree only, and recomputed from the tree at the end to shed drift.
  *
@@ -54,6 +55,7 @@ typedef struct {
     int *order, *order_tmp;
     uint16_t *keys;
     long pivots;
+    double cmax;               /* largest |cost| (tolerance scale) */
 } Work;
 
 /* ---------------------------------------------------------------- workspace */
@@ -140,8 +142,8 @@ static void gather_costs(Work *W, const double *cost, int m) {
     }
 }
 
-/* Cells in increasing cost order. The order only steers the heuristic, so 16-bit keys and a
- * two-pass radix sort (linear time) are enough. */
+/* Cells in roughly increasing cost order: one counting pass over 256 cost buckets (cells of a
+ * bucket keep their index order). The order only steers the heuristic, so this is enough. */
 static void sort_cells(Work *W) {
     int cells = W->ns * W->nd;
     double lo = W->C[0], hi = W->C[0];
@@ -149,20 +151,13 @@ static void sort_cells(Work *W) {
         double c = W->C[i];
         lo = c < lo ? c : lo; hi = c > hi ? c : hi;
     }
-    double f = hi > lo ? 65535.0 / (hi - lo) : 0.0;
-    for (int i = 0; i < cells; i++) W->keys[i] = (uint16_t)((W->C[i] - lo) * f);
+    double f = hi > lo ? 255.999 / (hi - lo) : 0.0;
     int count[257];
-    int *src = W->order_tmp, *dst = W->order;
-    for (int i = 0; i < cells; i++) src[i] = i;
-    for (int shift = 0; shift < 16; shift += 8) {
-        memset(count, 0, sizeof(count));
-        for (int i = 0; i < cells; i++) count[((W->keys[src[i]] >> shift) & 255) + 1]++;
-        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
-        for (int i = 0; i < cells; i++) dst[count[(W->keys[src[i]] >> shift) & 255]++] = src[i];
-        int *t = src; src = dst; dst = t;
-    }
-    /* after two passes the result is back in order_tmp; swap the pointers so order has it */
-    int *t = W->order; W->order = W->order_tmp; W->order_tmp = t;
+    memset(count, 0, sizeof(count));
+    for (int i = 0; i < cells; i++) { W->keys[i] = (uint16_t)((W->C[i] - lo) * f); count[W->keys[i] + 1]++; }
+    for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+    for (int i = 0; i < cells; i++) W->order[count[W->keys[i]]++] = i;
+    W->cmax = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
 }
 
 /* ---------------------------------------------------------------- tree helpers */
@@ -272,10 +267,14 @@ static int price(Work *W, int *row, int block, double tol, int *k, int *l, doubl
     int bk = -1, bl = -1;
     for (int scanned = 0; scanned < ns; scanned++) {
         const double *c = W->C + (size_t)r * nd;
-        double ua = W->pot[r];
-        for (int b = 0; b < nd; b++) {
-            double rc = c[b] - ua - v[b];
-            if (rc < best) { best = rc; bk = r; bl = b; }
+        double ua = W->pot[r], low = HUGE_VAL;
+        for (int b = 0; b < nd; b++) {                 /* a plain minimum: vectorised */
+            double rc = c[b] - v[b];
+            low = rc < low ? rc : low;
+        }
+        if (low - ua < best) {                           /* rare: locate it */
+            for (int b = 0; b < nd; b++)
+                if (c[b] - v[b] == low) { best = low - ua; bk = r; bl = b; break; }
         }
         r = r + 1 == ns ? 0 : r + 1;
         if (++in_block >= block) {
@@ -389,9 +388,7 @@ static int solve_one(Work *W, const Options *o, const double *cost, const double
     int status = initial_tree(W);
     if (status != EMD_OK) return status;
 
-    double cmax = 1.0;
-    for (int i = 0; i < W->ns * W->nd; i++) cmax = fabs(W->C[i]) > cmax ? fabs(W->C[i]) : cmax;
-    double tol = 1e-12 * cmax;
+    double tol = 1e-12 * (W->cmax > 1.0 ? W->cmax : 1.0);
     int row = 0, k, l;
     double rc;
     long limit = o->max_pivots;

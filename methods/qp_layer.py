@@ -275,13 +275,18 @@ class _TransportKKT:
         w_range = np.zeros_like(rhs)
         w_range[:, self.keep] = y0 - _mv(self.x_kn, beta)
         w = w_range + beta @ self.N.T
-        dx = self.p_inv * (r - self._m_t(w_range))                          # Mᵀ N β = 0
+        m_t_w = self._m_t(w_range)                                          # Mᵀ N β = 0
+        dx = self.p_inv * (r - m_t_w)
         ds = -rz - self.ineq(dx)
-        dlam = -rs - self.d * ds
-        dlam[:, nz:] = w[:, :2 * n]
-        # on a tight constraint (large d) B dx is tiny and its rounding would dominate ds
-        tight = d_b > 1.0
-        ds[:, nz:] = np.where(tight, (-rs[:, nz:] - dlam[:, nz:]) / d_b, ds[:, nz:])
+        # multiplier steps without multiplying a rounded quantity by a large d: for the flow
+        # bounds dλ = -rs + d·(rz - dx) with d·dx = (d / (κ + d))·(r - Mᵀw) expanded, and for
+        # the row/column sums the constraint-space unknowns themselves
+        ratio = d_x * self.p_inv
+        dlam = np.concatenate([-rs[:, :nz] + self.kappa * ratio * rz[:, :nz]
+                               + ratio * (rx + rs[:, :nz] + m_t_w), w[:, :2 * n]], axis=1)
+        # on a tight constraint (large d) the slack step is tiny: take it from dλ, not from G dx
+        tight = self.d > 1.0
+        ds = np.where(tight, (-rs - dlam) / self.d, ds)
         return dx, ds, dlam, w[:, 2 * n:2 * n + 1]
 
 

@@ -44,6 +44,7 @@ from data.weakshot import WeakShot, injected_files, load_weakshot
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.errors import UserError
 from frn.flags import add_aliases
+from frn.optim import trainable_parameters
 from frn.stats import mean_and_interval, roc_auc
 from methods.base import FewShotMethod, TrainingPlan, Validator
 from network import BACKBONES, build_backbone
@@ -83,14 +84,12 @@ def pair_feature(p: paddle.Tensor, q: paddle.Tensor) -> paddle.Tensor:
 # ----------------------------------------------------------------------------------------
 # networks
 # ----------------------------------------------------------------------------------------
-def torch_linear(n_in: int, n_out: int, lr_scale: float = 1.0) -> nn.Linear:
-    """nn.Linear with PyTorch's default init (weight and bias uniform in +-1/sqrt(n_in)) and an
-    optional learning-rate multiplier."""
+def torch_linear(n_in: int, n_out: int) -> nn.Linear:
+    """nn.Linear with PyTorch's default init (weight and bias uniform in +-1/sqrt(n_in))."""
     bound = 1.0 / math.sqrt(n_in)
-
-    def attr() -> paddle.ParamAttr:
-        return paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound), learning_rate=lr_scale)
-    return nn.Linear(n_in, n_out, weight_attr=attr(), bias_attr=attr())
+    init = nn.initializer.Uniform(-bound, bound)
+    return nn.Linear(n_in, n_out, weight_attr=paddle.ParamAttr(initializer=init),
+                     bias_attr=paddle.ParamAttr(initializer=init))
 
 
 def linear_bn_relu(n_in: int, n_out: int) -> nn.Sequential:
@@ -133,15 +132,13 @@ HEADS = {"2": SimilarityHead2, "4": SimilarityHead4}
 
 
 class DomainClassifier(nn.Layer):
-    """The discriminator on diff features: Linear -> LayerNorm (domain_bn 1) -> ReLU -> Linear(2).
-    `lr_scale` = domain_lr / lr makes one optimizer apply the discriminator's own learning rate."""
+    """The discriminator on diff features: Linear -> LayerNorm (domain_bn 1) -> ReLU -> Linear(2)."""
 
-    def __init__(self, diff_dim: int, layer_norm: bool = True, lr_scale: float = 1.0):
+    def __init__(self, diff_dim: int, layer_norm: bool = True):
         super().__init__()
-        self.fc = torch_linear(diff_dim, diff_dim, lr_scale)
-        lr_attr = paddle.ParamAttr(learning_rate=lr_scale)
-        self.bn = nn.LayerNorm(diff_dim, epsilon=1e-5, weight_attr=lr_attr, bias_attr=lr_attr) if layer_norm else None
-        self.fc2 = torch_linear(diff_dim, 2, lr_scale)
+        self.fc = torch_linear(diff_dim, diff_dim)
+        self.bn = nn.LayerNorm(diff_dim, epsilon=1e-5) if layer_norm else None
+        self.fc2 = torch_linear(diff_dim, 2)
 
     def forward(self, x: paddle.Tensor, frozen: bool = False) -> paddle.Tensor:
         """Domain logits; `frozen` computes them through detached weights, so that a loss on them
@@ -512,6 +509,7 @@ class SimTransStage(FewShotMethod):
     optimiser habits (fresh every epoch, lr halved every --lr_interval epochs) and flags."""
 
     episodic = False
+    trains_episodically = False
     fresh_optimizer_each_epoch = True
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
@@ -562,8 +560,7 @@ class SimNet(SimTransStage):
         weighted = float(getattr(args, "similarity_weighted", 0))
         self.similar_weight = weighted if weighted >= 0 else float(getattr(args, "batch_class_num", 20))
         self.similarity_head = HEADS[self.head_type](backbone.out_channels)
-        lr_scale = getattr(args, "domain_lr", 1.0) / getattr(args, "lr", 1.0)
-        self.domain_classifier = DomainClassifier(self.similarity_head.diff_dim, self.domain_bn == 1, lr_scale)
+        self.domain_classifier = DomainClassifier(self.similarity_head.diff_dim, self.domain_bn == 1)
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -604,6 +601,19 @@ class SimNet(SimTransStage):
 
     def checkpoint_identity(self) -> dict:
         return {**super().checkpoint_identity(), "head_type": self.head_type, "domain_bn": self.domain_bn}
+
+    def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:
+        """The SimNet at --lr, the discriminator at --domain_lr (the reference's two optimisers;
+        both halve on the same schedule, so their ratio holds)."""
+        discriminator = [p for p in self.domain_classifier.parameters() if not p.stop_gradient]
+        simnet = [p for p in trainable_parameters(self) if all(p is not q for q in discriminator)]
+        return [(simnet, 1.0), (discriminator, args.domain_lr / args.lr)]
+
+    @staticmethod
+    def reference_settings(state) -> dict:
+        """The head of a reference SimNet state: 4 with `fc1..fc4`, 2 with `fc`/`fc2`."""
+        head = "4" if any(".fc4." in f".{k}" for k in state if "similarity_head" in k) else "2"
+        return {"head_type": head, "domain_bn": 1}
 
     @staticmethod
     def optional_checkpoint_keys() -> Tuple[str, ...]:
@@ -793,6 +803,12 @@ class WebClassifier(SimTransStage):
 
     def checkpoint_identity(self) -> dict:
         return {**super().checkpoint_identity(), "family": CLASSIFIER_FAMILY}
+
+    @staticmethod
+    def reference_settings(state) -> dict:
+        """A reference classifier's class count, from its `fc.weight` [classes, features]."""
+        fc = next((v for k, v in state.items() if k.split("module.")[-1].split("backbone.")[-1] == "fc.weight"), None)
+        return {} if fc is None else {"num_classes": int(fc.shape[0])}
 
     @staticmethod
     def from_reference_key(key: str) -> str:

@@ -5,11 +5,16 @@ import paddle.nn as nn
 
 from network.conv4 import Conv4
 from network.resnet12 import ResNet12
+from network.resnet18 import ResNet10, ResNet18
+from network.resnet25 import ResNet25
 from network.resnet50 import ResNet50
 
 BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
     "Conv4": Conv4,
     "ResNet12": ResNet12,
+    "ResNet10": ResNet10,   # CloserLookFewShot / Negative-Margin code, 224x224 inputs
+    "ResNet18": ResNet18,
+    "ResNet25": ResNet25,   # the MTL code's encoder (methods/mtl.py)
     "ResNet50": ResNet50,  # paddle.vision.models, torchvision key names (SimTrans)
 }
 

@@ -19,8 +19,9 @@ def torch_default_conv_init(conv: nn.Conv2D) -> None:
         conv.bias.set_value(paddle.uniform(conv.bias.shape, min=-bound, max=bound))
 
 
-def kaiming_fan_out_conv(in_channels: int, out_channels: int, kernel: int, padding: int = 0) -> nn.Conv2D:
+def kaiming_fan_out_conv(in_channels: int, out_channels: int, kernel: int, padding: int = 0,
+                         stride: int = 1) -> nn.Conv2D:
     """Bias-free conv initialised N(0, 2/fan_out), as the reference ResNets do."""
     std = math.sqrt(2.0 / (out_channels * kernel * kernel))
-    return nn.Conv2D(in_channels, out_channels, kernel, padding=padding, bias_attr=False,
+    return nn.Conv2D(in_channels, out_channels, kernel, stride=stride, padding=padding, bias_attr=False,
                      weight_attr=nn.initializer.Normal(0.0, std))

@@ -1,21 +1,37 @@
-"""Conv-4 backbone exactly as the official FRN code (`models/backbones/Conv_4.py`).
+"""Conv-4 backbone exactly as the official FRN code (`models/backbones/Conv_4.py`), which is also
+the Conv-4 of the Negative-Margin code (bl0 `ConvNet(4)`) and of mmfewshot.
 
 Four blocks of Conv3x3(bias) -> BatchNorm -> ReLU -> MaxPool2; an 84x84 image gives a
-[64, 5, 5] map. The module tree mirrors the reference (`layers.{0,3,6,9}.layers.{0,1}`) so
-official state dicts map key for key.
+[64, 5, 5] map. The module tree mirrors the FRN reference (`layers.{0,3,6,9}.layers.{0,1}`) so
+its state dicts map key for key; `from_reference_key` maps the other two layouts.
+Initialisation: PyTorch's default (FRN), or with `init="kaiming"` the conv weights drawn
+N(0, 2 / (9 * out_channels)) as bl0's `init_layer` and mmfewshot's kaiming fan-out.
 """
+import math
+import re
+from typing import Optional
+
+import paddle
 import paddle.nn as nn
 
 from network.common import batch_norm, torch_default_conv_init
+
+INITS = ("torch", "kaiming")
+_BL0_KEY = re.compile(r"^trunk\.(\d)\.(C|BN)\.(.+)$")
+_BL0_ALIAS = re.compile(r"^trunk\.\d\.trunk\.[01]\.")  # the same tensors again, in bl0's `trunk` Sequential
+_MMFS_KEY = re.compile(r"^layers\.(\d)\.layers\.([01])\.(.+)$")
 
 
 class ConvBlock(nn.Layer):
     """Conv3x3 (with bias) followed by BatchNorm; the reference keeps them in `layers`."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, init: str = "torch"):
         super().__init__()
         conv = nn.Conv2D(in_channels, out_channels, 3, padding=1)
         torch_default_conv_init(conv)
+        if init == "kaiming":
+            std = math.sqrt(2.0 / (9 * out_channels))
+            conv.weight.set_value(paddle.normal(0.0, std, conv.weight.shape))
         self.layers = nn.Sequential(conv, batch_norm(out_channels))
 
     def forward(self, x):
@@ -25,13 +41,32 @@ class ConvBlock(nn.Layer):
 class Conv4(nn.Layer):
     """Four conv blocks, `width` channels each; output [N, width, H/16, W/16]."""
 
-    def __init__(self, width: int = 64, in_channels: int = 3):
+    def __init__(self, width: int = 64, in_channels: int = 3, init: str = "torch"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {init!r}")
         blocks = []
         for i in range(4):
-            blocks += [ConvBlock(in_channels if i == 0 else width, width), nn.ReLU(), nn.MaxPool2D(2, 2)]
+            blocks += [ConvBlock(in_channels if i == 0 else width, width, init), nn.ReLU(), nn.MaxPool2D(2, 2)]
         self.layers = nn.Sequential(*blocks)
         self.out_channels = width
 
     def forward(self, x):
         return self.layers(x)
+
+    @staticmethod
+    def from_reference_key(key: str, layout: str = "") -> Optional[str]:
+        """Our name of a Conv-4 key of the Negative-Margin code (`trunk.i.C.*`, `trunk.i.BN.*`;
+        their aliases `trunk.i.trunk.0/1.*` -> None, dropped) or, with `layout="mmfewshot"`, of
+        mmfewshot (`layers.i.layers.0/1.*`, i = 0..3). Block i is our `layers.{3i}` (ReLU and
+        pooling sit between the blocks). mmfewshot's names must be asked for: they look like
+        FRN's, which are ours already (`layers.3` is block 1 there, block 3 in mmfewshot)."""
+        if _BL0_ALIAS.match(key):
+            return None
+        match = _BL0_KEY.match(key)
+        if match:
+            return f"layers.{3 * int(match.group(1))}.layers.{0 if match.group(2) == 'C' else 1}.{match.group(3)}"
+        match = _MMFS_KEY.match(key) if layout == "mmfewshot" else None
+        if match:
+            return f"layers.{3 * int(match.group(1))}.layers.{match.group(2)}.{match.group(3)}"
+        return key

@@ -14,6 +14,7 @@
 # in the official runs. Few support vectors give it a usable signal from the first episode.
 #
 # Usage: DATA=/path/to/miniimagenet84_fs100 NAME=mini_imagenet SIZE=42 bash results/run_conv4_cpu.sh
+#        (METHODS="protonet" or "meta_frn" runs one of the two)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:?dataset folder in the mini-ImageNet CSV layout}
@@ -24,8 +25,9 @@ EPOCHS=${EPOCHS:-6}
 EPISODES=${EPISODES:-50}
 MILESTONE=${MILESTONE:-5}
 OUT=${OUT:-results/runs}
+METHODS=${METHODS:-protonet meta_frn}
 python write_miniImagenet_filelist.py --data_path "$DATA"
-for METHOD in protonet meta_frn; do
+for METHOD in $METHODS; do
   python meta_train.py --dataset "$NAME" --data_path "$DATA" --model Conv4 --method $METHOD --image_size "$SIZE" \
     --train_n_way 20 --n_shot "$SHOT" --n_query 10 --train_n_episode "$EPISODES" --epoch "$EPOCHS" \
     --optimizer adam --lr 1e-3 --gamma 0.1 --milestones "$MILESTONE" --wd 5e-4 --val_n_way 5 --val_n_episode 300 \

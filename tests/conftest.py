@@ -110,3 +110,8 @@ def simtrans_run(tiny_data, tmp_path_factory) -> dict:
     step("eval", "test.py", "--method", "simtrans_alternate", "--model_path",
          runs / "Conv4_simtrans_alternate_GCN_a0.1_avg1" / "best_model.pdparams")
     return {"bench": bench, "other": other, "checkpoints": ckpt, "runs": runs, "simnet": simnet, "out": outputs}
+def tiny_mtl_flags(data: Path, checkpoints: Path, *extra: str) -> list:
+    """The e2e flags with MTL on a narrow ResNet-25 (widths 4-8-16) instead of Conv-4."""
+    flags = tiny_flags(data, checkpoints, "--method", "mtl", "--widths", "4,8,16", *extra)
+    flags[flags.index("--model") + 1] = "ResNet25"
+    return flags

@@ -35,15 +35,16 @@ def test_meta_training_with_each_solver(tiny_data, pretrained, solver):
 @pytest.mark.parametrize("shot", ["1", "5"])
 def test_exact_and_opencv_evaluation_agree(tiny_data, pretrained, shot):
     """The default evaluation solver (exact) and the reference's (OpenCV) give the same test
-    accuracy on the same episodes, SFC included."""
+    accuracy on the same episodes, SFC included; so do episodes scored in groups from the
+    feature cache and one by one from the images (the SFC's random orders are drawn per episode)."""
     ckpt, pre = pretrained
     lines = []
-    for solver in ("exact", "opencv"):
-        result = run_script("test.py", *tiny_flags(tiny_data, ckpt, *EMD, "-eval_solver", solver, "-shot", shot,
-                                                   "-test_episode", "8", *SHORT_SFC, "--model_path", pre))
+    for flags in (["-eval_solver", "exact"], ["-eval_solver", "opencv"], ["--no_feature_cache"]):
+        result = run_script("test.py", *tiny_flags(tiny_data, ckpt, *EMD, *flags, "-shot", shot, "-test_episode", "8",
+                                                   *SHORT_SFC, "--model_path", pre))
         assert result.returncode == 0, result.stderr
         lines.append(acc_line(result.stdout))
-    assert lines[0] == lines[1]
+    assert lines[0] == lines[1] == lines[2]
     assert lines[0][0] == 8
 
 

@@ -39,17 +39,15 @@ def inject_parameters(nb, params: dict) -> None:
     nb.cells.insert(index + 1, cell)
 
 
-def execute(notebook: Path, params: dict, monkeypatch, cell_timeout: int = CELL_TIMEOUT):
-    """Run `notebook` top to bottom with `params` injected after its parameters cell, quiet
-    progress bars and the repository found through $FSL_REPO; returns (the executed notebook,
-    seconds). Raises CellExecutionError on the first failing cell."""
-    monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
-    monkeypatch.setenv("FSL_REPO", str(ROOT))
+def execute(notebook: Path, params: dict) -> tuple:
+    """Run `notebook` with `params` injected after its parameters cell, in the repository
+    folder; returns (the executed notebook, seconds taken). Raises on the first failing cell."""
     nb = nbformat.read(notebook, as_version=4)
     inject_parameters(nb, params)
     start = time.time()
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=cell_timeout,
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
     return nb, time.time() - start
 
 
@@ -58,26 +56,27 @@ def outputs(nb, output_type: str):
             if out.output_type == output_type]
 
 
-def test_committed_notebook_is_clean_and_parametrised():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+def check_clean_and_parametrised(path: Path, names) -> None:
+    """The committed notebook has no outputs and its first code cell, tagged `parameters`,
+    assigns every name in `names`."""
+    nb = nbformat.read(path, as_version=4)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be the parameters cell"
-    for name in ("DATA_ROOT", "WORK", "ZIP", "USE_DEMO_DATA", "MODEL", "GPU", "PRETRAIN_EPOCHS"):
+    for name in names:
         assert re.search(rf"^{name} = ", code[0].source, re.M), name
     assert all(not cell.outputs and cell.execution_count is None for cell in code), "clear the outputs"
+
+
+def test_committed_notebook_is_clean_and_parametrised():
+    check_clean_and_parametrised(NOTEBOOK, ("DATA_ROOT", "WORK", "ZIP", "USE_DEMO_DATA", "MODEL", "GPU",
+                                            "PRETRAIN_EPOCHS"))
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")  # inherited by the kernel and the scripts it runs
     monkeypatch.setenv("FSL_REPO", str(ROOT))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     params = tiny_parameters(tmp_path)
-    inject_parameters(nb, params)
-    start = time.time()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
-    elapsed = time.time() - start
+    nb, elapsed = execute(NOTEBOOK, params)
 
     assert not outputs(nb, "error")
     text = "".join(out.get("text", "") for out in outputs(nb, "stream"))

@@ -166,6 +166,7 @@ def test_resume_from_a_model_file_instead_of_a_resume_state(previous_run, tiny_d
     (["-form", "QQ"], ["-form", "QQ"]),
     (["-solver", "gurobi"], ["-solver", "gurobi"]),
     (["-eval_solver", "qpth"], ["-eval_solver"]),
+    (["-qp_iterations", "0"], ["-qp_iterations"]),
 ])
 def test_deepemd_bad_flag(previous_run, tiny_data, flags, needles):
     result = run_script("meta_train.py", *tiny_flags(tiny_data, previous_run, "--method", "deepemd", *flags,
@@ -179,3 +180,38 @@ def test_deepemd_checkpoint_of_another_backbone(previous_run, tiny_data):
     flags[flags.index("--model") + 1] = "ResNet12"
     result = run_script("test.py", *flags)
     check_untouched(previous_run, result, "--model_path", "Conv4", "ResNet12")
+
+
+# ----- Negative-Margin ------------------------------------------------------------------------
+NEG_MARGIN = ["--method", "neg_margin", "--epoch", "1", "--batch_size", "16", "--val_n_episode", "5"]
+
+
+@pytest.mark.parametrize("flags,needles", [
+    (["--margin", "0.1"], ["--margin 0.1", "positive", "--protocol bl0"]),          # mmfewshot asserts m <= 0
+    (["--metric", "cosine", "--margin", "-0.1"], ["--margin", "--metric cosine"]),
+    (["--finetune_steps", "0"], ["--finetune_steps"]),
+])
+def test_neg_margin_bad_flag(previous_run, tiny_data, flags, needles):
+    result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *NEG_MARGIN, *flags))
+    check_untouched(previous_run, result, *needles)
+
+
+def test_neg_margin_has_no_episodic_training(previous_run, tiny_data):
+    result = run_script("meta_train.py", *tiny_flags(tiny_data, previous_run, "--method", "neg_margin", "--epoch", "1"))
+    check_untouched(previous_run, result, "--method neg_margin", "pretrain.py")
+
+
+@pytest.mark.parametrize("script", ["pretrain.py", "test.py"])
+def test_neg_margin_shot_beyond_the_images_of_a_class(previous_run, tiny_data, tmp_path, script):
+    """12 images per class: 20-shot validation or test episodes cannot be drawn."""
+    extra = NEG_MARGIN
+    if script == "test.py":
+        from frn.args import parse, test_parser
+        from frn.checkpoint import save_model
+        from frn.runs import build_model
+        model = tmp_path / "neg_margin.pdparams"
+        save_model(build_model(parse(test_parser(), tiny_flags(tiny_data, previous_run, "--method", "neg_margin"))),
+                   str(model))
+        extra = ["--method", "neg_margin", "--model_path", model]
+    result = run_script(script, *tiny_flags(tiny_data, previous_run, *extra, "--n_shot", "20"))
+    check_untouched(previous_run, result, "--n_shot 20", "lower --n_shot")

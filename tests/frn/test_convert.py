@@ -184,3 +184,23 @@ def test_pretrained_class_matrix(tmp_path):
     np.testing.assert_array_equal(again.cat_mat.numpy(), pre.cat_mat.numpy())
     episodic = torch_state_to_paddle(state, build("Conv4", image_size=32))
     assert "cat_mat" not in episodic and "r" in episodic
+
+
+@pytest.mark.parametrize("layout", ["pretrain", "meta"])
+def test_official_deepemd_checkpoints_convert_with_identical_logits(tmp_path, layout):
+    """DeepEMD's files are {'params': state}: bare encoder keys after pre-training, DataParallel
+    keys `module.encoder.` after meta-training; both load with the same logits."""
+    torch = pytest.importorskip("torch")
+    args = argparse.Namespace(model="ResNet12", method="deepemd", deepemd="fcn", solver="opencv", eval_solver="exact")
+    widths = (8, 16, 24, 32)
+    paddle.seed(5)
+    model = METHODS["deepemd"](build_backbone("ResNet12", widths=widths), args)
+    state = {k.replace("feature_extractor.", "module.encoder." if layout == "meta" else ""): v
+             for k, v in to_torch_naming(model).items()}
+    src = tmp_path / "max_acc.pth"
+    torch.save({"params": {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}}, src)
+    from frn.convert import read_state  # what `python -m frn.convert` does, on a reduced-width model
+    again = METHODS["deepemd"](build_backbone("ResNet12", widths=widths), args)
+    again.set_state_dict(torch_state_to_paddle(read_state(str(src)), again))
+    images = np.random.RandomState(1).randn(10, 3, 84, 84).astype("float32")
+    np.testing.assert_array_equal(episode_logits(again, images, 5, 1), episode_logits(model, images, 5, 1))

@@ -72,7 +72,7 @@ def test_released_simnet_layout_converts(tmp_path):
     pth = tmp_path / "simnet.pth"
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in reference_naming(model).items()}, pth)
     out = tmp_path / "simnet.pdparams"
-    convert(["--model", "Conv4", "--method", "simtrans_simnet", "--head_type", "4", str(pth), str(out)])
+    convert(["--model", "Conv4", "--method", "simtrans_simnet", str(pth), str(out)])  # head 4 read from the keys
     loaded = SimNet(build_backbone("Conv4"), argparse.Namespace(model="Conv4", head_type="4", data_path=""))
     load_weights(loaded, str(out))
     loaded.eval()

@@ -17,6 +17,11 @@ STAGES = {
     "meta_train_official_epoch": ("meta_train.py", ["--method", "meta_frn", "--train_n_way", "5", "--n_shot", "1",
                                                     "--n_query", "2", "--train_n_episode", "0", "--val_n_episode", "5"],
                                   "Conv4_meta_frn_5way_1shot_metatrain"),
+    # a per-iteration schedule (warm-up + cosine) must resume at the right iteration
+    "pretrain_per_iteration_schedule": ("pretrain.py", ["--method", "neg_margin", "--batch_size", "16",
+                                                        "--val_n_episode", "5", "--finetune_steps", "10",
+                                                        "--lr_schedule", "cosine", "--warmup_iters", "8"],
+                                        "Conv4_neg_margin_mmfs_cosineface_m-0.01_pretrain"),
 }
 
 

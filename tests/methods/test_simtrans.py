@@ -104,7 +104,8 @@ def test_one_backward_makes_the_two_reference_updates():
 def test_the_discriminator_steps_with_its_own_learning_rate():
     model = simnet(beta=0.0, lr=0.1, domain_lr=0.02)
     scheduler = paddle.optimizer.lr.StepDecay(0.1, step_size=5, gamma=0.5)
-    optimizer = build_optimizer(model, scheduler, "sgd", weight_decay=0.0, nesterov=False)
+    groups = model.parameter_groups(argparse.Namespace(lr=0.1, domain_lr=0.02))
+    optimizer = build_optimizer(model, scheduler, "sgd", weight_decay=0.0, nesterov=False, groups=groups)
     params = {n: p for n, p in model.named_parameters() if not p.stop_gradient}
     before = {n: p.numpy().copy() for n, p in params.items()}
     model.train()

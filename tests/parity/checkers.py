@@ -10,9 +10,9 @@ another folder: write that module, register a checker per kind with
 `@register("<method>/<kind>")`, and add the folder's name to `PARITY_METHODS` in
 tests/parity/test_parity.py (which imports `<method>_checks`).
 
-Manifests come in two shapes: a list of entries with `file` (FRN also `name`/`outputs`), or a dict
-{file name: entry} whose `arrays` are all to be accounted for (DeepEMD and later folders);
-`manifest_specs` turns both into the list form.
+Manifests come in three shapes: a list of entries with `name`/`file`/`outputs` (FRN), a list
+of entries with `file`/`arrays` (MTL), or a dict {file name: entry} (DeepEMD); `arrays` are all
+to be accounted for. `manifest_specs` turns all into the list form (name = file when absent).
 
 `Entry` records every array a checker compared (or consumed as an input of a computation), and
 the generic test fails when an output of the entry was left unchecked, so a checker cannot
@@ -47,7 +47,7 @@ def manifest_specs(folder: Path) -> Optional[List[dict]]:
         fixtures = json.load(f)["fixtures"]
     if isinstance(fixtures, dict):  # {file: entry}: every array is an output or a consumed input
         fixtures = [{"name": name, "file": name, **spec} for name, spec in fixtures.items()]
-    return fixtures
+    return [{"name": spec["file"], **spec} if "name" not in spec else spec for spec in fixtures]
 
 
 class Entry:

@@ -152,13 +152,14 @@ def check_sfc(entry: Entry) -> None:
     seen: Dict[str, np.ndarray] = {}
     losses = []
 
-    def on_step(sfc, loss):
-        losses.append(loss)
+    def on_step(sfc, episode_losses):
+        losses.append(float(episode_losses[0]))
         if len(losses) in snapshots:
-            seen[snapshots[len(losses)]] = _np(sfc)
+            seen[snapshots[len(losses)]] = _np(sfc[0])
 
     with paddle.no_grad():  # as in evaluation: fit_sfc turns gradients on by itself
-        sfc = model.sfc(_t(support[to_class_major]), way, shot, permutations=perms, on_step=on_step)
+        sfc = model.sfc(_t(support[to_class_major])[None], way, shot, permutations=np.stack(perms)[None],
+                        on_step=on_step)[0]
     for key, value in seen.items():
         tol_key = key if key != "sfc_after_outer_step_10" else "sfc_after_outer_step_2"
         entry.check(key, value, tol_key=tol_key)

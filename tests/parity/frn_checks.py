@@ -172,10 +172,12 @@ def _bn_layer_of(paddle_key_: str) -> str:
 
 def check_state_after_train_forward(entry: Entry, model, out_prefix: str, replay: BNVarianceReplay,
                                     m: Dict[str, int],
-                                    check_param: Optional[Callable[[str, str, np.ndarray], None]] = None) -> None:
+                                    check_param: Optional[Callable[[str, str, np.ndarray], None]] = None,
+                                    tol_key: Optional[str] = None) -> None:
     """Compare the model's state with the `<out_prefix><torch key>` arrays after train-mode
     forwards: parameters (through `check_param(full key, torch key, actual)` when given) and
-    running means directly, running variances through `replay`."""
+    running means directly, running variances through `replay` (at the tolerance of `tol_key`
+    when the manifest gives one per kind of array)."""
     own = model.state_dict()
     for key in [k[len(out_prefix):] for k in entry.outputs() if k.startswith(out_prefix)]:
         full = out_prefix + key
@@ -186,11 +188,11 @@ def check_state_after_train_forward(entry: Entry, model, out_prefix: str, replay
         actual = _np(own[pk])
         if key.endswith("running_var"):
             expected = replay.step(entry[full], key, m[_bn_layer_of(pk)])
-            entry.check(full, actual, expected=expected.astype(np.float32))
+            entry.check(full, actual, expected=expected.astype(np.float32), tol_key=tol_key)
         elif check_param is not None and _is_torch_parameter(key):
             check_param(full, key, actual)
         else:
-            entry.check(full, actual)
+            entry.check(full, actual, tol_key=tol_key)
 
 
 # ----- backbones -----------------------------------------------------------------------------
@@ -432,7 +434,8 @@ def _check_end_to_end(entry: Entry, name: str, prefix: str, settings: dict, epis
 
 
 def _check_adam_param(entry: Entry, step: str, before: Dict[str, np.ndarray], settings: dict, k: int,
-                      full: str, key: str, actual: np.ndarray) -> None:
+                      full: str, key: str, actual: np.ndarray, tol_key: Optional[str] = None,
+                      grad_tol_key: Optional[str] = None) -> None:
     """End-to-end Adam parameter check at the entry's tolerance, with one diagnosed exception.
 
     Adam moves every element by about +-lr whatever the size of its gradient. For a parameter
@@ -443,27 +446,28 @@ def _check_adam_param(entry: Entry, step: str, before: Dict[str, np.ndarray], se
     is within the fixture's own tolerance for g_ref, so the reference's direction is not
     determined by its own numbers) and the gap is at most the two opposite moves, the mismatch
     is recorded as a reference-noise issue (an xfail of the entry, see `Entry.noise_issues`);
-    any other mismatch fails. The tolerance itself is never changed.
+    any other mismatch fails. The tolerance itself is never changed. `tol_key`/`grad_tol_key`
+    name the tolerances when the manifest gives them per kind of array (e.g. "after", "grads").
     """
     try:
-        entry.check(full, actual)
+        entry.check(full, actual, tol_key=tol_key)
         return
     except AssertionError:
         pass
     ref = entry[full].astype(np.float64)
     got = actual.astype(np.float64)
-    rtol, atol = entry.tolerance(full)
+    rtol, atol = entry.tolerance(tol_key or full)
     bad = np.abs(got - ref) > atol + rtol * np.abs(ref)
     grad_key = step + "grad/" + key
     g = entry[grad_key].astype(np.float64)
-    g_rtol, g_atol = entry.tolerance(grad_key)
+    g_rtol, g_atol = entry.tolerance(grad_tol_key or grad_key)
     effective = g + float(settings["weight_decay"]) * before[key].astype(np.float64)
     undetermined = np.abs(effective) <= g_atol + g_rtol * np.abs(g)
     lr = float(settings["lr"])
     within_moves = np.abs(got - ref) <= 2 * lr * (k + 1) + atol + rtol * np.abs(ref)
     explained = undetermined & within_moves
     if not np.all(explained[bad]):
-        entry.check(full, actual)  # re-raise the ordinary, complete assertion message
+        entry.check(full, actual, tol_key=tol_key)  # re-raise the ordinary, complete assertion message
     idx = np.flatnonzero(bad)
     entry.noise_issues.append(
         f"{full}: {idx.size}/{bad.size} element(s) (flat index {idx[:3].tolist()}) differ by up to "

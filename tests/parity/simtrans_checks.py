@@ -139,8 +139,9 @@ def check_simnet_train_iteration(entry: Entry) -> None:
     model = build_simnet(state, str(cfg["head_type"]), domain_bn=cfg["domain_bn"], beta=cfg["beta"],
                          lr=cfg["lr"], domain_lr=cfg["domain_lr"])
     scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=25, gamma=0.5)  # the script's schedule, epoch 0
+    groups = model.parameter_groups(argparse.Namespace(lr=cfg["lr"], domain_lr=cfg["domain_lr"]))
     optimizer = build_optimizer(model, scheduler, "sgd", cfg["weight_decay"], momentum=cfg["momentum"],
-                                nesterov=False)
+                                nesterov=False, groups=groups)
     reset_optimizer_state(optimizer)  # what the training loop does at the start of every epoch
 
     images = _t(entry.use("backbone_input"))
