@@ -6,9 +6,7 @@ stages use (methods/simtrans.py). Arrays without a tolerance of their own in the
 compared at the tolerance of the quantity they feed (named at each call).
 """
 import argparse
-import math
-import zlib
-from typing import Dict, Iterable
+from typing import Dict
 
 import numpy as np
 import paddle
@@ -17,6 +15,7 @@ import paddle.nn.functional as F
 
 from tests.parity.checkers import Entry, _np, _t, register
 from tests.parity.frn_checks import BNRecorder, BNVarianceReplay, load_reference, paddle_key
+from tests.parity.mtl_checks import formula_weights
 
 
 def stand_in_backbone(n_in: int, n_out: int) -> nn.Sequential:
@@ -259,33 +258,6 @@ def check_graph_regularization(entry: Entry) -> None:
 
 
 # ----- full-size ResNet-50 with formula weights ---------------------------------------------
-def formula_tensor(key: str, shape: Iterable[int]) -> np.ndarray:
-    """The manifest's recipe: u[j] = sin(0.7071 j + phase(key)) over the C-order tensor, mapped by
-    the key's kind (BN statistics, 1-D weights/biases, or fan-in scaled conv/linear weights)."""
-    shape = tuple(int(s) for s in shape)
-    n = int(np.prod(shape)) if shape else 1
-    phase = 2 * math.pi * (zlib.crc32(key.encode("utf-8")) % 10007) / 10007
-    u = np.sin(0.7071 * np.arange(n, dtype=np.float64) + phase)
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf == "num_batches_tracked":
-        return np.zeros(shape, dtype=np.int64)
-    if leaf == "running_var":
-        value = 1 + 0.25 * (u + 1)
-    elif leaf == "running_mean":
-        value = 0.05 * u
-    elif leaf == "mtl_weight":
-        value = 1 + 0.1 * u
-    elif leaf == "mtl_bias":
-        value = 0.05 * u
-    elif len(shape) == 1 and leaf == "weight":
-        value = 1 + 0.1 * u
-    elif len(shape) == 1 and leaf == "bias":
-        value = 0.05 * u
-    else:
-        value = u * math.sqrt(2.0 / int(np.prod(shape[1:])))
-    return value.astype(np.float32).reshape(shape)
-
-
 def torch_shapes(model) -> Dict[str, tuple]:
     """{reference key: PyTorch shape} of a SimTrans classifier (Linear weights [out, in])."""
     linear = {f"{n}.weight" for n, layer in model.named_sublayers() if isinstance(layer, nn.Linear)}
@@ -317,9 +289,8 @@ def formula_state(entry: Entry, model) -> Dict[str, np.ndarray]:
     shapes = torch_shapes(model)
     keys = entry.config["state_dict_keys_in_order"]
     assert set(keys) == set(shapes), "the Paddle ResNet-50 and the reference's key lists differ"
-    state = {}
+    state = formula_weights(keys, shapes)  # the same recipe as the MTL fixtures'
     for key in keys:
-        state[key] = formula_tensor(key, shapes[key])
         if f"checksum/{key}" in entry:
             w = state[key].astype(np.float64)
             entry.check(f"checksum/{key}", np.array([np.abs(w).sum(), (w ** 2).sum()], dtype=np.float32),
