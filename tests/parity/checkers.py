@@ -55,7 +55,7 @@ class Entry:
 
     def __init__(self, folder: Path, spec: dict):
         self.folder, self.spec = Path(folder), spec
-        self.name, self.file, self.kind = spec.get("name", spec["file"]), spec["file"], spec["kind"]
+        self.name, self.file, self.kind = spec["name"], spec["file"], spec["kind"]
         self.config = spec.get("config")
         self._arrays: Optional[Dict[str, np.ndarray]] = None
         self.checked: set = set()
