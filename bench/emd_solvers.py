@@ -9,11 +9,13 @@ Reports, in one run on the same problems:
      tensor -> numpy, relu + 1e-5 and normalisation per pair, cv2.EMD, flow back into the
      similarity map), written with Paddle tensors as a line-by-line port would be;
    - cv2.EMD alone in a numpy loop (the solver without the loop's tensor traffic);
-   - our `exact` solver on the whole batch (methods/emd_exact.py), one thread and all threads;
+   - our `exact` solver (methods/emd_exact.py) on one thread, and in the evaluation's path (all
+     problems of the group of episodes the evaluation loop scores together, all threads);
 2. the wall time of a 1-shot FCN test of N episodes (ResNet-12, 84x84, in-memory images; reduced
    width with --quick) with one backbone pass per episode vs the feature cache (each distinct
    image once);
-3. the time of one 5-shot SFC episode (eval.py defaults: 100 x 7 SGD steps) with each solver.
+3. the time per 5-shot SFC episode (eval.py defaults: 100 x 7 SGD steps) with each solver, one
+   episode alone and the evaluation loop's group of episodes fitted together.
 The last line reads `exact vs opencv per-pair: N.Nx` (25x25 problems).
 """
 import argparse
@@ -63,12 +65,12 @@ def reference_per_pair(sim: paddle.Tensor, weight_1: paddle.Tensor, weight_2: pa
 
 
 def batched(sim: paddle.Tensor, weight_1: paddle.Tensor, weight_2: paddle.Tensor, solver: str) -> paddle.Tensor:
-    """Our path: every problem of the episode in one call (`transport_score`)."""
-    num_query, num_proto, n, m = sim.shape
+    """Our path: every problem of the episodes (leading dimensions) in one call (`transport_score`)."""
+    *batch, n, m = sim.shape
     supply = normalise_weights(weight_1.reshape([-1, n]))
-    demand = normalise_weights(weight_2.transpose([1, 0, 2]).reshape([-1, m]))
+    demand = normalise_weights(paddle.swapaxes(weight_2, -3, -2).reshape([-1, m]))
     score = transport_score(sim.reshape([-1, n, m]), supply, demand, solver)
-    return (score * (TEMPERATURE / n)).reshape([num_query, num_proto])
+    return (score * (TEMPERATURE / n)).reshape(batch)
 
 
 def cv2_alone(cost: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> None:
@@ -88,32 +90,36 @@ def timed(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 def bench_problems(quick: bool) -> Dict[int, float]:
-    """Problems per second of each path at each size; returns {nodes: per-pair / exact}."""
+    """Problems per second of each path at each size; returns {nodes: our rate / per-pair rate}.
+    The per-pair loop and cv2.EMD alone solve one episode's problems; our path solves those of
+    the group of episodes the evaluation loop scores together (`eval_episode_batch`)."""
     rng = np.random.default_rng(0)
     ratios = {}
-    print(f"exact solver backend: {backend()}, threads available: {len(os.sched_getaffinity(0))}")
-    print(f"{'nodes':>5} {'problems':>8} | {'ref. per-pair loop':>18} {'cv2.EMD alone':>13} "
-          f"{'exact, 1 thread':>15} {'exact, batch':>12}   (problems per second)")
+    n_query, group = (15, 4) if quick else (75, deepemd_model().eval_episode_batch)
+    print(f"exact solver backend: {backend()}, threads available: {len(os.sched_getaffinity(0))}; "
+          f"{n_query} queries x 5 classes per episode, our path on {group} episodes at once")
+    print(f"{'nodes':>5} | {'ref. per-pair loop':>18} {'cv2.EMD alone':>13} {'exact, 1 thread':>15} "
+          f"{'exact, eval path':>16}   (problems per second)")
     for nodes, label in ((25, "FCN"), (13, "Grid"), (9, "Sampling")):
-        n_query = 15 if quick else 75
-        proto, query = episode_features(rng, n_query, 5, nodes)
+        features = [episode_features(rng, n_query, 5, nodes) for _ in range(group)]
+        proto, query = (paddle.stack([f[k] for f in features]) for k in (0, 1))
         weight_1, weight_2 = cross_reference_weights(proto, query)
         sim = centred_cosine(proto, query)
-        problems = n_query * 5
         cost = (1 - sim).reshape([-1, nodes, nodes]).numpy()
         w1 = normalise_weights(weight_1.reshape([-1, nodes])).numpy()
-        w2 = normalise_weights(weight_2.transpose([1, 0, 2]).reshape([-1, nodes])).numpy()
+        w2 = normalise_weights(paddle.swapaxes(weight_2, -3, -2).reshape([-1, nodes])).numpy()
+        one_episode = n_query * 5
         with paddle.no_grad():
-            per_pair = timed(lambda: reference_per_pair(sim, weight_1, weight_2), repeat=1 if quick else 2)
-            np.testing.assert_allclose(reference_per_pair(sim, weight_1, weight_2).numpy(),
-                                       batched(sim, weight_1, weight_2, "exact").numpy(), atol=1e-4)
-            alone = timed(lambda: cv2_alone(cost, w1, w2))
+            per_pair = timed(lambda: reference_per_pair(sim[0], weight_1[0], weight_2[0]), repeat=1 if quick else 2)
+            np.testing.assert_allclose(reference_per_pair(sim[0], weight_1[0], weight_2[0]).numpy(),
+                                       batched(sim, weight_1, weight_2, "exact")[0].numpy(), atol=1e-4)
+            alone = timed(lambda: cv2_alone(cost[:one_episode], w1[:one_episode], w2[:one_episode]))
             one = timed(lambda: solve_emd(cost, w1, w2, threads=1))
-            batch = timed(lambda: batched(sim, weight_1, weight_2, "exact"))
-        rate = lambda seconds: f"{problems / seconds:,.0f}"
-        print(f"{nodes:>5} {problems:>8} | {rate(per_pair):>18} {rate(alone):>13} {rate(one):>15} "
-              f"{rate(batch):>12}   ({label}; exact is {alone / batch:.1f}x cv2.EMD alone)")
-        ratios[nodes] = per_pair / batch
+            ours = timed(lambda: batched(sim, weight_1, weight_2, "exact"))
+        rates = (one_episode / per_pair, one_episode / alone, len(cost) / one, len(cost) / ours)
+        print(f"{nodes:>5} | {rates[0]:>18,.0f} {rates[1]:>13,.0f} {rates[2]:>15,.0f} {rates[3]:>16,.0f}   "
+              f"({label}: {rates[3] / rates[0]:.1f}x the per-pair loop, {rates[3] / rates[1]:.1f}x cv2.EMD alone)")
+        ratios[nodes] = rates[3] / rates[0]
     return ratios
 
 
@@ -166,16 +172,19 @@ def bench_evaluation(quick: bool) -> None:
 
 
 def bench_sfc(quick: bool) -> None:
-    """One 5-shot SFC fit (eval.py defaults: 100 epochs x 7 mini-batches) per solver."""
+    """5-shot SFC fits (eval.py defaults: 100 epochs x 7 mini-batches): one episode alone with
+    each solver, and the evaluation loop's group of episodes fitted together."""
     rng = np.random.default_rng(1)
-    support, _ = episode_features(rng, 1, 25, 25)
-    support = support.reshape([25, 640, 5, 5])
     steps = 10 if quick else 100
-    for solver in ("exact", "opencv"):
+    group = deepemd_model().eval_episode_batch
+    episodes = lambda count: paddle.concat([episode_features(rng, 1, 25, 25)[0].reshape([1, 25, 640, 5, 5])
+                                           for _ in range(count)])
+    for solver, count in (("opencv", 1), ("exact", 1), ("exact", group)):
         model = deepemd_model(eval_solver=solver, sfc_update_step=steps)
         model.eval()
-        seconds = timed(lambda: model.sfc(support[None], 5, 5), repeat=1)
-        print(f"5-shot SFC, {solver}: {seconds * 100 / steps:.1f} s per episode of 700 SGD steps"
+        support = episodes(count)
+        seconds = timed(lambda: model.sfc(support, 5, 5), repeat=1) * 100 / steps / count
+        print(f"5-shot SFC, {solver}, {count} episode(s) at once: {seconds:.2f} s per episode of 700 SGD steps"
               + (f" (measured {steps * 7} steps)" if steps != 100 else ""))
     print("   reference (spec deepemd.md §11.2, this CPU type): 127-226 s per 5-shot episode")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_notebook import ACC_LINE, execute, outputs
+from tests.e2e.test_notebook import ACC_LINE, check_clean_and_parametrised, execute, outputs
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,10 +24,7 @@ def tiny_parameters(tmp_path: Path) -> dict:
 
 
 def test_committed_notebook_is_clean_and_parametrised():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    assert all(not cell.outputs and cell.execution_count is None for cell in code), "clear the outputs"
+    check_clean_and_parametrised(NOTEBOOK, tiny_parameters(Path("/x")))
 
 
 def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
