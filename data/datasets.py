@@ -18,7 +18,9 @@ from PIL import Image
 from frn.errors import UserError
 
 SPLIT_FILES = {"base": "base.json", "train": "base.json", "val": "val.json",
-               "novel": "novel.json", "test": "novel.json"}
+               "novel": "novel.json", "test": "novel.json",
+               # weak-shot folders (data/weakshot.py): novel classes' web images, base classes' test images
+               "web": "web.json", "base_test": "base_test.json"}
 
 
 def filelist_path(data_path: str, split: str) -> str:
@@ -28,6 +30,9 @@ def filelist_path(data_path: str, split: str) -> str:
                         f"(the one holding images/ and train.csv, val.csv, test.csv)")
     path = os.path.join(data_path, SPLIT_FILES[split])
     if not os.path.isfile(path):
+        if split in ("web", "base_test"):
+            raise UserError(f"{path} is missing; --data_path must be a weak-shot folder: build one with "
+                            f"python -m data.weakshot (see its --help)")
         raise UserError(f"{path} is missing; write the filelists first: "
                         f"python write_miniImagenet_filelist.py --data_path {data_path}")
     return path

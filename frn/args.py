@@ -61,6 +61,8 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--resume", default="", help="run folder (or its resume.pdstate) to continue")
     add("--train_n_way", type=int, default=20, help="classes per training episode")
     add("--quiet", action="store_true", help="only write output.log, print nothing per epoch")
+    add("--stop_th", type=int, default=0,
+        help="stop early once this many validation scores in a row fell (0: never; SimTrans: 10)")
 
 
 def pretrain_parser() -> argparse.ArgumentParser:
@@ -72,7 +74,9 @@ def pretrain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_classes", type=int, default=0,
                         help="classifier size (default: the number of base classes)")
     parser.add_argument("--val", default="meta", choices=["meta", "none"],
-                        help="validate by few-shot episodes on val.json, or not at all")
+                        help="validate by few-shot episodes on val.json (non-episodic methods: by their "
+                             "own score), or not at all")
+    parser.add_argument("--pretrain_path", default="", help=".pdparams to start from")
     return parser
 
 
@@ -100,7 +104,8 @@ def test_parser() -> argparse.ArgumentParser:
     add("--test_n_episode", type=int, default=600)
     add("--test_task_nums", type=int, default=1, help="independent tasks of --test_n_episode episodes")
     add("--model_path", default="", help="checkpoint to test")
-    add("--split", default="novel", choices=["base", "val", "novel"], help="which filelist to test on")
+    add("--split", default="novel", choices=["base", "val", "novel", "web", "base_test"],
+        help="which filelist to test on (web, base_test: weak-shot folders of data/weakshot.py)")
     add("--save_episodes", default="", help="write the drawn episodes to this JSON file")
     add("--episodes_file", default="", help="test on exactly the episodes of this JSON file")
     return parser

@@ -2,6 +2,8 @@
 
     python -m frn.convert --model ResNet12 --method meta_frn in.pth out.pdparams
     python -m frn.convert --model ResNet12 --method stl_frn --num_classes 64 in.pth out.pdparams
+    python -m frn.convert --model ResNet50 --method simtrans_naive resnet50-19c8e357.pth resnet50_imagenet.pdparams
+    python -m frn.convert --model ResNet50 --method simtrans_simnet simnet_state.pth simnet.pdparams
 
 The module trees of this project mirror the reference, so keys map one to one except
 (fixture README "Mapping reference keys to Paddle"):
@@ -12,9 +14,12 @@ The module trees of this project mirror the reference, so keys map one to one ex
 - a method whose module tree differs renames keys with its `from_reference_key` (DeepEMD:
   `encoder.` or bare `layerN.` keys -> `feature_extractor.`; MTL also drops the second names
   `base_learner.vars.N`; Negative-Margin maps the bl0 and mmfewshot layouts through the backbone's
-  own `from_reference_key` and drops bl0's Conv-4 aliases `trunk.i.trunk.0/1`), and may read its
+  own `from_reference_key` and drops bl0's Conv-4 aliases `trunk.i.trunk.0/1`; SimTrans maps
+  torchvision ResNet-50 keys, the `module.backbone.*` of its GCN wrapper and the
+  `backbone.module.resnet.*` / `similarity_head.module.*` of its SimNet), and may read its
   settings from the state (`reference_settings`, e.g. MTL's encoder widths and whether the file is
-  a pre-training or a meta-trained model, Negative-Margin's head size).
+  a pre-training or a meta-trained model, Negative-Margin's head size, SimTrans's class count
+  and SimNet head).
 The output holds exactly the converted tensors: entries the reference file lacks (optional
 heads, say) are not invented.
 
@@ -123,7 +128,10 @@ def read_pth(path: str) -> Dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a foreign or damaged file
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
+        raise UserError(f"{path} is not a readable PyTorch state dict ({type(err).__name__}); a pickled whole model "
+                        f"(e.g. the released SimTrans files) loads only with its own code: in that repository run "
+                        f"python -c \"import torch; torch.save(torch.load('{path}').state_dict(), 'state.pth')\" "
+                        f"and convert state.pth") from None
     # FRN, mmfewshot ({'state_dict': ...}), DeepEMD ({'params': ...}), Negative-Margin code ({'state': ...})
     for wrapper in ("state_dict", "params", "state"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):

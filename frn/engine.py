@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
 from frn.device import epoch_seed, seed_everything
+from frn.optim import reset_optimizer_state
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -63,6 +64,24 @@ def extract_features(model, dataset, indices: Sequence[int], batch_size: int = 6
     chunks = [model.extract(images) for images, _ in progress(loader(dataset, batches, num_workers),
                                                               "features", total=len(batches))]
     return paddle.concat(chunks)
+
+
+@paddle.no_grad()
+def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
+                   desc: str = "eval") -> Tuple[float, float, np.ndarray]:
+    """Whole-split classification (non-episodic methods): (top-1 accuracy %, mean cross-entropy,
+    per-image correctness 0/1) of `model.classify(images)` over every image of `dataset`."""
+    model.eval()
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    correct, loss_sum = [], 0.0
+    bar = progress(loader(dataset, batches, num_workers), desc, total=len(batches))
+    for images, labels, *_ in bar:
+        logits = model.classify(images)
+        correct.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        bar.set_postfix(acc=f"{100 * np.concatenate(correct).mean():.2f}", refresh=False)
+    correct = np.concatenate(correct).astype(np.float64)
+    return 100.0 * float(correct.mean()), loss_sum / len(correct), correct
 
 
 def accuracy(logits: paddle.Tensor, labels: paddle.Tensor) -> float:
@@ -187,13 +206,14 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     loss_sum = acc_sum = 0.0
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
-    for images, labels in bar:
+    for images, labels, *extra in bar:  # extra: per-sample fields of non-episodic methods
         if episode is not None:
             way, shot, query = episode
             labels = query_labels(way, query)
             loss, logits = model(images, labels, episode=(way, shot))
         else:
-            loss, logits = model(images, labels)
+            loss, logits, *scored_against = model(images, labels, *extra)
+            labels = scored_against[0] if scored_against else labels  # e.g. SimTrans's pair targets
         optimizer.clear_grad()
         loss.backward()
         if getattr(model, "zero_nan_gradients", False) or getattr(getattr(model, "_layers", None),
@@ -213,20 +233,40 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
 
 
+def validation_fell(history: List[Dict], stop_th: int) -> bool:
+    """The reference SimTrans's early stop: the last `stop_th` validation scores each lower than
+    the one before (off when `stop_th` <= 1)."""
+    scores = [h["val_acc"] for h in history if h.get("val_acc") is not None][-stop_th:]
+    if stop_th <= 1 or len(scores) < stop_th:
+        return False
+    return all(a > b for a, b in zip(scores, scores[1:]))
+
+
 def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer, scheduler,
-          validate: Optional[Callable[[], Tuple[float, float]]], state: TrainState, args, run_dir: str,
+          validate: Optional[Callable[[], tuple]], state: TrainState, args, run_dir: str,
           log, episode: Optional[Tuple[int, int, int]] = None) -> TrainState:
     """Epoch loop: train, step the LR schedule, validate, keep best/last/periodic checkpoints.
 
-    Every epoch's randomness is derived from (seed, epoch), and a resumable state is written
-    atomically after each epoch, so a killed run resumed with --resume ends with the weights an
-    uninterrupted run would have. `model` may be a `paddle.DataParallel`; only rank 0 writes.
+    Before each epoch the method's `start_epoch` is called and, for methods that ask for it, the
+    optimizer state is reset; with `args.stop_th` > 1 training stops once that many validation
+    scores in a row fell. `validate` returns (score, loss) and optionally a dict of more metrics
+    (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
+    and a resumable state is written atomically after each epoch, so a killed run resumed with
+    --resume ends with the weights an uninterrupted run would have. `model` may be a
+    `paddle.DataParallel`; only rank 0 writes.
     """
     inner = model._layers if isinstance(model, paddle.DataParallel) else model
     writes = paddle.distributed.get_rank() == 0
+    stop_th = getattr(args, "stop_th", 0)
     for epoch in range(state.epoch, args.epoch):
+        if validation_fell(state.history, stop_th):  # checked first, so a resumed run stops too
+            log(f"early stop: the last {stop_th} validation scores fell one after the other")
+            break
         start = time.time()
         seed_everything(epoch_seed(args.seed, epoch))
+        if inner.fresh_optimizer_each_epoch:
+            reset_optimizer_state(optimizer)
+        inner.start_epoch(epoch)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log,
                                                 scheduler=scheduler)
@@ -234,9 +274,12 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         if not per_iteration(scheduler):
             scheduler.step()
         val_loss = val_acc = None
+        extra_metrics = {}
         if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
-            val_acc, val_loss = validate()
-            log(f"val loss is {val_loss:.2f}, val acc is {val_acc:.2f}")
+            val_acc, val_loss, *more = validate()
+            extra_metrics = more[0] if more else {}
+            log(f"val loss is {val_loss:.2f}, val acc is {val_acc:.2f}"
+                + "".join(f", {name} is {value:.2f}" for name, value in extra_metrics.items()))
             if val_acc > state.best_acc:
                 state.best_acc, state.best_epoch = val_acc, epoch
                 log("best model! save...")
@@ -249,7 +292,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         log(f"train loss is {train_loss:.2f}, train acc is {train_acc:.2f}")
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                              "val_loss": val_loss, "val_acc": val_acc,
+                              "val_loss": val_loss, "val_acc": val_acc, **extra_metrics,
                               "lr": epoch_lr, "minutes": (time.time() - start) / 60})
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)

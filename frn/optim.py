@@ -124,3 +124,18 @@ def sgd_dampened_step(param: paddle.Tensor, grad: paddle.Tensor, buf: Optional[p
         grad = grad + weight_decay * param
     buf = grad if buf is None else momentum * buf + (1 - dampening) * grad
     return param - lr * buf, buf
+
+
+def reset_optimizer_state(optimizer: paddle.optimizer.Optimizer) -> None:
+    """Give `optimizer` the per-parameter state of a new one (zero momentum and Adam moments,
+    Adam's beta powers back to beta), keeping its learning-rate schedule: what re-creating the
+    optimizer every epoch does in the reference SimTrans scripts."""
+    betas = {"beta1_pow_acc": getattr(optimizer, "_beta1", None), "beta2_pow_acc": getattr(optimizer, "_beta2", None)}
+    for name, value in optimizer.state_dict().items():
+        if not isinstance(value, paddle.Tensor):
+            continue  # the LR scheduler's state
+        beta = next((b for key, b in betas.items() if key in name), None)
+        if beta is None:
+            value.zero_()
+        else:
+            paddle.assign(paddle.full_like(value, float(beta)), output=value)

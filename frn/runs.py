@@ -9,12 +9,10 @@ from typing import List, Optional
 
 import paddle
 
-from data.datasets import ImageList, filelist_path
+from data.datasets import ImageList
 from data.hard_tasks import HardTaskEpisodes
 from data.episodes import load_episodes, save_episodes
-from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
-                           indices_by_class)
-from data.transforms import eval_transform, train_transform
+from data.samplers import EpisodeSampler, PoolEpisodeSampler, check_episode_fits, indices_by_class
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.device import epoch_seed, rank_and_world, seed_everything, select_device
 from frn.engine import TrainState, evaluate, loader, resume_path, train
@@ -35,10 +33,7 @@ def build_model(args: argparse.Namespace, num_classes: Optional[int] = None):
 
 def image_list(args, split: str, training: bool) -> ImageList:
     """The images of `split` with the method's pipeline, else the dataset's standard one."""
-    transform = METHODS[args.method].image_transform(args, training)
-    if transform is None:
-        transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
-    return ImageList(filelist_path(args.data_path, split), transform)
+    return METHODS[args.method].split_images(args, split, training)
 
 
 def val_episodes(args, dataset: ImageList) -> List[List[int]]:
@@ -108,26 +103,30 @@ def _validator(args, model):
 
 
 def pretrain(args: argparse.Namespace) -> None:
-    """Whole-class training on base.json, validated by few-shot episodes on val.json."""
+    """Whole-class training on the method's training plan (base.json by default), validated by
+    few-shot episodes on val.json or by the method's own validator (non-episodic methods)."""
     select_device(args.gpu)
     seed_everything(args.seed)
-    base = image_list(args, "base", training=True)
-    if args.num_classes and args.num_classes < base.num_classes:
-        raise UserError(f"--num_classes {args.num_classes} is smaller than the {base.num_classes} base "
+    method = METHODS[args.method]
+    plan = method.training_plan(args)
+    if args.num_classes and args.num_classes < plan.num_classes:
+        raise UserError(f"--num_classes {args.num_classes} is smaller than the {plan.num_classes} training "
                         f"classes; drop the flag or raise it")
-    if args.batch_size > len(base):
-        raise UserError(f"--batch_size {args.batch_size} exceeds the {len(base)} base images; lower it")
-    model = build_model(args, args.num_classes or base.num_classes)
-    validate = _validator(args, model) if args.val == "meta" else None
-    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed,
-                                   rank=paddle.distributed.get_rank(), world=paddle.distributed.get_world_size())
+    model = build_model(args, args.num_classes or plan.num_classes)
+    model.prepare_training(args)
+    if args.pretrain_path:
+        load_weights(model, args.pretrain_path, "--pretrain_path")
+    validate = None if args.val == "none" else model.validator(args)
+    if validate is None and args.val == "meta":
+        validate = _validator(args, model)
 
     def make_batches(epoch):
-        sampler.set_epoch(epoch)
-        return loader(base, sampler, args.num_workers), len(sampler)
+        batches = plan.batches(epoch)
+        return loader(plan.dataset, batches, args.num_workers), len(batches)
 
-    run_dir = _run_folder(args, f"{args.model}_{METHODS[args.method].run_name(args)}_pretrain")
-    _train_stage(args, model, run_dir, make_batches, validate, iters_per_epoch=len(sampler))
+    suffix = "_pretrain" if method.episodic else ""
+    run_dir = _run_folder(args, f"{args.model}_{method.run_name(args)}{suffix}")
+    _train_stage(args, model, run_dir, make_batches, validate, iters_per_epoch=len(plan.batches(0)))
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -180,6 +179,8 @@ def test(args: argparse.Namespace) -> List[float]:
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
+    if not METHODS[args.method].episodic:  # a classifier of whole splits (weak-shot SimTrans)
+        return METHODS[args.method].test_whole_split(args)
     dataset = image_list(args, args.split, training=False)
     model = build_model(args)
     load_weights(model, args.model_path)

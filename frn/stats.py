@@ -9,3 +9,24 @@ def mean_and_interval(accs: Sequence[float]) -> Tuple[float, float]:
     default), as the official FRN `get_score`."""
     accs = np.asarray(accs, dtype=np.float64)
     return float(accs.mean()), float(1.96 * np.sqrt(accs.var() / len(accs)))
+
+
+def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
+    """Area under the ROC curve of `scores` ranking the `positives` first: the probability that a
+    random positive outscores a random negative, ties counting one half (Mann-Whitney U)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC-AUC needs both positives and negatives")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):  # average ranks over ties
+        stop = start
+        while stop + 1 < len(scores) and sorted_scores[stop + 1] == sorted_scores[start]:
+            stop += 1
+        ranks[order[start:stop + 1]] = (start + stop) / 2.0 + 1.0
+        start = stop + 1
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -7,6 +7,7 @@ from methods.frn import FRN
 from methods.mtl import MTL
 from methods.neg_margin import NegMargin
 from methods.protonet import ProtoNet
+from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier, WeightedClassifier
 
 METHODS: Dict[str, Type[FewShotMethod]] = {
     "protonet": ProtoNet,
@@ -15,4 +16,9 @@ METHODS: Dict[str, Type[FewShotMethod]] = {
     "stl_frn": FRN,   # whole-class pre-training with learned class pools
     "meta_frn": FRN,  # episodic FRN with the auxiliary loss
     "neg_margin": NegMargin,
+    # SimTrans, weak-shot (not episodic): steps 0, 1 (+2 via test.py), 3a, 3b of the reference
+    "simtrans_naive": WebClassifier,
+    "simtrans_simnet": SimNet,
+    "simtrans_main": WeightedClassifier,
+    "simtrans_alternate": GraphRegularisedClassifier,
 }

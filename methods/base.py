@@ -7,16 +7,39 @@ registry line in `methods/__init__.py`.
 Episode layout everywhere: the support images come first, class-major (all shots of class 0,
 then class 1, ...), then the queries, also class-major. Labels are positional: query `i`
 belongs to class `i // n_query`.
+
+Whole-class training (pretrain.py) asks the method for its data (`training_plan`: a dataset and
+its batches per epoch; base.json in shuffled batches by default), lets it load what training
+needs (`prepare_training`) and how to validate (`validator`; few-shot episodes by default).
+Non-episodic methods (`episodic = False`, SimTrans's weak-shot stages) train on other splits,
+may put per-sample fields after the label in a batch (passed on to `pretrain_loss`), validate
+on a whole labelled split and are tested by `test_whole_split` instead of episodes.
 """
 import argparse
-from typing import Callable, List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Sized, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from data.datasets import ImageList, filelist_path
+from data.samplers import ShuffledBatchSampler
+from data.transforms import eval_transform, train_transform
+from frn.errors import UserError
 from frn.optim import trainable_parameters
+
+#: a validation callable: () -> (score %, loss) or (score %, loss, {extra metric: value})
+Validator = Callable[[], tuple]
+
+
+class TrainingPlan(NamedTuple):
+    """What whole-class training iterates over: `batches(epoch)` gives the batches of dataset
+    indices of one epoch (a sized iterable, the same for the same epoch), and the model is built
+    with `num_classes` outputs."""
+    dataset: paddle.io.Dataset
+    batches: Callable[[int], Sized]
+    num_classes: int
 
 
 class FewShotMethod(nn.Layer):
@@ -34,6 +57,11 @@ class FewShotMethod(nn.Layer):
     eval_episode_batch: int = 1
     #: meta_train.py may train it episodically (False: whole-class training only)
     trains_episodically: bool = True
+    #: tested by few-shot episodes; False: trained and tested on whole labelled splits (weak-shot)
+    episodic: bool = True
+    #: every epoch starts with fresh optimizer state (momentum buffers), as in reference scripts
+    #: that re-create their optimizer each epoch
+    fresh_optimizer_each_epoch: bool = False
 
     def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
         super().__init__()
@@ -66,12 +94,13 @@ class FewShotMethod(nn.Layer):
         encoder's widths and, by stage, plain or scaling/shifting convolutions)."""
         return {}
 
-    def forward(self, images: paddle.Tensor, labels: paddle.Tensor,
-                episode: Optional[Tuple[int, int]] = None) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    def forward(self, images: paddle.Tensor, labels: paddle.Tensor, *extra: paddle.Tensor,
+                episode: Optional[Tuple[int, int]] = None) -> tuple:
         """Training entry (kept in `forward` so `paddle.DataParallel` syncs gradients):
-        whole-class loss, or with `episode=(way, shot)` the episodic loss of one episode batch."""
+        whole-class loss (with the batch's per-sample fields `extra`, if any), or with
+        `episode=(way, shot)` the episodic loss of one episode batch."""
         if episode is None:
-            return self.pretrain_loss(images, labels)
+            return self.pretrain_loss(images, labels, *extra)
         way, shot = episode
         support, query = self.extract_episode(images, way, shot)
         return self.episode_loss(support, query, way, shot, labels)
@@ -110,9 +139,54 @@ class FewShotMethod(nn.Layer):
         return F.cross_entropy(logits, query_labels), logits
 
     # ----- whole-class training --------------------------------------------------------
-    def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """Loss and logits over all `num_classes` base classes for a batch of images."""
+    def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor, *extra: paddle.Tensor) -> tuple:
+        """Loss and logits over all `num_classes` base classes for a batch of images.
+
+        May return (loss, logits, targets) when the logits are scored against something else
+        than the batch labels (e.g. SimTrans's image pairs); `extra` are the batch's per-sample
+        fields after the label (e.g. SimTrans's sample weights)."""
         raise NotImplementedError(f"{type(self).__name__} has no whole-class (pre-)training stage")
+
+    @classmethod
+    def training_plan(cls, args: argparse.Namespace) -> TrainingPlan:
+        """base.json in shuffled batches of --batch_size (each rank of a multi-process run takes
+        every world-th batch); the model gets one output per base class."""
+        base = cls.split_images(args, "base", training=True)
+        if args.batch_size > len(base):
+            raise UserError(f"--batch_size {args.batch_size} exceeds the {len(base)} base images; lower it")
+        sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed,
+                                       rank=paddle.distributed.get_rank(), world=paddle.distributed.get_world_size())
+
+        def batches(epoch: int) -> Sized:
+            sampler.set_epoch(epoch)
+            return sampler
+        return TrainingPlan(base, batches, base.num_classes)
+
+    @classmethod
+    def split_images(cls, args: argparse.Namespace, split: str, training: bool) -> ImageList:
+        """The images of `split` (a filelist of --data_path) with the method's image pipeline,
+        else the dataset's standard one."""
+        transform = cls.image_transform(args, training)
+        if transform is None:
+            transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
+        return ImageList(filelist_path(args.data_path, split), transform)
+
+    def prepare_training(self, args: argparse.Namespace) -> None:
+        """Load what whole-class training needs besides the data (starting weights, helper
+        networks), before anything is written. Default: nothing."""
+
+    def validator(self, args: argparse.Namespace) -> Optional[Validator]:
+        """How whole-class training is validated; None = few-shot episodes on val.json (--val)."""
+        return None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each epoch (e.g. to alternate between losses)."""
+
+    @classmethod
+    def test_whole_split(cls, args: argparse.Namespace) -> List[float]:
+        """test.py for a non-episodic method: load --model_path, evaluate it on a whole split,
+        print the result lines and return the scores."""
+        raise NotImplementedError(f"{cls.__name__} is tested by episodes")
 
     # ----- optimisation ------------------------------------------------------------------
     def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:

@@ -7,6 +7,7 @@ from network.conv4 import Conv4
 from network.resnet12 import ResNet12
 from network.resnet18 import ResNet10, ResNet18
 from network.resnet25 import ResNet25
+from network.resnet50 import ResNet50
 
 BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
     "Conv4": Conv4,
@@ -14,6 +15,7 @@ BACKBONES: Dict[str, Callable[..., nn.Layer]] = {
     "ResNet10": ResNet10,   # CloserLookFewShot / Negative-Margin code, 224x224 inputs
     "ResNet18": ResNet18,
     "ResNet25": ResNet25,   # the MTL code's encoder (methods/mtl.py)
+    "ResNet50": ResNet50,  # paddle.vision.models, torchvision key names (SimTrans)
 }
 
 

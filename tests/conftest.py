@@ -50,6 +50,66 @@ def tiny_flags(data: Path, checkpoints: Path, *extra: str) -> list:
             "--num_workers", "0", "--n_query", "5", "--checkpoint_dir", str(checkpoints), *extra]
 
 
+# ----- SimTrans: one tiny weak-shot pipeline shared by the e2e and bad-input tests -----------
+def run_entry(script: str, argv) -> tuple:
+    """Run an entry script's main(argv) in this process: (exit code, stdout, stderr). Much faster
+    than a subprocess; a traceback would still fail the calling test."""
+    import contextlib
+    import importlib.util
+    import io
+    spec = importlib.util.spec_from_file_location(f"entry_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main([str(a) for a in argv])
+        except SystemExit as stop:
+            code = stop.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def simtrans_flags(data: Path, checkpoints: Path, *extra) -> list:
+    """Conv-4 at 32 px on a tiny weak-shot folder, CPU, no workers, no ImageNet weights."""
+    return ["--dataset", "demo", "--data_path", data, "--model", "Conv4", "--image_size", "32", "--num_workers", "0",
+            "--checkpoint_dir", checkpoints, "--imagenet_pretrained", "0", *extra]
+
+
+@pytest.fixture(scope="session")
+def simtrans_run(tiny_data, tmp_path_factory) -> dict:
+    """Steps 0, 1, 2, 3a, 3b of SimTrans (1-3 epochs each) on a benchmark made from the tiny data,
+    plus a second benchmark (another seed) for the tests that mix datasets."""
+    from data.weakshot import build_benchmark
+    root = tmp_path_factory.mktemp("simtrans")
+    bench, other = root / "bench", root / "other"
+    build_benchmark(str(tiny_data), str(bench), 0.25, 0.5, 4, 2, seed=0)
+    build_benchmark(str(tiny_data), str(other), 0.25, 0.5, 4, 2, seed=1)
+    ckpt = root / "checkpoints"
+    runs = ckpt / "demo"
+    flags = lambda *extra: simtrans_flags(bench, ckpt, *extra)  # noqa: E731
+    outputs = {}
+
+    def step(name, script, *extra):
+        code, out, err = run_entry(script, flags(*extra))
+        assert code == 0, f"{name}: {err}"
+        outputs[name] = out
+
+    step("naive", "pretrain.py", "--method", "simtrans_naive", "--num_epoch", "2", "--batch_size", "8",
+         "--lr", "0.02", "--lr_interval", "1", "--lr_decay", "0.5", "--backbone", "conv4")
+    step("simnet", "pretrain.py", "--method", "simtrans_simnet", "--num_epoch", "2", "--batch_size", "8",
+         "--head_type", "4", "--beta", "0.1", "--batch_class_num", "4", "--batch_class_num_B", "2",
+         "--f1_batches", "2", "--similarity_pretrained", runs / "Conv4_simtrans_naive" / "best_model.pdparams")
+    simnet = runs / "Conv4_simtrans_simnet_h4_b0.1"
+    step("weights", "test.py", "--method", "simtrans_simnet", "--f1_batches", "2",
+         "--similarity_net", simnet / "best_model.pdparams")
+    step("main", "pretrain.py", "--method", "simtrans_main", "--num_epoch", "2", "--batch_size", "8",
+         "--load_dir", simnet / "similarity")
+    step("alternate", "pretrain.py", "--method", "simtrans_alternate", "--num_epoch", "3", "--cls", "8",
+         "--gcn", "16", "--load_dir", simnet / "similarity", "--similarity_net", simnet / "best_model.pdparams",
+         "--pretrain_path", runs / "Conv4_simtrans_main_savg1" / "best_model.pdparams")
+    step("eval", "test.py", "--method", "simtrans_alternate", "--model_path",
+         runs / "Conv4_simtrans_alternate_GCN_a0.1_avg1" / "best_model.pdparams")
+    return {"bench": bench, "other": other, "checkpoints": ckpt, "runs": runs, "simnet": simnet, "out": outputs}
 def tiny_mtl_flags(data: Path, checkpoints: Path, *extra: str) -> list:
     """The e2e flags with MTL on a narrow ResNet-25 (widths 4-8-16) instead of Conv-4."""
     flags = tiny_flags(data, checkpoints, "--method", "mtl", "--widths", "4,8,16", *extra)

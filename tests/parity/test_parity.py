@@ -20,7 +20,7 @@ from tests.conftest import FIXTURES
 from tests.parity.checkers import CHECKERS, Entry, manifest_specs
 
 #: fixture folders (under $FSL_FIXTURES) of the methods this project implements
-PARITY_METHODS = ("frn", "deepemd", "mtl", "neg_margin")
+PARITY_METHODS = ("frn", "deepemd", "mtl", "neg_margin", "simtrans")
 for _method in PARITY_METHODS:  # each folder's checkers register themselves on import
     importlib.import_module(f"tests.parity.{_method}_checks")
 

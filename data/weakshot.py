@@ -1,0 +1,489 @@
+"""Weak-shot folders for SimTrans: base classes with clean labelled images, novel classes with
+noisy web images.
+
+A weak-shot folder holds only filelists (format: data/datasets.py), pointing at the images where
+they are:
+    base.json       clean training images of the base classes          (SimNet, step 1)
+    base_test.json  clean test images of the base classes              (SimNet's base-class F1)
+    web.json        web images of the novel classes, labelled by query  (steps 0, 2, 3)
+    novel.json      clean test images of the novel classes             (evaluation)
+    weakshot.json   what was built, from what, and the counts
+    injected.json   benchmarks only: the outliers put into web.json, with their true class
+
+Builders (python -m data.weakshot <layout> --help):
+    cub       CUB-200-2011 + CUB_web/<class>/ (SimTrans's 150/50 split, cub_simtrans/*.txt)
+    aircraft  fgvc-aircraft-2013b + hardest_new_set/<variant>/ (SimTrans's 25 novel variants)
+    cars      CompCars ("CampCar") + web_data/<model>/ (novel = every 4th sorted web class)
+    folder    WebVision-style: clean train/ and test/ folders of class folders + a web/ folder
+    inject    a benchmark from any labelled dataset with filelists or CSVs (e.g. the shared
+              archives): base = train classes, novel = test classes (or --novel_classes), and a
+              chosen fraction of each novel class's training images replaced by outliers, images
+              of other novel classes and of the val classes (outside the split)
+    oracle    an inject benchmark without its outliers (what perfect denoising would train on)
+
+Every stage of SimTrans checks the folder with `load_weakshot` (each novel class needs web
+images to pair) and tags what it writes with the folder's `fingerprint`, so a later stage
+refuses outputs made for another weak-shot dataset.
+"""
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from data.datasets import filelist_path, load_filelist
+from data.filelists import (_need_folder, _read_lines, _table, _write_json_files, dataset_folder, has_csv_layout,
+                            list_images, read_class_list, read_split_csv)
+from frn.errors import OneLineParser, UserError, exit_on_user_error
+
+INFO_FILE = "weakshot.json"
+INJECTED_FILE = "injected.json"
+FINGERPRINT_SPLITS = ("base", "web", "novel")  # what a trained model depends on
+MIN_WEB_IMAGES = 2  # a class's similarity matrix needs pairs of distinct images
+
+Item = Tuple[str, str, str]  # (class name, absolute image path, file name)
+
+#: FGVC-Aircraft variants that are novel in SimTrans (`data/Air_helper.py`: 25 of its 37-name list)
+AIRCRAFT_NOVEL = ("F/A-18", "Eurofighter Typhoon", "DHC-6", "C-130", "SR-20", "Gulfstream V", "DHC-1", "CRJ-900",
+                  "757-300", "Fokker 70", "PA-28", "Saab 2000", "Tu-154", "Spitfire", "Model B200", "Saab 340",
+                  "An-12", "Cessna 208", "A321", "DR-400", "Cessna 525", "ATR-72", "Gulfstream IV", "737-200",
+                  "Cessna 172")
+
+
+# ---------------------------------------------------------------- reading a weak-shot folder
+
+@dataclass
+class WeakShot:
+    """The filelists of a weak-shot folder that SimTrans stages read."""
+    path: str
+    novel_classes: List[str]
+    web: dict
+    fingerprint: str
+
+
+def fingerprint(data_path: str) -> str:
+    """16 hex digits identifying the classes, file names and labels of base/web/novel.json (not
+    where the folder lies), written into every SimTrans output."""
+    digest = hashlib.sha256()
+    for split in FINGERPRINT_SPLITS:
+        meta = load_filelist(filelist_path(data_path, split))
+        digest.update(json.dumps([split, meta["label_names"], meta["file_names"], meta["image_labels"]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_weakshot(data_path: str) -> WeakShot:
+    """Check a weak-shot folder: web.json and novel.json list the same novel classes and every
+    novel class has at least two web images (one-line errors otherwise)."""
+    web_path = filelist_path(data_path, "web")
+    web = load_filelist(web_path)
+    novel = load_filelist(filelist_path(data_path, "novel"))
+    if web["label_names"] != novel["label_names"]:
+        raise UserError(f"{web_path} and novel.json list different novel classes; rebuild the folder with "
+                        f"python -m data.weakshot")
+    counts = np.bincount(np.asarray(web["image_labels"], dtype=np.int64), minlength=len(web["label_names"]))
+    for name, count in zip(web["label_names"], counts):
+        if count < MIN_WEB_IMAGES:
+            what = "no web images" if count == 0 else "only 1 web image (no pair to compare)"
+            raise UserError(f"novel class {name!r} has {what} in {web_path}; SimTrans needs at least "
+                            f"{MIN_WEB_IMAGES} per class: add images or drop the class")
+    return WeakShot(os.path.abspath(data_path), list(web["label_names"]), web, fingerprint(data_path))
+
+
+def injected_files(data_path: str) -> Optional[Dict[str, dict]]:
+    """{web file name: record} of a benchmark's injected outliers, or None for real web data."""
+    path = os.path.join(data_path, INJECTED_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {record["file"]: record for record in json.load(f)["injected"]}
+
+
+# ---------------------------------------------------------------- writing a weak-shot folder
+
+def filelist(classes: Sequence[str], items: Sequence[Item]) -> dict:
+    """A filelist over `classes` (labels in that order, which may include classes without
+    images), images by label then file name."""
+    label_of = {name: label for label, name in enumerate(classes)}
+    unknown = next((cls for cls, _, _ in items if cls not in label_of), None)
+    if unknown is not None:
+        raise ValueError(f"class {unknown!r} is not among the listed classes")
+    items = sorted(items, key=lambda item: (label_of[item[0]], item[2]))
+    return {"label_names": list(classes), "image_names": [path for _, path, _ in items],
+            "image_labels": [label_of[cls] for cls, _, _ in items], "file_names": [name for _, _, name in items]}
+
+
+def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item], web: Sequence[Item],
+                   novel_test: Sequence[Item], info: dict, injected: Optional[List[dict]] = None) -> Dict[str, dict]:
+    """Check the parts, then write the folder's files (each to a temporary name first)."""
+    base_classes = sorted({cls for cls, _, _ in base})
+    novel_classes = sorted({cls for cls, _, _ in web} | {cls for cls, _, _ in novel_test})
+    shared = sorted(set(base_classes) & set(novel_classes))
+    if shared:
+        raise UserError(f"class {shared[0]!r} is both a base and a novel class; the split must not share classes")
+    for part, items in (("base training", base), ("novel test", novel_test), ("web", web)):
+        if not items:
+            raise UserError(f"the {part} images are empty; check the dataset folders and the class split")
+    web_counts = {cls: 0 for cls in novel_classes}
+    for cls, _, _ in web:
+        web_counts[cls] += 1
+    for cls, count in web_counts.items():
+        if count < MIN_WEB_IMAGES:
+            raise UserError(f"novel class {cls!r} gets {count} web image(s); SimTrans needs at least "
+                            f"{MIN_WEB_IMAGES} per class: add web images or drop the class")
+    names = [name for _, _, name in web]
+    if len(set(names)) != len(names):
+        raise UserError("two web images share a file name; give them distinct paths")
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    lists = {"base.json": filelist(base_classes, base), "web.json": filelist(novel_classes, web),
+             "novel.json": filelist(novel_classes, novel_test)}
+    if base_test:
+        lists["base_test.json"] = filelist(base_classes, base_test)
+    info = dict(info, base_classes=len(base_classes), novel_classes=len(novel_classes),
+                images={name[:-5]: len(meta["image_names"]) for name, meta in lists.items()})
+    files = {os.path.join(out_dir, name): meta for name, meta in lists.items()}
+    files[os.path.join(out_dir, INFO_FILE)] = info
+    if injected is not None:
+        files[os.path.join(out_dir, INJECTED_FILE)] = {"injected": injected}
+    _write_json_files(files)
+    stale = os.path.join(out_dir, INJECTED_FILE)
+    if injected is None and os.path.exists(stale):
+        os.remove(stale)  # a real-data folder written over a benchmark must not keep its outlier list
+    return lists
+
+
+# ---------------------------------------------------------------- benchmark by injected outliers
+
+def read_labelled(data_path: str, split: str) -> List[Item]:
+    """The images of one split of a labelled dataset: its filelist (base/val/novel.json) if
+    written, else its CSV (train/val/test.csv of the mini-ImageNet layout)."""
+    json_name = {"train": "base", "val": "val", "test": "novel"}[split]
+    path = os.path.join(data_path, f"{json_name}.json")
+    if os.path.isfile(path):
+        meta = load_filelist(path)
+        return [(meta["label_names"][label], image, name)
+                for label, image, name in zip(meta["image_labels"], meta["image_names"], meta["file_names"])]
+    if has_csv_layout(data_path):
+        return read_split_csv(os.path.abspath(data_path), split).items
+    raise UserError(f"no {json_name}.json or {split}.csv in {data_path}; point --data_path at a dataset with "
+                    f"filelists (write_miniImagenet_filelist.py) or the mini-ImageNet CSV layout")
+
+
+def by_class(items: Sequence[Item]) -> Dict[str, List[Item]]:
+    groups: Dict[str, List[Item]] = {}
+    for item in sorted(items, key=lambda item: (item[0], item[2])):
+        groups.setdefault(item[0], []).append(item)
+    return groups
+
+
+def split_per_class(groups: Dict[str, List[Item]], n_test: int, rng: np.random.RandomState,
+                    role: str) -> Tuple[List[Item], List[Item]]:
+    """(training, test) images: `n_test` random images of each class go to the test set."""
+    train, test = [], []
+    for cls, items in groups.items():
+        if len(items) < n_test + MIN_WEB_IMAGES:
+            raise UserError(f"{role} class {cls!r} has {len(items)} images: too few for {n_test} test images "
+                            f"and {MIN_WEB_IMAGES} training images; lower the test images per class")
+        order = rng.permutation(len(items))
+        test += [items[i] for i in order[:n_test]]
+        train += [items[i] for i in order[n_test:]]
+    return train, test
+
+
+def inject_outliers(novel_train: Dict[str, List[Item]], outside: List[Item], fraction: float, open_share: float,
+                    rng: np.random.RandomState) -> Tuple[List[Item], List[dict]]:
+    """The web images of the novel classes: in each class a `fraction` of its training images is
+    replaced by outliers, `open_share` of them images of classes outside the split (`outside`),
+    the rest images of other novel classes, taken from those replaced (so every image keeps a
+    single label). Returns (web items, records of the injected images)."""
+    kept, donors, needs = [], [], {}
+    for cls, items in novel_train.items():
+        order = [items[i] for i in rng.permutation(len(items))]
+        k = int(round(fraction * len(items)))
+        if len(items) - k < MIN_WEB_IMAGES:
+            raise UserError(f"--outlier_fraction {fraction} leaves novel class {cls!r} fewer than "
+                            f"{MIN_WEB_IMAGES} of its {len(items)} images; lower it")
+        kept += order[k:]
+        donors += order[:k]
+        n_open = int(round(k * open_share))
+        needs[cls] = (k - n_open, n_open)
+    n_open_total = sum(n for _, n in needs.values())
+    if n_open_total > len(outside):
+        raise UserError(f"the outliers need {n_open_total} images of classes outside the split but the val "
+                        f"classes have {len(outside)}; lower --open_set_share or --outlier_fraction")
+    open_pool = [outside[i] for i in rng.permutation(len(outside))[:n_open_total]]
+    donors = [donors[i] for i in rng.permutation(len(donors))]
+    web, records = list(kept), []
+    for cls, (n_cross, n_open) in needs.items():
+        picked = [d for d in donors if d[0] != cls][:n_cross]
+        if len(picked) < n_cross:
+            raise UserError(f"not enough images of other novel classes to inject into {cls!r}; lower "
+                            f"--outlier_fraction or raise --open_set_share")
+        donors = [d for d in donors if d not in picked]
+        chosen = [(item, "novel") for item in picked] + [(item, "outside") for item in open_pool[:n_open]]
+        open_pool = open_pool[n_open:]
+        for (true_class, path, name), source in chosen:
+            web.append((cls, path, name))
+            records.append({"file": name, "class": cls, "true_class": true_class, "source": source})
+    return web, records
+
+
+def class_roles(root: str, novel_classes: Optional[str]) -> Tuple[List[Item], List[Item], List[Item]]:
+    """(base, novel, outside) images: the train, test and val split of the dataset, or with a
+    file of `novel_classes` those classes (wherever they are), the other val classes outside, and
+    the other train and test classes base."""
+    splits = {split: read_labelled(root, split) for split in ("train", "val", "test")}
+    if not novel_classes:
+        return splits["train"], splits["test"], splits["val"]
+    listed = set(read_class_list(novel_classes))
+    everything = [item for items in splits.values() for item in items]
+    novel = [item for item in everything if item[0] in listed]
+    if len({cls for cls, _, _ in novel}) < 2:
+        raise UserError(f"--novel_classes {novel_classes} names fewer than 2 classes of {root}; list class names "
+                        f"as the dataset spells them")
+    outside = [item for item in splits["val"] if item[0] not in listed]
+    base = [item for item in splits["train"] + splits["test"] if item[0] not in listed]
+    return base, novel, outside
+
+
+def build_benchmark(data_path: str, out_dir: str, fraction: float = 0.3, open_share: float = 0.5,
+                    test_per_class: int = 20, base_test_per_class: int = 10, seed: int = 0,
+                    novel_classes: Optional[str] = None) -> Dict[str, dict]:
+    """A weak-shot benchmark from a labelled dataset (see the module docstring)."""
+    if not 0.0 <= fraction < 1.0:
+        raise UserError(f"--outlier_fraction must be in [0, 1) (got {fraction})")
+    if not 0.0 <= open_share <= 1.0:
+        raise UserError(f"--open_set_share must be in [0, 1] (got {open_share})")
+    if test_per_class < 1 or base_test_per_class < 0:
+        raise UserError("--test_per_class must be >= 1 and --base_test_per_class >= 0")
+    root = dataset_folder(data_path)
+    rng = np.random.RandomState(seed)
+    base_items, novel_items, outside = class_roles(root, novel_classes)
+    base, base_test = split_per_class(by_class(base_items), base_test_per_class, rng, "base")
+    novel_train, novel_test = split_per_class(by_class(novel_items), test_per_class, rng, "novel")
+    web, records = inject_outliers(by_class(novel_train), outside if open_share > 0 else [], fraction,
+                                   open_share, rng)
+    info = {"layout": "inject", "source": root, "novel_classes": novel_classes, "outlier_fraction": fraction,
+            "open_set_share": open_share, "test_per_class": test_per_class,
+            "base_test_per_class": base_test_per_class, "seed": seed, "injected": len(records)}
+    return write_weakshot(out_dir, base, base_test, web, novel_test, info, records)
+
+
+def write_oracle(data_path: str, out_dir: str) -> Dict[str, dict]:
+    """The benchmark `data_path` with its injected outliers removed from web.json: training on it
+    is the upper bound that perfect denoising would reach."""
+    injected = injected_files(data_path)
+    if injected is None:
+        raise UserError(f"{data_path} has no {INJECTED_FILE}: only a benchmark knows its outliers")
+    parts = {}
+    for split in ("base", "base_test", "web", "novel"):
+        path = os.path.join(data_path, f"{split}.json")
+        meta = load_filelist(path) if os.path.isfile(path) else None
+        parts[split] = [] if meta is None else [
+            (meta["label_names"][label], image, name)
+            for label, image, name in zip(meta["image_labels"], meta["image_names"], meta["file_names"])
+            if not (split == "web" and name in injected)]
+    info = {"layout": "oracle", "source": os.path.abspath(data_path), "removed": len(injected)}
+    return write_weakshot(out_dir, parts["base"], parts["base_test"], parts["web"], parts["novel"], info)
+
+
+# ---------------------------------------------------------------- real web data
+
+def web_items(web_root: str, classes: Sequence[str], root: str, exclude: Sequence[str] = ()) -> List[Item]:
+    """Web images in `web_root/<class>/` (file names relative to `root`), minus `exclude`."""
+    fix = "put each novel class's web images in a folder named like the class"
+    items = []
+    dropped = set(exclude)
+    for cls in classes:
+        folder = _need_folder(os.path.join(web_root, cls), fix)
+        items += [(cls, path, os.path.relpath(path, root)) for path in list_images(folder)
+                  if os.path.relpath(path, root) not in dropped]
+    return items
+
+
+def excluded(path: Optional[str]) -> List[str]:
+    """File names (relative to --data_path), one per line, of web images to leave out."""
+    if not path:
+        return []
+    return [line.strip() for line in _read_lines(path, "pass --exclude a text file of web image paths") if line.strip()]
+
+
+def split_by_classes(items: Sequence[Item], base: Sequence[str], novel: Sequence[str]) -> Tuple[List[Item], List[Item]]:
+    base_set, novel_set = set(base), set(novel)
+    return [i for i in items if i[0] in base_set], [i for i in items if i[0] in novel_set]
+
+
+def write_cub(data_path: str, out_dir: str, split_dir: Optional[str] = None,
+              exclude: Optional[str] = None) -> Dict[str, dict]:
+    """CUB-200-2011 (official train/test split) with SimTrans's classes: base =
+    trainvalclasses.txt, novel = testclasses.txt (in --split_dir or its cub_simtrans/)."""
+    root = dataset_folder(data_path)
+    cub = _need_folder(os.path.join(root, "CUB_200_2011"), "--data_path must hold CUB_200_2011/ and CUB_web/")
+    split_dir = split_dir or root
+    folder = next((f for f in (split_dir, os.path.join(split_dir, "cub_simtrans"))
+                   if os.path.isfile(os.path.join(f, "testclasses.txt"))), split_dir)
+    base_classes = read_class_list(os.path.join(folder, "trainvalclasses.txt"))
+    novel_classes = read_class_list(os.path.join(folder, "testclasses.txt"))
+    fix = "restore CUB_200_2011's images.txt and train_test_split.txt"
+    paths = {i: p for _, (i, p) in _table(os.path.join(cub, "images.txt"), 2, "<image id> <path>", fix)}
+    is_train = {i: t for _, (i, t) in _table(os.path.join(cub, "train_test_split.txt"), 2, "<image id> <0|1>", fix)}
+    train, test = [], []
+    for image_id, rel in paths.items():
+        item = (rel.split("/")[0], os.path.join(cub, "images", rel), rel)
+        (train if is_train.get(image_id) == "1" else test).append(item)
+    base, _ = split_by_classes(train, base_classes, novel_classes)
+    base_test, novel_test = split_by_classes(test, base_classes, novel_classes)
+    web = web_items(os.path.join(root, "CUB_web"), novel_classes, root, excluded(exclude))
+    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cub", "source": root})
+
+
+def write_aircraft(data_path: str, out_dir: str) -> Dict[str, dict]:
+    """FGVC-Aircraft variants (trainval / test) with SimTrans's 25 novel variants; web images in
+    hardest_new_set/<variant>/."""
+    root = dataset_folder(data_path)
+    data = _need_folder(os.path.join(root, "fgvc-aircraft-2013b", "data"),
+                        "--data_path must hold fgvc-aircraft-2013b/data/ and hardest_new_set/")
+    fix = "restore the FGVC-Aircraft files"
+    variants = [v.strip() for v in _read_lines(os.path.join(data, "variants.txt"), fix) if v.strip()]
+    missing = [v for v in AIRCRAFT_NOVEL if v not in variants]
+    if missing:
+        raise UserError(f"variants.txt has no variant {missing[0]!r}; {fix}")
+    base_classes = [v for v in variants if v not in AIRCRAFT_NOVEL]
+    parts = {}
+    for part in ("trainval", "test"):
+        rows = _table(os.path.join(data, f"images_variant_{part}.txt"), 2, "<image id> <variant>", fix)
+        parts[part] = [(variant, os.path.join(data, "images", f"{image_id}.jpg"), f"{image_id}.jpg")
+                       for _, (image_id, variant) in rows]
+    base, _ = split_by_classes(parts["trainval"], base_classes, AIRCRAFT_NOVEL)
+    base_test, novel_test = split_by_classes(parts["test"], base_classes, AIRCRAFT_NOVEL)
+    web = web_items(os.path.join(root, "hardest_new_set"), AIRCRAFT_NOVEL, root)
+    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "aircraft", "source": root})
+
+
+def every_fourth(classes: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """SimTrans's Car split (`--novel_split -1`): sorted class i is novel when i % 4 == 0."""
+    ordered = sorted(classes)
+    return [c for i, c in enumerate(ordered) if i % 4], [c for i, c in enumerate(ordered) if i % 4 == 0]
+
+
+def subfolders(folder: str) -> List[str]:
+    return sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
+
+
+def write_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
+    """CompCars classification split ("CampCar" folder) with web images in web_data/<model name>/;
+    the categories are the sorted web folders, every 4th novel."""
+    root = dataset_folder(data_path)
+    camp = _need_folder(os.path.join(root, "CampCar"), "--data_path must hold CampCar/ and web_data/")
+    web_root = _need_folder(os.path.join(root, "web_data"), "--data_path must hold CampCar/ and web_data/")
+    base_classes, novel_classes = every_fourth(subfolders(web_root))
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise UserError("reading CompCars' make_model_name.mat needs scipy: pip install scipy") from None
+    names = loadmat(os.path.join(camp, "misc", "make_model_name.mat"))["model_names"]
+    model_name = {i + 1: (str(n[0][0]).strip() if len(n[0]) else "unknown") for i, n in enumerate(names)}
+    parts = {}
+    for part in ("train", "test"):
+        listed = _read_lines(os.path.join(camp, "train_test_split", "classification", f"{part}.txt"),
+                             "restore CompCars' train_test_split/classification files")
+        parts[part] = [(model_name.get(int(rel.split("/")[1]), "unknown"), os.path.join(camp, "image", rel), rel)
+                       for rel in (line.strip() for line in listed) if rel]
+    base, _ = split_by_classes(parts["train"], base_classes, novel_classes)
+    base_test, novel_test = split_by_classes(parts["test"], base_classes, novel_classes)
+    web = web_items(web_root, novel_classes, root)
+    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cars", "source": root})
+
+
+def write_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
+                  novel_classes_file: Optional[str] = None) -> Dict[str, dict]:
+    """Folder-per-class layouts (e.g. Stanford Cars in class folders, WebVision-style crawls):
+    clean `train_dir` and `test_dir`, web images in `web_dir`; novel classes from a file (one per
+    line) or, like SimTrans's Car split, every 4th of the sorted classes of `train_dir`."""
+    folders = [dataset_folder(d) for d in (train_dir, test_dir, web_dir)]
+    classes = subfolders(folders[0])
+    if novel_classes_file:
+        novel = read_class_list(novel_classes_file)
+        base = [c for c in classes if c not in set(novel)]
+    else:
+        base, novel = every_fourth(classes)
+
+    def clean(folder: str, names: Sequence[str]) -> List[Item]:
+        return [(cls, p, os.path.relpath(p, folder)) for cls in names
+                for p in list_images(_need_folder(os.path.join(folder, cls), f"class {cls!r} needs a folder there"))]
+    info = {"layout": "folder", "source": folders}
+    return write_weakshot(out_dir, clean(folders[0], base), clean(folders[1], base),
+                          web_items(folders[2], novel, folders[2]), clean(folders[1], novel), info)
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = OneLineParser(prog="python -m data.weakshot", description="Build a weak-shot folder for SimTrans.")
+    layouts = parser.add_subparsers(dest="layout", required=True)
+    inject = layouts.add_parser("inject", help="benchmark from a labelled dataset with injected outliers")
+    inject.add_argument("--data_path", required=True, help="dataset with base/val/novel.json or train/val/test.csv")
+    inject.add_argument("--outlier_fraction", type=float, default=0.3,
+                        help="share of each novel class's web images that are outliers")
+    inject.add_argument("--open_set_share", type=float, default=0.5,
+                        help="share of the outliers taken from the val classes (the rest: other novel classes)")
+    inject.add_argument("--test_per_class", type=int, default=20, help="clean test images per novel class")
+    inject.add_argument("--base_test_per_class", type=int, default=10, help="test images per base class")
+    inject.add_argument("--seed", type=int, default=0)
+    inject.add_argument("--novel_classes", default=None,
+                        help="file of novel class names (e.g. SimTrans's cub_simtrans/testclasses.txt); then the "
+                             "other val classes are outside the split and the other train/test classes base")
+    oracle = layouts.add_parser("oracle", help="a benchmark without its injected outliers (the upper bound)")
+    oracle.add_argument("--data_path", required=True, help="a weak-shot folder written by inject")
+    cub = layouts.add_parser("cub", help="CUB-200-2011 + CUB_web")
+    cub.add_argument("--data_path", required=True, help="folder holding CUB_200_2011/ and CUB_web/")
+    cub.add_argument("--split_dir", default=None, help="folder of trainvalclasses.txt and testclasses.txt")
+    cub.add_argument("--exclude", default=None, help="text file of web images to drop (e.g. duplicates)")
+    aircraft = layouts.add_parser("aircraft", help="FGVC-Aircraft + hardest_new_set")
+    aircraft.add_argument("--data_path", required=True, help="folder holding fgvc-aircraft-2013b/ and hardest_new_set/")
+    cars = layouts.add_parser("cars", help="CompCars + web_data")
+    cars.add_argument("--data_path", required=True, help="folder holding CampCar/ and web_data/")
+    folder = layouts.add_parser("folder", help="class folders: clean train/, test/ and web/")
+    folder.add_argument("--train_dir", required=True)
+    folder.add_argument("--test_dir", required=True)
+    folder.add_argument("--web_dir", required=True)
+    folder.add_argument("--novel_classes", default=None, help="file of novel class names (default: every 4th)")
+    for sub in (inject, oracle, cub, aircraft, cars, folder):
+        sub.add_argument("--out_dir", required=True, help="the weak-shot folder to write")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Dict[str, dict]:
+    if args.layout == "inject":
+        return build_benchmark(args.data_path, args.out_dir, args.outlier_fraction, args.open_set_share,
+                               args.test_per_class, args.base_test_per_class, args.seed, args.novel_classes)
+    if args.layout == "oracle":
+        return write_oracle(args.data_path, args.out_dir)
+    if args.layout == "cub":
+        return write_cub(args.data_path, args.out_dir, args.split_dir, args.exclude)
+    if args.layout == "aircraft":
+        return write_aircraft(args.data_path, args.out_dir)
+    if args.layout == "cars":
+        return write_cars(args.data_path, args.out_dir)
+    return write_folders(args.train_dir, args.test_dir, args.web_dir, args.out_dir, args.novel_classes)
+
+
+@exit_on_user_error
+def main(argv: Optional[List[str]] = None) -> None:
+    """Build the folder and print one line per filelist."""
+    args = parse_args(argv)
+    lists = build(args)
+    print(f"weak-shot folder written to {os.path.abspath(args.out_dir)} (fingerprint {fingerprint(args.out_dir)})")
+    for name, meta in lists.items():
+        print(f"{name}: {len(meta['label_names'])} classes, {len(meta['image_names'])} images")
+    injected = injected_files(args.out_dir)
+    if injected is not None:
+        web = len(lists["web.json"]["image_names"])
+        print(f"injected.json: {len(injected)} of the {web} web images are outliers ({len(injected) / web:.1%})")
+
+
+if __name__ == "__main__":
+    main()
