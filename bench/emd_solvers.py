@@ -69,7 +69,7 @@ def batched(sim: paddle.Tensor, weight_1: paddle.Tensor, weight_2: paddle.Tensor
     *batch, n, m = sim.shape
     supply = normalise_weights(weight_1.reshape([-1, n]))
     demand = normalise_weights(paddle.swapaxes(weight_2, -3, -2).reshape([-1, m]))
-    score = transport_score(sim.reshape([-1, n, m]), supply, demand, solver)
+    score = transport_score(sim, supply, demand, solver)
     return (score * (TEMPERATURE / n)).reshape(batch)
 
 

@@ -123,9 +123,9 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
     *batch, n, m = sim.shape
     supply = weight_1.reshape([-1, n])                                  # row (query node) masses
     demand = paddle.swapaxes(weight_2, -3, -2).reshape([-1, m])        # column (prototype) masses
-    sim = sim.reshape([-1, n, m])
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
+        sim = sim.reshape([-1, n, m])
         flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations)
         score = (flow * sim.astype("float64")).sum([1, 2]).astype(sim.dtype)
     else:
@@ -136,22 +136,30 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
 
 
 def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Tensor, solver: str) -> paddle.Tensor:
-    """Σ flow·sim of each problem, with flows from `opencv` or `exact` treated as constants.
+    """Σ flow·sim of each problem [B] of sim [..., n, m] (B problems), with flows from
+    `opencv` or `exact` treated as constants.
 
     With `exact` the objective's gradient w.r.t. the masses is added: by LP duality
     Σ flow·cost = <u, supply> + <v, demand>, so Σ flow·sim = n - <u, supply> - <v, demand> has
     gradient -u, -v w.r.t. the masses. The added term is zero in value.
     """
-    cost = (1 - sim).detach().numpy()
+    n, m = sim.shape[-2:]
+    # in numpy: sim is a strided view here, and Paddle's CPU copy of such views is several times slower
+    values = sim.detach().numpy().reshape(-1, n, m)
+    cost = np.subtract(1, values, order="C")
     if solver == "opencv":
-        flow = opencv_flows(cost, supply.detach().numpy(), demand.detach().numpy())
-        return (paddle.to_tensor(flow) * sim).sum([1, 2])
-    if solver != "exact":
+        flow, solution = opencv_flows(cost, supply.detach().numpy(), demand.detach().numpy()), None
+    elif solver == "exact":
+        from methods.emd_exact import solve_emd
+        solution = solve_emd(cost, supply.detach().numpy(), demand.detach().numpy())
+        flow = solution.flow
+    else:
         raise ValueError(f"unknown solver {solver!r}")
-    from methods.emd_exact import solve_emd
-    solution = solve_emd(cost, supply.detach().numpy(), demand.detach().numpy())
-    score = (paddle.to_tensor(solution.flow.astype(np.float32)) * sim).sum([1, 2])
-    if supply.stop_gradient and demand.stop_gradient:
+    if sim.stop_gradient:
+        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(np.float32))
+    else:
+        score = (paddle.to_tensor(flow).reshape(sim.shape) * sim).sum([-2, -1]).reshape([-1])
+    if solution is None or (supply.stop_gradient and demand.stop_gradient):
         return score
     dual = ((paddle.to_tensor(solution.u.astype(np.float32)) * supply).sum(1)
             + (paddle.to_tensor(solution.v.astype(np.float32)) * demand).sum(1))

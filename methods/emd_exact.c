@@ -437,9 +437,11 @@ static int solve_one(Work *W, const Options *o, const double *cost, const double
 /* ---------------------------------------------------------------- batch + threads */
 
 typedef struct {
-    const double *cost, *w1, *w2;
-    double *flow, *u, *v, *obj;
+    const void *cost, *w1, *w2;    /* float64, or float32 when single */
+    void *flow;                    /* in the inputs' precision */
+    double *u, *v, *obj;
     int *status;
+    int single;                    /* 1: cost, weights and flows are float32 */
     long batch;
     long next;                 /* shared work counter (atomic) */
     long pivots;               /* total pivots (atomic add) */
@@ -459,25 +461,43 @@ static void *worker(void *arg) {
         }
         return NULL;
     }
+    size_t nm = (size_t)n * m;
+    /* float32 problems are widened into these (L1-sized) buffers, their flows narrowed back */
+    double *cost64 = B->single ? malloc((nm * 2 + n + m) * sizeof(double)) : NULL;
     for (;;) {
         long i = __atomic_fetch_add(&B->next, 1, __ATOMIC_RELAXED);
         if (i >= B->batch) break;
-        size_t nm = (size_t)n * m;
-        B->status[i] = solve_one(&W, &B->opt, B->cost + i * nm, B->w1 + i * n, B->w2 + i * m,
-                                 B->flow + i * nm, B->u + i * n, B->v + i * m, B->obj + i);
+        double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i;
+        if (!B->single) {
+            B->status[i] = solve_one(&W, &B->opt, (const double *)B->cost + i * nm, (const double *)B->w1 + i * n,
+                                     (const double *)B->w2 + i * m, (double *)B->flow + i * nm, u, v, obj);
+            continue;
+        }
+        if (!cost64) { B->status[i] = EMD_ERR_NOMEM; continue; }
+        double *flow64 = cost64 + nm, *w1 = flow64 + nm, *w2 = w1 + n;
+        const float *c32 = (const float *)B->cost + i * nm, *a32 = (const float *)B->w1 + i * n;
+        const float *b32 = (const float *)B->w2 + i * m;
+        for (size_t k = 0; k < nm; k++) cost64[k] = c32[k];
+        for (int k = 0; k < n; k++) w1[k] = a32[k];
+        for (int k = 0; k < m; k++) w2[k] = b32[k];
+        B->status[i] = solve_one(&W, &B->opt, cost64, w1, w2, flow64, u, v, obj);
+        float *f32 = (float *)B->flow + i * nm;
+        for (size_t k = 0; k < nm; k++) f32[k] = (float)flow64[k];
     }
+    free(cost64);
     __atomic_fetch_add(&B->pivots, W.pivots, __ATOMIC_RELAXED);
     work_free(&W);
     return NULL;
 }
 
-/* Solve `batch` problems of size n x m (contiguous float64 arrays). status[i] = 0 when solved.
+/* Solve `batch` problems of size n x m (contiguous arrays: cost, weights and flows float64, or
+ * float32 when `single`; duals and objectives float64). status[i] = 0 when solved.
  * threads <= 1 runs in the calling thread. block_rows <= 0 picks a default. Returns the total
  * number of pivots. */
-long emd_solve_batch(long batch, int n, int m, const double *cost, const double *w1,
-                     const double *w2, double *flow, double *u, double *v, double *obj,
-                     int *status, int threads, int block_rows) {
-    Batch B = {cost, w1, w2, flow, u, v, obj, status, batch, 0, 0, {n, m, 0, 0}};
+long emd_solve_batch(long batch, int n, int m, const void *cost, const void *w1,
+                     const void *w2, void *flow, double *u, double *v, double *obj,
+                     int *status, int threads, int block_rows, int single) {
+    Batch B = {cost, w1, w2, flow, u, v, obj, status, single, batch, 0, 0, {n, m, 0, 0}};
     int N = n + m + 1;
     B.opt.block_rows = block_rows > 0 ? block_rows : 1;
     B.opt.max_pivots = 1000L * N * N + 100000L;

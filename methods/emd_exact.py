@@ -98,10 +98,10 @@ def _compile(compiler: str, target: Path) -> None:
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    dbl, i32 = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int)
+    dbl, i32, anything = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
     lib.emd_solve_batch.restype = ctypes.c_long
-    lib.emd_solve_batch.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, dbl, dbl, dbl,
-                                    dbl, dbl, dbl, dbl, i32, ctypes.c_int, ctypes.c_int]
+    lib.emd_solve_batch.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, anything, anything, anything,
+                                    anything, dbl, dbl, dbl, i32, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     return lib
 
 
@@ -146,9 +146,13 @@ def default_threads(batch: int) -> int:
 # the public entry point
 # ----------------------------------------------------------------------------------------
 def _check_inputs(cost, weight1, weight2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    cost = np.ascontiguousarray(cost, dtype=np.float64)
-    weight1 = np.ascontiguousarray(weight1, dtype=np.float64)
-    weight2 = np.ascontiguousarray(weight2, dtype=np.float64)
+    """Contiguous float32 arrays when all three are float32 (no widened copy: the C solver
+    widens each problem itself), float64 otherwise; shapes and values checked."""
+    single = all(np.asarray(a).dtype == np.float32 for a in (cost, weight1, weight2))
+    dtype = np.float32 if single else np.float64
+    cost = np.ascontiguousarray(cost, dtype=dtype)
+    weight1 = np.ascontiguousarray(weight1, dtype=dtype)
+    weight2 = np.ascontiguousarray(weight2, dtype=dtype)
     if cost.ndim != 3 or weight1.shape != cost.shape[:2] or weight2.shape != (cost.shape[0], cost.shape[2]):
         raise ValueError(f"expected cost [B,n,m], weight1 [B,n], weight2 [B,m]; got {cost.shape}, "
                          f"{weight1.shape}, {weight2.shape}")
@@ -166,11 +170,12 @@ def solve_emd(cost, weight1, weight2, threads: int = 0) -> EMDSolution:
 
     cost [B, n, m], weight1 [B, n] (row masses), weight2 [B, m] (column masses), any float dtype,
     weights non-negative. threads: 0 = automatic (see `default_threads`), 1 = calling thread.
-    Returns float64 flow [B, n, m], u [B, n], v [B, m] and cost_value [B] = sum(flow * cost).
+    Every problem is solved in float64. Returns flow [B, n, m] (float32 when the three inputs
+    are float32, else float64), float64 u [B, n], v [B, m] and cost_value [B] = sum(flow * cost).
     """
     cost, weight1, weight2 = _check_inputs(cost, weight1, weight2)
     batch, n, m = cost.shape
-    flow = np.zeros((batch, n, m))
+    flow = np.zeros((batch, n, m), dtype=cost.dtype)
     u, v, value = np.zeros((batch, n)), np.zeros((batch, m)), np.zeros(batch)
     if batch == 0:
         return EMDSolution(flow, u, v, value)
@@ -182,8 +187,9 @@ def solve_emd(cost, weight1, weight2, threads: int = 0) -> EMDSolution:
         if len(todo):
             warnings.warn(f"emd_exact: C solver failed on {len(todo)} problem(s) (codes "
                           f"{sorted(set(status[todo].tolist()))}); solving them in numpy", RuntimeWarning)
-    for i in todo:
-        flow[i], u[i], v[i], value[i] = solve_one_numpy(cost[i], weight1[i], weight2[i])
+    for i in todo:          # widened as the C solver does, so that the quantised masses agree
+        problem = (a[i].astype(np.float64) for a in (cost, weight1, weight2))
+        flow[i], u[i], v[i], value[i] = solve_one_numpy(*problem)
     return EMDSolution(flow, u, v, value)
 
 
@@ -196,8 +202,9 @@ def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, thread
 
     def ptr(a, kind=ctypes.c_double):
         return a.ctypes.data_as(ctypes.POINTER(kind))
-    lib.emd_solve_batch(batch, n, m, ptr(cost), ptr(weight1), ptr(weight2), ptr(flow), ptr(u), ptr(v),
-                        ptr(value), ptr(status, ctypes.c_int), int(threads), int(block_rows))
+    lib.emd_solve_batch(batch, n, m, cost.ctypes.data, weight1.ctypes.data, weight2.ctypes.data, flow.ctypes.data,
+                        ptr(u), ptr(v), ptr(value), ptr(status, ctypes.c_int), int(threads), int(block_rows),
+                        int(cost.dtype == np.float32))
     return status
 
 

@@ -32,8 +32,9 @@ def deepemd_like(rng: np.random.Generator, batch: int, n: int, m: int, channels:
 def cv2_objective(cost, w1, w2) -> np.ndarray:
     """Σ flow·cost of cv2.EMD on every problem (float32 inputs, as the reference calls it)."""
     out = np.empty(len(cost))
+    single = [a.astype(np.float32) for a in (cost, w1, w2)]
     for k in range(len(cost)):
-        flow = cv2.EMD(w1[k][:, None], w2[k][:, None], cv2.DIST_USER, cost[k])[2]
+        flow = cv2.EMD(single[1][k][:, None], single[2][k][:, None], cv2.DIST_USER, single[0][k])[2]
         out[k] = (flow.astype(np.float64) * cost[k]).sum()
     return out
 
@@ -116,7 +117,7 @@ def test_degenerate_problems(case):
 
 def test_unequal_totals_transport_the_smaller_total_like_opencv():
     rng = np.random.default_rng(3)
-    cost, w1, w2 = deepemd_like(rng, 200, 10, 10)
+    cost, w1, w2 = (a.astype(np.float64) for a in deepemd_like(rng, 200, 10, 10))
     w1 = w1 * 1.1                                                     # rows carry 10% more
     sol = solve_emd(cost, w1, w2)
     np.testing.assert_allclose(sol.flow.sum((1, 2)), w2.astype(np.float64).sum(1), rtol=1e-12)
@@ -155,6 +156,18 @@ def test_numpy_fallback_gives_the_same_solution_as_c():
         np.testing.assert_allclose(flow, sol.flow[k], atol=1e-12)
         np.testing.assert_allclose(u, sol.u[k], atol=1e-9)
         np.testing.assert_allclose(v, sol.v[k], atol=1e-9)
+
+
+def test_float32_problems_are_solved_in_float64_and_return_float32_flows():
+    """DeepEMD's float32 problems: no widened copy of the batch, the same optimum, flows rounded."""
+    rng = np.random.default_rng(7)
+    cost, w1, w2 = deepemd_like(rng, 300, 13, 13)
+    single = solve_emd(cost, w1, w2)
+    double = solve_emd(cost.astype(np.float64), w1.astype(np.float64), w2.astype(np.float64))
+    assert single.flow.dtype == np.float32 and double.flow.dtype == np.float64
+    np.testing.assert_array_equal(single.flow, double.flow.astype(np.float32))
+    np.testing.assert_array_equal(single.u, double.u)
+    np.testing.assert_array_equal(single.cost_value, double.cost_value)
 
 
 def test_single_and_multi_threaded_runs_agree():
