@@ -30,8 +30,8 @@ import paddle
 import paddle.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from methods.deepemd import (OPENCV_FLOOR, centred_cosine, cross_reference_weights, normalise_weights,  # noqa: E402
-                             transport_score)
+from methods.deepemd import (OPENCV_FLOOR, DeepEMD, centred_cosine, cross_reference_weights,  # noqa: E402
+                             normalise_weights, transport_score)
 from methods.emd_exact import backend, solve_emd  # noqa: E402
 
 TEMPERATURE = 12.5
@@ -95,7 +95,7 @@ def bench_problems(quick: bool) -> Dict[int, float]:
     the group of episodes the evaluation loop scores together (`eval_episode_batch`)."""
     rng = np.random.default_rng(0)
     ratios = {}
-    n_query, group = (15, 4) if quick else (75, deepemd_model().eval_episode_batch)
+    n_query, group = (15, 4) if quick else (75, DeepEMD.eval_episode_batch)
     print(f"exact solver backend: {backend()}, threads available: {len(os.sched_getaffinity(0))}; "
           f"{n_query} queries x 5 classes per episode, our path on {group} episodes at once")
     print(f"{'nodes':>5} | {'ref. per-pair loop':>18} {'cv2.EMD alone':>13} {'exact, 1 thread':>15} "
@@ -141,7 +141,6 @@ class RandomImages(paddle.io.Dataset):
 
 def deepemd_model(widths=None, **flags):
     """DeepEMD-FCN on ResNet-12 (full width unless `widths`) with eval.py's defaults."""
-    from methods.deepemd import DeepEMD
     from network import build_backbone
     args = argparse.Namespace(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="exact", form="L2",
                               l2_strength=1e-6, qp_iterations=20, temperature=12.5, feature_pyramid=None,
@@ -177,7 +176,7 @@ def bench_sfc(quick: bool) -> None:
     each solver, and the evaluation loop's group of episodes fitted together."""
     rng = np.random.default_rng(1)
     steps = 10 if quick else 100
-    group = deepemd_model().eval_episode_batch
+    group = DeepEMD.eval_episode_batch
     episodes = lambda count: paddle.concat([episode_features(rng, 1, 25, 25)[0].reshape([1, 25, 640, 5, 5])
                                            for _ in range(count)])
     for solver, count in (("opencv", 1), ("exact", 1), ("exact", group)):

@@ -40,6 +40,7 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--step_size", type=int, default=0,
         help="decay every N epochs instead of at --milestones (the official FRN fine-grained configs)")
     add("--epoch", type=int, default=epoch, help="number of epochs")
+    add("--pretrain_path", default="", help=".pdparams to start from (for meta_train.py: pretrain.py's output)")
     add("--lr_schedule", default="step", choices=["step", "cosine"],
         help="step: decay by --gamma at --milestones / every --step_size epochs; cosine: per iteration "
              "down to --eta_min after the warm-up")
@@ -76,7 +77,6 @@ def pretrain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", default="meta", choices=["meta", "none"],
                         help="validate by few-shot episodes on val.json (non-episodic methods: by their "
                              "own score), or not at all")
-    parser.add_argument("--pretrain_path", default="", help=".pdparams to start from")
     return parser
 
 
@@ -87,7 +87,6 @@ def meta_train_parser() -> argparse.ArgumentParser:
     _training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
     parser.add_argument("--train_n_episode", type=int, default=1000,
                         help="episodes per epoch; 0 = the official FRN epoch (use every image once)")
-    parser.add_argument("--pretrain_path", default="", help=".pdparams to start from (pretrain.py output)")
     parser.add_argument("--ht_meta_batch", type=int, default=0,
                         help="hard-task meta-batch (the MTL paper's HT; ours): after every N tasks, train on "
                              "--ht_hard_tasks tasks re-sampled from their worst classes (0 = off)")

@@ -52,8 +52,8 @@ typedef struct {
     char *alive;
     int *arc_a, *arc_b, *adj_start, *adj;
     int64_t *arc_f;
-    int *order, *order_tmp;
-    uint16_t *keys;
+    int *order;
+    uint8_t *keys;             /* cost bucket of each cell (sort_cells) */
     long pivots;
     double cmax;               /* largest |cost| (tolerance scale) */
 } Work;
@@ -64,7 +64,7 @@ static void work_free(Work *W) {
     free(W->orig); free(W->C); free(W->mass); free(W->parent); free(W->first); free(W->next);
     free(W->prev); free(W->depth); free(W->stack); free(W->flow); free(W->pot); free(W->rem);
     free(W->rem_eps); free(W->alive); free(W->arc_a); free(W->arc_b); free(W->adj_start);
-    free(W->adj); free(W->arc_f); free(W->order); free(W->order_tmp); free(W->keys);
+    free(W->adj); free(W->arc_f); free(W->order); free(W->keys);
 }
 
 static int work_alloc(Work *W, int n, int m) {
@@ -80,11 +80,11 @@ static int work_alloc(Work *W, int n, int m) {
     W->arc_a = malloc(N * sizeof(int)); W->arc_b = malloc(N * sizeof(int));
     W->arc_f = malloc(N * sizeof(int64_t)); W->adj_start = malloc((N + 1) * sizeof(int));
     W->adj = malloc(2 * N * sizeof(int)); W->order = malloc(cells * sizeof(int));
-    W->order_tmp = malloc(cells * sizeof(int)); W->keys = malloc(cells * sizeof(uint16_t));
+    W->keys = malloc(cells);
     if (!W->orig || !W->C || !W->mass || !W->parent || !W->first || !W->next || !W->prev ||
         !W->depth || !W->stack || !W->flow || !W->pot || !W->rem || !W->rem_eps || !W->alive ||
         !W->arc_a || !W->arc_b || !W->arc_f || !W->adj_start || !W->adj || !W->order ||
-        !W->order_tmp || !W->keys) {
+        !W->keys) {
         work_free(W);
         return EMD_ERR_NOMEM;
     }
@@ -154,7 +154,7 @@ static void sort_cells(Work *W) {
     double f = hi > lo ? 255.999 / (hi - lo) : 0.0;
     int count[257];
     memset(count, 0, sizeof(count));
-    for (int i = 0; i < cells; i++) { W->keys[i] = (uint16_t)((W->C[i] - lo) * f); count[W->keys[i] + 1]++; }
+    for (int i = 0; i < cells; i++) { W->keys[i] = (uint8_t)((W->C[i] - lo) * f); count[W->keys[i] + 1]++; }
     for (int d = 0; d < 256; d++) count[d + 1] += count[d];
     for (int i = 0; i < cells; i++) W->order[count[W->keys[i]]++] = i;
     W->cmax = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
