@@ -64,12 +64,14 @@ class WeakShot:
     fingerprint: str
 
 
-def fingerprint(data_path: str) -> str:
+def fingerprint(data_path: str, metas: Optional[Dict[str, dict]] = None) -> str:
     """16 hex digits identifying the classes, file names and labels of base/web/novel.json (not
-    where the folder lies), written into every SimTrans output."""
+    where the folder lies), written into every SimTrans output. `metas` maps split names to
+    filelists already read with `load_filelist`; the other splits are read from `data_path`."""
+    metas = metas or {}
     digest = hashlib.sha256()
     for split in FINGERPRINT_SPLITS:
-        meta = load_filelist(filelist_path(data_path, split))
+        meta = metas[split] if split in metas else load_filelist(filelist_path(data_path, split))
         digest.update(json.dumps([split, meta["label_names"], meta["file_names"], meta["image_labels"]]).encode())
     return digest.hexdigest()[:16]
 
@@ -89,7 +91,8 @@ def load_weakshot(data_path: str) -> WeakShot:
             what = "no web images" if count == 0 else "only 1 web image (no pair to compare)"
             raise UserError(f"novel class {name!r} has {what} in {web_path}; SimTrans needs at least "
                             f"{MIN_WEB_IMAGES} per class: add images or drop the class")
-    return WeakShot(os.path.abspath(data_path), list(web["label_names"]), web, fingerprint(data_path))
+    return WeakShot(os.path.abspath(data_path), list(web["label_names"]), web,
+                    fingerprint(data_path, {"web": web, "novel": novel}))
 
 
 def injected_files(data_path: str) -> Optional[Dict[str, dict]]:

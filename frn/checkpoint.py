@@ -60,25 +60,28 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value))
 
 
-def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool = False) -> Dict[str, Any]:
+def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool = False,
+                 ckpt: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Load a checkpoint into `model` after checking it was written for the same kind of model.
 
     Keys the method declares optional (e.g. FRN's pre-training class pools) may be missing or
     extra; everything else must match in name and shape. With `pretrained` (--pretrain_path)
     the checkpoint is a pre-training one: the model's meta parameters (`is_meta_parameter`,
     e.g. MTL's scaling/shifting) are neither expected nor taken from it and keep their initial
-    values. Returns the checkpoint dict.
+    values. `ckpt` is the checkpoint when the caller has already read it (`read_checkpoint(path,
+    flag)`), so a large file is not read twice. Returns the checkpoint dict.
     """
-    ckpt = read_checkpoint(path, flag)
+    ckpt = read_checkpoint(path, flag) if ckpt is None else ckpt
     identity, wanted = ckpt.get("identity"), model.checkpoint_identity()
     if identity and (identity.get("family"), identity.get("model")) != (wanted["family"], wanted["model"]):
         raise UserError(f"{flag} {path} holds a {identity.get('model')} {identity.get('family')} model, "
                         f"but this run builds a {wanted['model']} {wanted['family']}; pass a matching "
                         f"checkpoint or change --model/--method")
     state = ckpt["state_dict"]
-    own = model.state_dict()
+    current = model.state_dict()  # a fresh dict each call: updating it below leaves the model as is
+    own = current
     if pretrained:
-        own = {k: v for k, v in own.items() if not model.is_meta_parameter(k)}
+        own = {k: v for k, v in current.items() if not model.is_meta_parameter(k)}
         state = {k: v for k, v in state.items() if not model.is_meta_parameter(k)}
     optional = set(model.optional_checkpoint_keys())
     missing = [k for k in own if k not in state and k not in optional]
@@ -94,7 +97,6 @@ def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool 
         raise UserError(f"{flag} {path} does not fit --model {wanted['model']} ({culprit}); pass a "
                         f"checkpoint of this backbone/method")
     # entries the checkpoint does not set keep their values (a full dict: Paddle warns per missing key)
-    full = model.state_dict()
-    full.update({k: v for k, v in state.items() if k in own})
-    model.set_state_dict(full)
+    current.update({k: v for k, v in state.items() if k in own})
+    model.set_state_dict(current)
     return ckpt

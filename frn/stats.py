@@ -2,6 +2,7 @@
 from typing import Sequence, Tuple
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def mean_and_interval(accs: Sequence[float]) -> Tuple[float, float]:
@@ -19,14 +20,8 @@ def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("ROC-AUC needs both positives and negatives")
-    order = np.argsort(scores, kind="mergesort")
     ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average ranks over ties
-        stop = start
-        while stop + 1 < len(scores) and sorted_scores[stop + 1] == sorted_scores[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2.0 + 1.0
-        start = stop + 1
+    ranked = ~np.isnan(scores)
+    ranks[ranked] = rankdata(scores[ranked])  # 1-based, ties get their average rank
+    ranks[~ranked] = np.arange(ranked.sum() + 1, len(scores) + 1)  # NaNs last, each its own rank, in order
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence, Sized, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Sized, Tuple
 
 import numpy as np
 import paddle
@@ -38,7 +38,7 @@ import paddle.nn.functional as F
 import paddle.vision.transforms as T
 
 from data.datasets import ImageList
-from data.samplers import ShuffledBatchSampler
+from data.samplers import ShuffledBatchSampler, indices_by_class
 from data.transforms import MEAN, STD
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from frn.checkpoint import load_weights, read_checkpoint
@@ -302,9 +302,7 @@ def rand_pair_batches(labels: Sequence[int], batch_size: int, class_num: int,
     """The reference's RandPairSet: len // batch_size batches, each drawn from at most `class_num`
     random classes that still have unused images: pick one of them, then one of its unused images,
     until the batch is full or the chosen classes are exhausted (each image once per epoch)."""
-    pools: Dict[int, List[int]] = {}
-    for index, label in enumerate(labels):
-        pools.setdefault(int(label), []).append(index)
+    pools = indices_by_class(labels)  # fresh lists, emptied by the draws below
     batches = []
     for _ in range(len(labels) // batch_size):
         remained = [c for c, pool in pools.items() if pool]
@@ -339,9 +337,7 @@ def f1_batches(labels: Sequence[int], seed: int, n_batches: int) -> List[List[in
     """The reference's SimNet evaluation batches (SequentialBalancedSampler2), drawn once: each of
     min(10, classes) random classes x 10 random images (with replacement if a class has fewer)."""
     rng = np.random.RandomState(seed)
-    groups: Dict[int, List[int]] = {}
-    for index, label in enumerate(labels):
-        groups.setdefault(int(label), []).append(index)
+    groups = indices_by_class(labels)
     classes = sorted(groups)
     batches = []
     for _ in range(n_batches):
@@ -398,9 +394,11 @@ def check_origin(identity: Optional[dict], flag: str, path: str, family: str, we
                         f"--data_path has {weakshot.fingerprint}); pass the run of this dataset")
 
 
-def load_backbone_weights(model: FewShotMethod, source: str, flag: str) -> None:
+def load_backbone_weights(model: FewShotMethod, source: str, flag: str,
+                          ckpt: Optional[Dict[str, Any]] = None) -> None:
     """Initialise `model.feature_extractor`: `imagenet` (Paddle's ResNet-50 weights), `none`, or a
-    .pdparams whose `feature_extractor.*` entries fit (e.g. a converted torchvision checkpoint)."""
+    .pdparams whose `feature_extractor.*` entries fit (e.g. a converted torchvision checkpoint).
+    `ckpt` is that .pdparams when the caller has already read it (`read_checkpoint(source, flag)`)."""
     if source in ("none", "0", ""):
         return
     own = model.feature_extractor.state_dict()
@@ -410,7 +408,7 @@ def load_backbone_weights(model: FewShotMethod, source: str, flag: str) -> None:
                             f"pass 0/none to train from scratch")
         state = imagenet_state()
     else:
-        ckpt = read_checkpoint(source, flag)
+        ckpt = read_checkpoint(source, flag) if ckpt is None else ckpt
         prefix = "feature_extractor."
         state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     wrong = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
@@ -428,7 +426,7 @@ def load_simnet(path: str, flag: str, weakshot: WeakShot) -> "SimNet":
     args = argparse.Namespace(model=identity["model"], head_type=identity.get("head_type", "4"),
                               domain_bn=identity.get("domain_bn", 1), data_path="")
     simnet = SimNet(build_backbone(identity["model"]), args)
-    load_weights(simnet, path, flag)
+    load_weights(simnet, path, flag, ckpt=ckpt)
     simnet.eval()
     return simnet
 
@@ -693,10 +691,11 @@ class SimNet(SimTransStage):
         if not source:
             raise UserError("--similarity_pretrained is required: the step-0 run's best_model.pdparams "
                             "(pretrain.py --method simtrans_naive), or 'imagenet' or 'none'")
+        ckpt = None
         if source not in ("imagenet", "none"):
-            check_origin(read_checkpoint(source, "--similarity_pretrained").get("identity"),
-                         "--similarity_pretrained", source, CLASSIFIER_FAMILY, weakshot)
-        load_backbone_weights(self, source, "--similarity_pretrained")
+            ckpt = read_checkpoint(source, "--similarity_pretrained")
+            check_origin(ckpt.get("identity"), "--similarity_pretrained", source, CLASSIFIER_FAMILY, weakshot)
+        load_backbone_weights(self, source, "--similarity_pretrained", ckpt=ckpt)
 
     def validator(self, args: argparse.Namespace) -> Validator:
         """F1 of the 'similar' pairs on novel test batches (model selection, as the reference),
@@ -891,7 +890,7 @@ class WebClassifier(SimTransStage):
             raise UserError(f"--model_path {args.model_path} classifies {n_classes} classes but the {split} split "
                             f"has {test.num_classes}; pass the matching --data_path")
         model = cls(build_backbone(args.model), args, n_classes)
-        load_weights(model, args.model_path)  # refuses a checkpoint of another --model in one line
+        load_weights(model, args.model_path, ckpt=ckpt)  # refuses a checkpoint of another --model in one line
         accuracy, _, correct = classify_split(model, test, num_workers=args.num_workers, desc="test")
         mean, interval = mean_and_interval(100.0 * correct)
         print(f"{len(test)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from tests.conftest import run_entry, simtrans_flags
+from tests.data.test_weakshot import shrink_class
 from tests.errors.test_bad_input import snapshot
 
 
@@ -72,12 +73,8 @@ def test_a_folder_that_is_not_weak_shot(simtrans_run, tiny_data):
 def test_a_novel_class_without_pairs(simtrans_run, tmp_path, keep, needle, step):
     data = tmp_path / "ws"
     shutil.copytree(simtrans_run["bench"], data)
-    web = json.loads((data / "web.json").read_text())
-    drop = [i for i, label in enumerate(web["image_labels"]) if label == 1][keep:]
-    for key in ("image_names", "image_labels", "file_names"):
-        web[key] = [v for i, v in enumerate(web[key]) if i not in drop]
-    (data / "web.json").write_text(json.dumps(web))
-    name = web["label_names"][1]
+    shrink_class(data, 1, keep)
+    name = json.loads((data / "web.json").read_text())["label_names"][1]
     if step == "naive":
         assert_refused(simtrans_run, "pretrain.py", data, "--method", "simtrans_naive", needles=(needle, name))
     else:
@@ -86,20 +83,8 @@ def test_a_novel_class_without_pairs(simtrans_run, tmp_path, keep, needle, step)
 
 
 def test_weakshot_builder_bad_fraction(tiny_data, tmp_path):
-    code, _, err = run_entry_module_weakshot(["inject", "--data_path", tiny_data, "--out_dir", tmp_path / "x",
-                                              "--outlier_fraction", "1.2"])
+    code, _, err = run_entry("data/weakshot.py", ["inject", "--data_path", tiny_data, "--out_dir", tmp_path / "x",
+                                                  "--outlier_fraction", "1.2"])
     assert code == 2 and err.startswith("error:") and "--outlier_fraction" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
-
-def run_entry_module_weakshot(argv):
-    import contextlib
-    import io
-    from data import weakshot
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err):
-        try:
-            weakshot.main([str(a) for a in argv])
-        except SystemExit as stop:
-            code = stop.code
-    return code, "", err.getvalue()
