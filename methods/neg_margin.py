@@ -207,10 +207,11 @@ class NegMargin(FewShotMethod):
         self.protocol = getattr(args, "protocol", "mmfs")
         self.metric = metric_of(args)
         self.flatten = args.model == "Conv4"   # Conv-4: the C,H,W-flattened map; ResNets: its average
-        self.fit = FitSettings(metric=self.metric, scale=getattr(args, "test_scale_factor", 5.0),
-                               margin=getattr(args, "test_margin", 0.0), lr=getattr(args, "finetune_lr", 0.01),
-                               weight_decay=getattr(args, "finetune_wd", 1e-3),
-                               batch_size=getattr(args, "finetune_batch_size", 4))
+        self.fit = FitSettings(metric=self.metric, scale=getattr(args, "test_scale_factor", FitSettings.scale),
+                               margin=getattr(args, "test_margin", FitSettings.margin),
+                               lr=getattr(args, "finetune_lr", FitSettings.lr),
+                               weight_decay=getattr(args, "finetune_wd", FitSettings.weight_decay),
+                               batch_size=getattr(args, "finetune_batch_size", FitSettings.batch_size))
         self.finetune_steps = getattr(args, "finetune_steps", None)
         self.finetune_epochs = getattr(args, "finetune_epochs", None)
         self.eval_episode_batch = getattr(args, "episode_batch", None) or auto_episode_batch(self.feature_dim(args))
@@ -240,15 +241,16 @@ class NegMargin(FewShotMethod):
                  "(cosine heads) or 5 (neg-softmax)")
         add("--margin", type=float, default=None,
             help=f"margin m of the training head (negative raises the target logit); default {DEFAULT_MARGIN}")
-        add("--test_scale_factor", type=float, default=5.0, help="scale of the meta-test classifier")
-        add("--test_margin", type=float, default=0.0, help="margin of the meta-test classifier")
+        add("--test_scale_factor", type=float, default=FitSettings.scale, help="scale of the meta-test classifier")
+        add("--test_margin", type=float, default=FitSettings.margin, help="margin of the meta-test classifier")
         add("--finetune_steps", type=int, default=None,
             help="meta-test optimiser steps (mmfs: 150 for 1-shot, 600 otherwise)")
         add("--finetune_epochs", type=int, default=None,
             help=f"meta-test passes over the support set instead (bl0: {BL0_EPOCHS})")
-        add("--finetune_lr", type=float, default=0.01, help="meta-test SGD learning rate")
-        add("--finetune_wd", type=float, default=1e-3, help="meta-test SGD weight decay")
-        add("--finetune_batch_size", type=int, default=4, help="meta-test mini-batch of support features")
+        add("--finetune_lr", type=float, default=FitSettings.lr, help="meta-test SGD learning rate")
+        add("--finetune_wd", type=float, default=FitSettings.weight_decay, help="meta-test SGD weight decay")
+        add("--finetune_batch_size", type=int, default=FitSettings.batch_size,
+            help="meta-test mini-batch of support features")
         add("--episode_batch", type=int, default=None,
             help=f"test episodes whose classifiers are fitted together (default: {FIT_GROUP_ELEMENTS} // "
                  f"feature dim, at most {MAX_EPISODE_BATCH}; 1: one at a time; same results)")
@@ -260,11 +262,9 @@ class NegMargin(FewShotMethod):
     @staticmethod
     def check_arguments(args: argparse.Namespace) -> None:
         """One-line errors for values argparse cannot reject; resolves mmfewshot's metric names."""
-        if args.metric_type is not None:
-            if args.metric is not None:
-                raise UserError("give the head once: --metric (bl0's names) or --metric_type (mmfewshot's)")
-            args.metric = MMFS_METRICS[args.metric_type]
-        args.metric = args.metric or "cosineface"
+        if args.metric_type is not None and args.metric is not None:
+            raise UserError("give the head once: --metric (bl0's names) or --metric_type (mmfewshot's)")
+        args.metric = metric_of(args)
         if args.margin is not None and args.metric not in MARGIN_METRICS and args.margin != 0:
             raise UserError(f"--margin {args.margin:g} has no effect with --metric {args.metric}; use "
                             f"cosineface or neg-softmax, or drop --margin")
@@ -341,11 +341,9 @@ class NegMargin(FewShotMethod):
         weight, bias = fit_classifiers(support, shot, weight, bias, batches, self.fit)
         return head_logits(query, weight, self.metric, self.fit.scale, bias=bias)
 
-    def episode_scores(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
-        return self.episode_scores_batch(support.unsqueeze(0), query.unsqueeze(0), way, shot)[0]
-
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
-        return self.episode_scores(support, query, way, shot)
+        """One episode's scores: `episode_scores_batch` on a stack of one (`episode_scores` calls this)."""
+        return self.episode_scores_batch(support.unsqueeze(0), query.unsqueeze(0), way, shot)[0]
 
     # ----- checkpoints -------------------------------------------------------------------
     @staticmethod

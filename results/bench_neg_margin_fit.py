@@ -29,7 +29,6 @@ from frn.runs import build_model, image_list  # noqa: E402
 
 def timed_scores(model, cache: FeatureCache, episodes, group: int, args) -> tuple:
     """(accuracies, seconds) of the episodes scored `group` at a time, from numpy seed args.seed."""
-    model.eval_episode_batch = group
     np.random.seed(args.seed)
     start = time.perf_counter()
     accs, _ = score_episodes(model, cache.batches(episodes, group), -(-len(episodes) // group), args.test_n_way,

@@ -43,16 +43,11 @@ def conv4_case():
 
 
 def resnet12_case():
-    from tests.parity.neg_margin_checks import formula_weights, neg_margin_model
-    from frn.convert import torch_key_to_paddle
+    from tests.parity.checkers import formula_weights
+    from tests.parity.neg_margin_checks import neg_margin_model, reference_shapes
     entry = fixture_entry("neg_margin/backbone_resnet12_formula")
-    model = neg_margin_model("ResNet12", 84)
-    own = model.state_dict()
-    shapes = {}
-    for key in entry.config["state_dict_keys_in_order"]:
-        pkey = torch_key_to_paddle(key)
-        shapes[key] = () if pkey is None else tuple(own[model.from_reference_key(pkey)].shape)
-    bl0 = formula_weights(shapes)
+    keys = entry.config["state_dict_keys_in_order"]
+    bl0 = formula_weights(keys, reference_shapes(neg_margin_model("ResNet12", 84), keys))
     mmfs = {re.sub(r"\.BN(\d)\.", r".norm\1.", re.sub(r"\.C(\d)\.", r".conv\1.", k)): v for k, v in bl0.items()}
     return "ResNet12", bl0, mmfs, entry
 

@@ -19,8 +19,10 @@ the generic test fails when an output of the entry was left unchecked, so a chec
 silently skip part of a fixture.
 """
 import json
+import math
+import zlib
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -135,6 +137,44 @@ class Entry:
     def assert_all_outputs_checked(self) -> None:
         left = [k for k in self.outputs() if k not in self.checked and k not in self.ignored]
         assert not left, f"{self.file}: {len(left)} outputs were not compared, e.g. {left[:3]}"
+
+
+def consume_state(entry: Entry, prefix: str = "param/") -> Dict[str, np.ndarray]:
+    """The reference state dict stored under `prefix` (every array marked as consumed)."""
+    state = entry.with_prefix(prefix)
+    for key in state:
+        entry.use(prefix + key)
+    return state
+
+
+def formula_weights(keys: Sequence[str], shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """The manifests' deterministic weights (MTL, SimTrans, Negative-Margin fixtures), rebuilt
+    from each reference key name and its tensor's shape (float64, then float32;
+    num_batches_tracked: int64 zeros), in the order of `keys`."""
+    out = {}
+    for key in keys:
+        shape = shapes[key]
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "num_batches_tracked":
+            out[key] = np.zeros(shape, dtype=np.int64)
+            continue
+        n = int(np.prod(shape))
+        phase = 2 * math.pi * (zlib.crc32(key.encode("utf-8")) % 10007) / 10007
+        u = np.sin(0.7071 * np.arange(n, dtype=np.float64) + phase).reshape(shape)
+        if leaf == "running_var":
+            w = 1 + 0.25 * (u + 1)
+        elif leaf in ("running_mean", "mtl_bias"):
+            w = 0.05 * u
+        elif leaf == "mtl_weight":
+            w = 1 + 0.1 * u
+        elif len(shape) == 1 and leaf == "weight":
+            w = 1 + 0.1 * u
+        elif len(shape) == 1 and leaf == "bias":
+            w = 0.05 * u
+        else:
+            w = u * math.sqrt(2.0 / int(np.prod(shape[1:])))
+        out[key] = w.astype(np.float32)
+    return out
 
 
 def _t(array, grad: bool = False):

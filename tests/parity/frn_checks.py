@@ -173,11 +173,14 @@ def _bn_layer_of(paddle_key_: str) -> str:
 def check_state_after_train_forward(entry: Entry, model, out_prefix: str, replay: BNVarianceReplay,
                                     m: Dict[str, int],
                                     check_param: Optional[Callable[[str, str, np.ndarray], None]] = None,
-                                    tol_key: Optional[str] = None) -> None:
+                                    tol_key: Optional[str] = None,
+                                    rename: Callable[[str], str] = lambda key: key) -> None:
     """Compare the model's state with the `<out_prefix><torch key>` arrays after train-mode
     forwards: parameters (through `check_param(full key, torch key, actual)` when given) and
     running means directly, running variances through `replay` (at the tolerance of `tol_key`
-    when the manifest gives one per kind of array)."""
+    when the manifest gives one per kind of array). `rename` maps the converted (Paddle) key to
+    the model's own name, for models whose module tree differs from the reference's (`m` is
+    keyed by the model's BatchNorm names)."""
     own = model.state_dict()
     for key in [k[len(out_prefix):] for k in entry.outputs() if k.startswith(out_prefix)]:
         full = out_prefix + key
@@ -185,6 +188,7 @@ def check_state_after_train_forward(entry: Entry, model, out_prefix: str, replay
         if pk is None:
             entry.ignore(full, "num_batches_tracked: Paddle keeps no BN counter")
             continue
+        pk = rename(pk)
         actual = _np(own[pk])
         if key.endswith("running_var"):
             expected = replay.step(entry[full], key, m[_bn_layer_of(pk)])

@@ -9,8 +9,6 @@ re-ordered class-major (this project's layout); the meta-iteration checker re-or
 support set class-major and keeps the queries in the reference's order with its labels.
 """
 import argparse
-import math
-import zlib
 from unittest import mock
 from typing import Dict, List, Optional, Tuple
 
@@ -19,18 +17,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from tests.parity.checkers import Entry, _np, _t, register
+from tests.parity.checkers import Entry, _np, _t, consume_state, formula_weights, register
 from tests.parity.frn_checks import (TORCH_BN_KEEP, BNRecorder, BNVarianceReplay, Identity, _check_adam_param,
                                      _is_torch_parameter, check_state_after_train_forward, load_reference,
                                      paddle_key)
-
-
-def consume_state(entry: Entry, prefix: str = "param/") -> Dict[str, np.ndarray]:
-    """The reference state dict stored under `prefix` (every array marked as consumed)."""
-    state = entry.with_prefix(prefix)
-    for key in state:
-        entry.use(prefix + key)
-    return state
 
 
 def mtl_model(widths, blocks: int = 4, num_classes: Optional[int] = None, backbone: Optional[nn.Layer] = None,
@@ -172,34 +162,6 @@ def check_gradients_or_diagnose(entry: Entry, grads: Dict[str, np.ndarray], mode
         f"their largest element; the same computation in float64 matches all of them at the manifest tolerance, "
         f"and {flips} ReLU input(s) of |x| <= {largest:.1e} change sign between our float32 and float64 runs: "
         f"float32 rounding decides the side of the kink")
-
-
-def formula_weights(keys: List[str], shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
-    """The manifest's deterministic weights, rebuilt from the key names (float64, then float32)."""
-    out = {}
-    for key in keys:
-        shape = shapes[key]
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf == "num_batches_tracked":
-            out[key] = np.zeros(shape, dtype=np.int64)
-            continue
-        n = int(np.prod(shape))
-        phase = 2 * math.pi * (zlib.crc32(key.encode("utf-8")) % 10007) / 10007
-        u = np.sin(0.7071 * np.arange(n, dtype=np.float64) + phase).reshape(shape)
-        if leaf == "running_var":
-            w = 1 + 0.25 * (u + 1)
-        elif leaf in ("running_mean", "mtl_bias"):
-            w = 0.05 * u
-        elif leaf == "mtl_weight":
-            w = 1 + 0.1 * u
-        elif len(shape) == 1 and leaf == "weight":
-            w = 1 + 0.1 * u
-        elif len(shape) == 1 and leaf == "bias":
-            w = 0.05 * u
-        else:
-            w = u * math.sqrt(2.0 / int(np.prod(shape[1:])))
-        out[key] = w.astype(np.float32)
-    return out
 
 
 def _torch_shapes(model) -> Dict[str, Tuple[int, ...]]:

@@ -8,20 +8,17 @@ Arrays without a tolerance of their own are compared at the tolerance of the qua
 derive from (named at each call); index and accuracy arrays exactly.
 """
 import argparse
-import math
 import re
-import zlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from tests.parity.checkers import Entry, _np, _t, register
-from tests.parity.frn_checks import BNRecorder, BNVarianceReplay
+from methods.neg_margin import MMFS_METRICS
+from tests.parity.checkers import Entry, _np, _t, consume_state, formula_weights, register
+from tests.parity.frn_checks import BNRecorder, BNVarianceReplay, check_state_after_train_forward, load_reference
 
-#: mmfewshot's metric names -> bl0's (the names this port uses)
-MMFS_METRIC = {"cosine": "cosineface", "softmax": "neg-softmax"}
 #: the metric of each bl0 head kind
 BL0_METRIC = {"neg_margin/head_bl0_cosface": "cosineface", "neg_margin/head_bl0_negsoftmax": "neg-softmax",
               "neg_margin/head_bl0_cosine": "cosine"}
@@ -37,22 +34,23 @@ def neg_margin_model(model: str, image_size: int, backbone_options: Optional[dic
     return NegMargin(build_backbone(model, **kwargs), args, num_classes)
 
 
-def load_converted(model, state: Dict[str, np.ndarray]) -> Dict[str, str]:
-    """Load a reference state dict through the project's converter; returns {reference key: our key}."""
-    from frn.convert import torch_key_to_paddle, torch_state_to_paddle
-    converted = torch_state_to_paddle(state, model)
-    model.set_state_dict(converted)
+def our_key(model, pkey: str) -> Optional[str]:
+    """The model's name of a converted reference key; bl0's Conv-4 aliases (`trunk.i.trunk.0/1`,
+    dropped on conversion) name the tensors of `trunk.i.C/BN`."""
+    return model.from_reference_key(pkey) or model.from_reference_key(
+        re.sub(r"\.trunk\.([01])\.", lambda m: ".C." if m.group(1) == "0" else ".BN.", pkey))
+
+
+def reference_shapes(model, keys: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    """The shapes of the model's tensors under the reference's key names (`keys`, in order);
+    () for the entries Paddle has no slot for (num_batches_tracked)."""
+    from frn.convert import torch_key_to_paddle
     own = model.state_dict()
-    for k, v in converted.items():  # set_state_dict only warns on trouble: make sure it landed
-        assert np.array_equal(own[k].numpy(), v), f"{k} was not loaded"
-    names = {}
-    for key in state:
+    shapes = {}
+    for key in keys:
         pkey = torch_key_to_paddle(key)
-        if pkey is not None:
-            # bl0's Conv-4 aliases (`trunk.i.trunk.0/1`, dropped on conversion) name the tensors of `trunk.i.C/BN`
-            names[key] = model.from_reference_key(pkey) or model.from_reference_key(
-                re.sub(r"\.trunk\.([01])\.", lambda m: ".C." if m.group(1) == "0" else ".BN.", pkey))
-    return names
+        shapes[key] = () if pkey is None else tuple(own[model.from_reference_key(pkey)].shape)
+    return shapes
 
 
 # ----- heads --------------------------------------------------------------------------------
@@ -88,7 +86,7 @@ def check_head_bl0(entry: Entry) -> None:
 @register("neg_margin/head_mmfs")
 def check_head_mmfs(entry: Entry) -> None:
     cfg = entry.config
-    _check_head(entry, MMFS_METRIC[cfg["metric_type"]], float(cfg["temperature"]), float(cfg["margin"]),
+    _check_head(entry, MMFS_METRICS[cfg["metric_type"]], float(cfg["temperature"]), float(cfg["margin"]),
                 "query_probs")
 
 
@@ -175,7 +173,7 @@ def check_finetune_mmfs(entry: Entry) -> None:
     batch_size, steps = int(cfg["support_batch_size"]), int(cfg["num_steps"])
     n_support = len(entry["y_support"])
     losses = []
-    batches, scores = _fit_episode(entry, MMFS_METRIC[head["metric_type"]], float(head["temperature"]),
+    batches, scores = _fit_episode(entry, MMFS_METRICS[head["metric_type"]], float(head["temperature"]),
                                    float(head["margin"]), cfg["optimizer"], batch_size,
                                    permutations_of(recorded, n_support), steps,
                                    lambda step, weight, bias, loss: losses.append(float(loss[0])))
@@ -198,15 +196,12 @@ def _backbone_kind(entry: Entry) -> str:
 
 def _widths(name: str, state: Dict[str, np.ndarray]) -> Optional[tuple]:
     """Stage widths of a reference state dict (reduced-width fixtures)."""
-    if name == "ResNet12":
-        return tuple(int(state[f"layer{s}.0.C1.weight"].shape[0]) for s in range(1, 5))
-    if name == "ResNet18":
+    if name in ("ResNet12", "ResNet18"):
         return tuple(int(state[f"layer{s}.0.C1.weight"].shape[0]) for s in range(1, 5))
     return None
 
 
-def _run_backbone(entry: Entry, model, names: Dict[str, str], state: Dict[str, np.ndarray],
-                  train_tol: str = "y_train") -> None:
+def _run_backbone(entry: Entry, model, state: Dict[str, np.ndarray], train_tol: str = "y_train") -> None:
     x = _t(entry.use("x"))
     model.eval()
     with paddle.no_grad():
@@ -216,86 +211,46 @@ def _run_backbone(entry: Entry, model, names: Dict[str, str], state: Dict[str, n
     with paddle.no_grad():
         entry.check("y_train", _np(model.extract(x)), tol_key=train_tol)
     recorder.remove()
-    own = model.state_dict()
+    # Paddle's running variance uses the biased batch variance: replayed from the reference's
     replay = BNVarianceReplay({k: v for k, v in state.items() if k.endswith("running_var")})
-    for key in [k[len("after/"):] for k in entry.outputs() if k.startswith("after/")]:
-        ours = names[key]
-        actual = _np(own[ours])
-        if key.endswith("running_var"):  # Paddle's running variance uses the biased batch variance
-            layer = ours.rsplit(".", 1)[0]
-            expected = replay.step(entry[f"after/{key}"], key, recorder.m[layer]).astype(np.float32)
-            entry.check(f"after/{key}", actual, expected=expected, tol_key="after")
-        else:
-            entry.check(f"after/{key}", actual, tol_key="after")
+    check_state_after_train_forward(entry, model, "after/", replay, recorder.m, tol_key="after",
+                                    rename=lambda pkey: our_key(model, pkey))
 
 
 @register("neg_margin/backbone_conv4", "neg_margin/backbone_resnet12", "neg_margin/backbone_resnet18")
 def check_backbone(entry: Entry) -> None:
     """Eval and train forwards plus the running statistics after the train forward, from the
     bl0 state dict (with Conv-4's aliases); for ResNet-12 the mmfewshot key names too."""
-    state = entry.with_prefix("param/")
-    for key in state:
-        entry.use(f"param/{key}")
+    state = consume_state(entry)
     name = _backbone_kind(entry)
     widths = _widths(name, state)
     size = int(entry.config["input"][-1])
     model = neg_margin_model(name, size, {"widths": widths} if widths else None,
                              drop_rate=float(entry.config.get("drop_rate", 0.0)))
-    names = load_converted(model, state)
+    load_reference(model, state)
     if name == "ResNet12":  # mmfewshot calls C1/BN1 conv1/norm1: the same model must come out
         mmfs = {re.sub(r"\.C(\d)\.", r".conv\1.", re.sub(r"\.BN(\d)\.", r".norm\1.", k)): v for k, v in state.items()}
         other = neg_margin_model(name, size, {"widths": widths})
-        load_converted(other, mmfs)
+        load_reference(other, mmfs)
         for k, v in other.state_dict().items():
             assert np.array_equal(v.numpy(), model.state_dict()[k].numpy()), f"mmfewshot keys: {k} differs"
-    _run_backbone(entry, model, names, state)
-
-
-def formula_weights(shapes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
-    """The manifest's deterministic weights, from each bl0 key name and our tensor's shape."""
-    out = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            out[key] = np.zeros([], dtype=np.int64)
-            continue
-        n = int(np.prod(shape))
-        phase = 2 * math.pi * (zlib.crc32(key.encode("utf-8")) % 10007) / 10007
-        u = np.sin(0.7071 * np.arange(n, dtype=np.float64) + phase)
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            w = 1 + 0.25 * (u + 1)
-        elif leaf == "running_mean":
-            w = 0.05 * u
-        elif leaf == "weight" and len(shape) == 1:
-            w = 1 + 0.1 * u
-        elif leaf == "bias" and len(shape) == 1:
-            w = 0.05 * u
-        else:
-            w = u * math.sqrt(2.0 / int(np.prod(shape[1:])))
-        out[key] = w.reshape(shape).astype(np.float32)
-    return out
+    _run_backbone(entry, model, state)
 
 
 @register("neg_margin/backbone_resnet12_formula", "neg_margin/backbone_resnet18_formula")
 def check_backbone_formula(entry: Entry) -> None:
     """Full-width bl0 backbones with weights rebuilt from the key names (checksums first)."""
-    from frn.convert import torch_key_to_paddle
     name = _backbone_kind(entry)
     size = int(entry.config["input"][-1])
     model = neg_margin_model(name, size)
-    own = model.state_dict()
     keys = entry.config["state_dict_keys_in_order"]
-    shapes = {}
-    for key in keys:
-        pkey = torch_key_to_paddle(key)
-        shapes[key] = () if pkey is None else tuple(own[model.from_reference_key(pkey)].shape)
-    state = formula_weights(shapes)
+    state = formula_weights(keys, reference_shapes(model, keys))
     for key, w in state.items():
         if f"checksum/{key}" in entry:
             w64 = w.astype(np.float64)
             entry.check(f"checksum/{key}", np.array([np.abs(w64).sum(), (w64 ** 2).sum()]), tol_key="checksum")
-    names = load_converted(model, state)
-    _run_backbone(entry, model, names, state)
+    load_reference(model, state)
+    _run_backbone(entry, model, state)
 
 
 # ----- DropBlock and the LR schedule ----------------------------------------------------------

@@ -13,9 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from tests.parity.checkers import Entry, _np, _t, register
+from tests.parity.checkers import Entry, _np, _t, formula_weights, register
 from tests.parity.frn_checks import BNRecorder, BNVarianceReplay, load_reference, paddle_key
-from tests.parity.mtl_checks import formula_weights
 
 
 def stand_in_backbone(n_in: int, n_out: int) -> nn.Sequential:
