@@ -18,11 +18,8 @@ import paddle.nn as nn
 
 from network.common import batch_norm, kaiming_fan_out_conv
 from network.dropblock import StepCounter, regularize
-from network.resnet12 import REFERENCE_NAMES
 
-#: bl0's names of the SimpleBlock layers -> ours (ResNet-12's bl0 names, without its third conv
-#: or mmfewshot's names: bl0's ResNet-18 has neither)
-_RENAMES = {name: REFERENCE_NAMES[name] for name in ("C1", "BN1", "C2", "BN2")}
+_RENAMES = {"C1": "conv1", "BN1": "bn1", "C2": "conv2", "BN2": "bn2"}
 _SHORTCUT_KEY = re.compile(r"^(layer\d\.\d+)\.(shortcut|BNshortcut)\.(.+)$")
 
 
