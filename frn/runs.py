@@ -77,9 +77,13 @@ def _resume(args, model, optimizer, scheduler) -> TrainState:
     return TrainState(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt["history"])
 
 
-def _train_stage(args, model, run_dir: str, make_batches, validate, iters_per_epoch: int,
-                 episode=None) -> None:
-    """Shared tail of pretrain and meta_train: optimizer, resume, log, epoch loop."""
+def _train_stage(args, model, run_dir: str, make_batches, validate, episode=None) -> None:
+    """Shared tail of pretrain and meta_train: optimizer, resume, log, epoch loop.
+
+    `make_batches(epoch)` returns (the epoch's batches, their number); the LR schedule takes
+    epoch 0's number as every epoch's length (an upper bound for the official FRN epoch). The
+    batches depend only on (seed, epoch), so building epoch 0's here changes nothing."""
+    _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = _optimizer(args, model, iters_per_epoch)
     state = _resume(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
@@ -126,7 +130,7 @@ def pretrain(args: argparse.Namespace) -> None:
 
     suffix = "_pretrain" if method.episodic else ""
     run_dir = _run_folder(args, f"{args.model}_{method.run_name(args)}{suffix}")
-    _train_stage(args, model, run_dir, make_batches, validate, iters_per_epoch=len(plan.batches(0)))
+    _train_stage(args, model, run_dir, make_batches, validate)
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -144,7 +148,6 @@ def meta_train(args: argparse.Namespace) -> None:
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
-        iters_per_epoch = len(range(rank, args.train_n_episode, world))
 
         def regular_batches(epoch):
             sampler = EpisodeSampler(base.labels, *shape, args.train_n_episode, seed=epoch_seed(args.seed, epoch),
@@ -152,7 +155,6 @@ def meta_train(args: argparse.Namespace) -> None:
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
         pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
-        iters_per_epoch = len(pool)  # an upper bound: the official epoch's length depends on its draws
 
         def regular_batches(epoch):
             pool.set_epoch(epoch)
@@ -166,11 +168,9 @@ def meta_train(args: argparse.Namespace) -> None:
                                 seed=(args.seed, epoch, rank))
         return hard, len(hard)
 
-    if args.ht_meta_batch:  # the hard tasks are iterations too
-        iters_per_epoch += iters_per_epoch // args.ht_meta_batch * args.ht_hard_tasks
     ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
     name = f"{args.model}_{METHODS[args.method].run_name(args)}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
-    _train_stage(args, model, _run_folder(args, name), make_batches, validate, iters_per_epoch, episode=shape)
+    _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
 
 
 def test(args: argparse.Namespace) -> List[float]:

@@ -33,7 +33,8 @@ import paddle.nn.functional as F
 
 from frn.errors import UserError
 from frn.flags import add_aliases, int_list
-from methods.base import FewShotMethod
+from frn.optim import trainable_parameters
+from methods.base import FewShotMethod, query_labels
 from network.resnet25 import WIDTHS
 
 #: `preval_forward`: validation during pre-training ignores --base_lr and --update_step
@@ -136,6 +137,14 @@ def encoder_widths(args: argparse.Namespace) -> Tuple[int, ...]:
     return int_list(widths, "--widths") if isinstance(widths, str) else tuple(widths or WIDTHS)
 
 
+def encoder_shape(state: Mapping[str, np.ndarray], prefix: str = "") -> Tuple[Tuple[int, ...], int]:
+    """(stage widths, residual blocks per stage) of a ResNet-25 encoder state dict whose keys
+    start with `prefix` (e.g. "encoder."); KeyError when a stage's first convolution is missing."""
+    widths = tuple(int(np.shape(state[f"{prefix}layer{i}.0.conv1.weight"])[0]) for i in (1, 2, 3))
+    blocks = sum(1 for k in state if k.startswith(f"{prefix}layer1.") and k.endswith(".conv1.weight"))
+    return widths, blocks
+
+
 class MTL(FewShotMethod):
     """Pre-training stage when built with `num_classes` (plain encoder, `pre_fc` head),
     meta stage otherwise (scaling/shifting encoder, trainable base-learner initialisation)."""
@@ -147,7 +156,6 @@ class MTL(FewShotMethod):
         self.base_learner = BaseLearner(_stage_way(args), dim)
         self.base_lr = float(getattr(args, "base_lr", 0.01))
         self.update_step = int(getattr(args, "update_step", 50))
-        self.meta_lr_ratio = float(getattr(args, "meta_lr2", 1e-3)) / float(getattr(args, "lr", 1e-4) or 1e-4)
         if not self.meta:
             # pre-training optimises encoder + classifier; the base learner keeps its random
             # initialisation and only serves the validation episodes
@@ -236,7 +244,7 @@ class MTL(FewShotMethod):
         if way != self.base_learner.way:
             raise UserError(f"this MTL model's base learner has {self.base_learner.way} classes, not {way}; use "
                             f"{self.base_learner.way}-way episodes")
-        labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
+        labels = query_labels(way, shot)
         lr, steps = self.inner_loop_settings()
         return adapt(self.base_learner.fc1_w, self.base_learner.fc1_b, support, labels, lr, steps)
 
@@ -246,13 +254,13 @@ class MTL(FewShotMethod):
     def inner_loop_trace(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> np.ndarray:
         """Query accuracy (%) of the base learner at its initialisation and after each inner-loop
         step, [steps + 1], for class-major support and query features."""
-        labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
-        query_labels = paddle.arange(way, dtype="int64").repeat_interleave(query.shape[0] // way)
+        labels = query_labels(way, shot)
+        targets = query_labels(way, query.shape[0] // way)
         trace = []
 
         def accuracy(weights) -> float:
             predictions = linear_logits(query, *weights).argmax(axis=1)
-            return float((predictions == query_labels).astype("float32").mean()) * 100
+            return float((predictions == targets).astype("float32").mean()) * 100
 
         lr, steps = self.inner_loop_settings()
         final = adapt(self.base_learner.fc1_w, self.base_learner.fc1_b, support, labels, lr, steps,
@@ -267,11 +275,13 @@ class MTL(FewShotMethod):
     # ----- optimisation ------------------------------------------------------------------
     def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:
         """Meta stage: the encoder's trainable parameters (SS, BatchNorm) at --lr, the base
-        learner's initialisation at --meta_lr2 (two Adam groups, as trainer/meta.py)."""
+        learner's initialisation at --meta_lr2 (two Adam groups, as trainer/meta.py); a group's
+        rate is given relative to --lr."""
         if not self.meta:
             return super().parameter_groups(args)
-        encoder = [p for p in self.feature_extractor.parameters() if not p.stop_gradient]
-        return [(encoder, 1.0), (list(self.base_learner.parameters()), self.meta_lr_ratio)]
+        base_learner_ratio = float(getattr(args, "meta_lr2", 1e-3)) / float(args.lr)
+        return [(trainable_parameters(self.feature_extractor), 1.0),
+                (list(self.base_learner.parameters()), base_learner_ratio)]
 
     # ----- checkpoints -------------------------------------------------------------------
     @staticmethod
@@ -302,10 +312,9 @@ class MTL(FewShotMethod):
         keys = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
         prefix = "encoder." if any(k.startswith("encoder.") for k in keys) else ""
         try:
-            widths = [int(np.shape(keys[f"{prefix}layer{i}.0.conv1.weight"])[0]) for i in (1, 2, 3)]
+            widths, blocks = encoder_shape(keys, prefix)
         except KeyError:
             raise UserError("the input is not an MTL checkpoint: it has no layer1/2/3 encoder weights") from None
-        blocks = sum(1 for k in keys if k.startswith(f"{prefix}layer1.") and k.endswith(".conv1.weight"))
         settings = {"widths": ",".join(map(str, widths)), "blocks": blocks}
         if any(k.endswith(".mtl_weight") for k in keys):   # a meta-trained model
             if "base_learner.fc1_w" in keys:

@@ -110,8 +110,31 @@ def simtrans_run(tiny_data, tmp_path_factory) -> dict:
     step("eval", "test.py", "--method", "simtrans_alternate", "--model_path",
          runs / "Conv4_simtrans_alternate_GCN_a0.1_avg1" / "best_model.pdparams")
     return {"bench": bench, "other": other, "checkpoints": ckpt, "runs": runs, "simnet": simnet, "out": outputs}
+
+
+# ----- MTL: one tiny pipeline shared by the e2e and bad-input tests -------------------------
 def tiny_mtl_flags(data: Path, checkpoints: Path, *extra: str) -> list:
     """The e2e flags with MTL on a narrow ResNet-25 (widths 4-8-16) instead of Conv-4."""
     flags = tiny_flags(data, checkpoints, "--method", "mtl", "--widths", "4,8,16", *extra)
     flags[flags.index("--model") + 1] = "ResNet25"
     return flags
+
+
+@pytest.fixture(scope="session")
+def mtl_run(tiny_data, tmp_path_factory) -> dict:
+    """MTL pre-trained (2 epochs, official flag names) then meta-trained with hard tasks (2 epochs
+    of 4 tasks, a meta-batch of 2 plus 1 hard task), once for the e2e and the bad-input tests."""
+    ckpt = tmp_path_factory.mktemp("mtl")
+    runs = ckpt / "demo"
+    pretrained = runs / "ResNet25_mtl_pretrain" / "best_model.pdparams"
+
+    def step(name: str, script: str, *extra) -> None:
+        code, _, err = run_entry(script, tiny_mtl_flags(tiny_data, ckpt, *extra))
+        assert code == 0, f"{name}: {err}"
+
+    step("pretrain", "pretrain.py", "--pre_max_epoch", "2", "--pre_batch_size", "16", "--val_n_episode", "4",
+         "--pre_step_size", "1")
+    step("meta_train", "meta_train.py", "--max_epoch", "2", "--num_batch", "4", "--update_step", "5",
+         "--val_n_episode", "4", "--init_weights", pretrained, "--ht_meta_batch", "2", "--ht_hard_tasks", "1")
+    return {"checkpoints": ckpt, "pretrained": pretrained,
+            "meta_trained": runs / "ResNet25_mtl_ht2_5way_1shot_metatrain" / "best_model.pdparams"}

@@ -11,22 +11,8 @@ from tests.conftest import run_script, tiny_mtl_flags
 ACC = re.compile(r"^(\d+) Test Acc = ([\d.]+)% \+- ([\d.]+)%$", re.M)
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_data, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("mtl_e2e")
-    result = run_script("pretrain.py", *tiny_mtl_flags(tiny_data, ckpt, "--pre_max_epoch", "2", "--pre_batch_size", "16",
-                                                  "--val_n_episode", "4", "--pre_step_size", "1"))
-    assert result.returncode == 0, result.stderr
-    pre = ckpt / "demo" / "ResNet25_mtl_pretrain" / "best_model.pdparams"
-    result = run_script("meta_train.py", *tiny_mtl_flags(tiny_data, ckpt, "--max_epoch", "2", "--num_batch", "4",
-                                                    "--update_step", "5", "--val_n_episode", "4", "--init_weights", pre,
-                                                    "--ht_meta_batch", "2", "--ht_hard_tasks", "1"))
-    assert result.returncode == 0, result.stderr
-    return ckpt
-
-
-def test_pretraining_writes_its_run_and_validates_with_the_preval_inner_loop(runs):
-    run = runs / "demo" / "ResNet25_mtl_pretrain"
+def test_pretraining_writes_its_run_and_validates_with_the_preval_inner_loop(mtl_run):
+    run = mtl_run["pretrained"].parent
     assert {"best_model.pdparams", "last_model.pdparams", "history.json", "curves.png", "output.log"} <= \
         {p.name for p in run.iterdir()}
     history = json.loads((run / "history.json").read_text())
@@ -36,8 +22,8 @@ def test_pretraining_writes_its_run_and_validates_with_the_preval_inner_loop(run
     assert "pre_fc.2.weight" in state and not any("mtl_" in k for k in state)
 
 
-def test_meta_training_with_hard_tasks(runs):
-    run = runs / "demo" / "ResNet25_mtl_ht2_5way_1shot_metatrain"
+def test_meta_training_with_hard_tasks(mtl_run):
+    run = mtl_run["meta_trained"].parent
     log = (run / "output.log").read_text()
     assert "Batch 0/6" in log          # 4 regular tasks + 2 hard tasks per epoch
     history = json.loads((run / "history.json").read_text())
@@ -47,21 +33,21 @@ def test_meta_training_with_hard_tasks(runs):
     assert not any(k.startswith("pre_fc") for k in state)
 
 
-def test_meta_test_prints_the_seed_line_and_caching_changes_nothing(runs, tiny_data):
-    model = runs / "demo" / "ResNet25_mtl_ht2_5way_1shot_metatrain" / "best_model.pdparams"
+def test_meta_test_prints_the_seed_line_and_caching_changes_nothing(mtl_run, tiny_data):
+    model = mtl_run["meta_trained"]
     outputs = []
     for extra in ([], ["--no_feature_cache"]):
-        result = run_script("test.py", *tiny_mtl_flags(tiny_data, runs, "--eval_weights", model, "--update_step", "5",
-                                                  "--shot", "5", "--test_n_episode", "6", *extra))
+        result = run_script("test.py", *tiny_mtl_flags(tiny_data, mtl_run["checkpoints"], "--eval_weights", model,
+                                                       "--update_step", "5", "--shot", "5", "--test_n_episode", "6", *extra))
         assert result.returncode == 0, result.stderr
         outputs.append(ACC.findall(result.stdout))
     assert len(outputs[0]) == 1 and outputs[0][0][0] == "6"
     assert outputs[0] == outputs[1]
 
 
-def test_meta_training_resumes_exactly(tiny_data, tmp_path, runs):
+def test_meta_training_resumes_exactly(tiny_data, tmp_path, mtl_run):
     """Two Adam groups, the step schedule and the epoch streams survive --resume."""
-    pre = runs / "demo" / "ResNet25_mtl_pretrain" / "best_model.pdparams"
+    pre = mtl_run["pretrained"]
     common = ["--num_batch", "2", "--update_step", "3", "--val_n_episode", "2", "--init_weights", pre,
               "--step_size", "1", "--meta_lr2", "0.01"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -47,7 +47,8 @@ def write_official(state: dict, path, use_torch: bool) -> None:
 
 def model_for(entry, checkpoint, pretrained: bool = False):
     """The meta-stage model test.py / meta_train.py build for the fixture's settings, loaded."""
-    from tests.parity.mtl_checks import encoder_shape, mtl_model
+    from methods.mtl import encoder_shape
+    from tests.parity.mtl_checks import mtl_model
     widths, blocks = encoder_shape(entry.with_prefix("param/"), "encoder.")
     cfg = entry.config
     model = mtl_model(widths, blocks, base_lr=float(cfg["base_lr"]), update_step=int(cfg["update_step"]))

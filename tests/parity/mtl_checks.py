@@ -17,6 +17,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from methods.mtl import encoder_shape
 from tests.parity.checkers import Entry, _np, _t, consume_state, formula_weights, register
 from tests.parity.frn_checks import (TORCH_BN_KEEP, BNRecorder, BNVarianceReplay, Identity, _check_adam_param,
                                      _is_torch_parameter, check_state_after_train_forward, load_reference,
@@ -36,13 +37,6 @@ def mtl_model(widths, blocks: int = 4, num_classes: Optional[int] = None, backbo
     if backbone is not None:
         return MTL(backbone, args, num_classes)
     return build_model(args, num_classes)
-
-
-def encoder_shape(state: Dict[str, np.ndarray], prefix: str = "") -> Tuple[Tuple[int, ...], int]:
-    """(stage widths, blocks per stage) of a reference encoder state dict."""
-    widths = tuple(int(state[f"{prefix}layer{i}.0.conv1.weight"].shape[0]) for i in (1, 2, 3))
-    blocks = sum(1 for k in state if k.startswith(f"{prefix}layer1.") and k.endswith(".conv1.weight"))
-    return widths, blocks
 
 
 # ----- the scaling-and-shifting convolution ------------------------------------------------------
