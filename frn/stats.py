@@ -2,7 +2,6 @@
 from typing import Sequence, Tuple
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def mean_and_interval(accs: Sequence[float]) -> Tuple[float, float]:
@@ -20,6 +19,7 @@ def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("ROC-AUC needs both positives and negatives")
+    from scipy.stats import rankdata  # here: scipy.stats takes a while to import, and only SimTrans ranks
     ranks = np.empty(len(scores), dtype=np.float64)
     ranked = ~np.isnan(scores)
     ranks[ranked] = rankdata(scores[ranked])  # 1-based, ties get their average rank
