@@ -1,7 +1,7 @@
 """Episodic meta-training: python meta_train.py --method meta_frn --train_n_way 20 --n_shot 5 --pretrain_path P ... (flags: python meta_train.py --help)."""
 from frn import runs
 from frn.args import parse, meta_train_parser
-from frn.errors import exit_on_user_error
+from utils.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -39,7 +39,7 @@ def _find_repository() -> None:
 
 _find_repository()
 from data import filelists  # noqa: E402
-from frn.errors import OneLineParser, UserError, exit_on_user_error  # noqa: E402
+from utils.errors import OneLineParser, UserError, exit_on_user_error  # noqa: E402
 
 DATASETS = ("mini_imagenet", "cifar_fs", "fc100", "cub", "cub_cropped", "tiered_imagenet", "cars",
             "aircraft", "omniglot", "folder")

@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 SPLIT_FILES = {"base": "base.json", "train": "base.json", "val": "val.json",
                "novel": "novel.json", "test": "novel.json",

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from data.transforms import DATASET_TRANSFORMS, resize_size
-from frn.errors import UserError
+from utils.errors import UserError
 
 #: (left, upper, right, lower): a PIL crop box
 Box = Tuple[int, int, int, int]

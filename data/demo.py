@@ -28,7 +28,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from frn.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 
 #: bump when the images change for the same settings, so old demo folders are rebuilt
 GENERATOR_VERSION = 1

@@ -8,7 +8,7 @@ with labels as class names and files as the dataset's CSV file names (`file_name
 import json
 from typing import Dict, List, Sequence, Tuple
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def episodes_to_json(episodes: Sequence[List[int]], dataset, way: int, shot: int, query: int,

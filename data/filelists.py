@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 SPLITS = ("train", "val", "test")
 JSON_NAMES = {"train": "base.json", "val": "val.json", "test": "novel.json"}

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import paddle
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def indices_by_class(labels: Sequence[int]) -> Dict[int, List[int]]:

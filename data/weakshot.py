@@ -37,7 +37,7 @@ import numpy as np
 from data.datasets import filelist_path, load_filelist
 from data.filelists import (_need_folder, _read_lines, _table, _write_json_files, dataset_folder, has_csv_layout,
                             list_images, read_class_list, read_split_csv)
-from frn.errors import OneLineParser, UserError, exit_on_user_error
+from utils.errors import OneLineParser, UserError, exit_on_user_error
 
 INFO_FILE = "weakshot.json"
 INJECTED_FILE = "injected.json"

@@ -1,7 +1,4 @@
-"""Shared machinery: arguments, device, training/evaluation loops, checkpoints, logging."""
-import warnings
-
-# Paddle warns on every import when ccache is absent, and BatchNorm warns on every train-mode
-# call; neither is actionable for a user, and they would bury the one-line error messages.
-warnings.filterwarnings("ignore", message="No ccache found")
-warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+"""The engine and workflows: command-line arguments, training and evaluation loops, checkpoints,
+conversion of official checkpoints, logging, and the notebooks' helpers. It sits above
+`methods/`, `data/` and `network/`; the entry scripts are its only users."""
+import utils  # noqa: F401  (its warning filters apply before Paddle is imported)

@@ -8,7 +8,7 @@ import argparse
 from typing import List, Optional
 
 from data.transforms import DATASET_TRANSFORMS
-from frn.errors import OneLineParser, UserError
+from utils.errors import OneLineParser, UserError
 from methods import METHODS
 from network import BACKBONES
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import paddle
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def atomic_save(obj: Any, path: str) -> None:

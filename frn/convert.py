@@ -33,7 +33,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from frn.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 
 _BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
 _DROPPED_SUFFIXES = ("num_batches_tracked",)

@@ -16,8 +16,8 @@ from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
-from frn.device import epoch_seed, seed_everything
-from frn.optim import reset_optimizer_state
+from utils.device import epoch_seed, seed_everything
+from utils.optim import reset_optimizer_state
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major

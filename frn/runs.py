@@ -14,12 +14,12 @@ from data.hard_tasks import HardTaskEpisodes
 from data.episodes import load_episodes, save_episodes
 from data.samplers import EpisodeSampler, PoolEpisodeSampler, check_episode_fits, indices_by_class
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.device import epoch_seed, rank_and_world, seed_everything, select_device
+from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
 from frn.engine import TrainState, evaluate, loader, resume_path, train
-from frn.errors import UserError
+from utils.errors import UserError
 from frn.log import RunLog
-from frn.optim import build_optimizer, build_scheduler
-from frn.stats import mean_and_interval
+from utils.optim import build_optimizer, build_scheduler
+from utils.stats import mean_and_interval
 from methods import METHODS
 from network import build_backbone
 

@@ -26,8 +26,8 @@ import paddle.nn.functional as F
 from data.datasets import ImageList, filelist_path
 from data.samplers import ShuffledBatchSampler
 from data.transforms import eval_transform, train_transform
-from frn.errors import UserError
-from frn.optim import trainable_parameters
+from utils.errors import UserError
+from utils.optim import trainable_parameters
 
 #: a validation callable: () -> (score %, loss) or (score %, loss, {extra metric: value})
 Validator = Callable[[], tuple]

@@ -30,9 +30,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from frn.flags import add_aliases, int_list
-from frn.errors import UserError
-from frn.optim import sgd_dampened_step
+from utils.flags import add_aliases, int_list
+from utils.errors import UserError
+from utils.optim import sgd_dampened_step
 from methods.base import FewShotMethod
 
 VARIANTS = ("fcn", "grid", "sampling")

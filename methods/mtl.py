@@ -31,9 +31,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from frn.errors import UserError
-from frn.flags import add_aliases, int_list
-from frn.optim import trainable_parameters
+from utils.errors import UserError
+from utils.flags import add_aliases, int_list
+from utils.optim import trainable_parameters
 from methods.base import FewShotMethod, query_labels
 from network.resnet25 import WIDTHS
 

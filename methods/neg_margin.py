@@ -16,7 +16,7 @@ The margin applies only when labels are given (training and support fitting).
 
 Meta-test fitting (`fit_classifiers`): kaiming-uniform init, mini-batches of 4 support features
 walked through fresh random orders of the support set (class-major), mean cross-entropy, PyTorch
-SGD with momentum 0.9, dampening 0.9 and weight decay (frn.optim.sgd_dampened_step). Episodes
+SGD with momentum 0.9, dampening 0.9 and weight decay (utils.optim.sgd_dampened_step). Episodes
 share their step sizes, so E episodes are fitted as one stack of E independent classifiers: the
 same numbers as one at a time (`--episode_batch 1`), many times faster. Each episode's random
 draws (initial weights, then its batch orders) come from numpy's global RNG in episode order,
@@ -32,9 +32,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from frn.errors import UserError
-from frn.flags import add_aliases
-from frn.optim import sgd_dampened_step
+from utils.errors import UserError
+from utils.flags import add_aliases
+from utils.optim import sgd_dampened_step
 from methods.base import FewShotMethod
 
 PROTOCOLS = ("mmfs", "bl0")

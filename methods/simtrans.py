@@ -42,10 +42,10 @@ from data.samplers import ShuffledBatchSampler, indices_by_class
 from data.transforms import MEAN, STD
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.errors import UserError
-from frn.flags import add_aliases
-from frn.optim import trainable_parameters
-from frn.stats import mean_and_interval, roc_auc
+from utils.errors import UserError
+from utils.flags import add_aliases
+from utils.optim import trainable_parameters
+from utils.stats import mean_and_interval, roc_auc
 from methods.base import FewShotMethod, TrainingPlan, Validator
 from network import BACKBONES, build_backbone
 from network.resnet50 import imagenet_state

@@ -10,7 +10,7 @@ import logging
 import paddle
 from paddle.vision.models.resnet import BottleneckBlock, ResNet, model_urls
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 class ResNet50(ResNet):

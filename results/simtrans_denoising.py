@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.weakshot import injected_files, load_weakshot  # noqa: E402
-from frn.errors import UserError, exit_on_user_error  # noqa: E402
-from frn.stats import roc_auc  # noqa: E402
+from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.stats import roc_auc  # noqa: E402
 from methods.simtrans import read_similarity, web_sample_weights  # noqa: E402
 
 WEIGHT_TYPES = ("savg1", "avg1")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from data.deepemd_transforms import (CIFAR_STATS, DEEPEMD_STATS, dataset_stats, deepemd_transform,
                                      grid_boxes, grid_intervals, sample_crop_params, sampling_patch)
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def make_image(width: int = 120, height: int = 100, seed: int = 0) -> Image.Image:

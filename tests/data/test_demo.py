@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data import demo
-from frn.errors import UserError
+from utils.errors import UserError
 
 SMALL = dict(n_classes=12, images_per_class=6, image_size=32, splits=(6, 3, 3))
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data.samplers import EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler
-from frn.errors import UserError
+from utils.errors import UserError
 
 LABELS = np.repeat(np.arange(7), [10, 12, 9, 15, 10, 11, 20])
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from data import weakshot
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def read(folder: Path, name: str) -> dict:

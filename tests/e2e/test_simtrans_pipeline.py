@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 
 from data.weakshot import fingerprint, injected_files, load_weakshot
-from frn.stats import roc_auc
+from utils.stats import roc_auc
 from methods.simtrans import read_similarity, web_sample_weights
 from tests.conftest import run_script, simtrans_flags
 

@@ -15,7 +15,7 @@ import pytest
 
 from frn.checkpoint import load_weights
 from frn.convert import torch_key_to_paddle, torch_state_to_paddle
-from frn.errors import UserError
+from utils.errors import UserError
 from methods import METHODS
 from methods.base import split_episode
 from network import build_backbone

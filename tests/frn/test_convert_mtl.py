@@ -17,7 +17,7 @@ import paddle
 import pytest
 
 from frn.checkpoint import load_weights
-from frn.errors import UserError
+from utils.errors import UserError
 from tests.conftest import FIXTURES, ROOT
 
 

@@ -6,7 +6,7 @@ import paddle
 
 from data.samplers import EpisodeSampler
 from frn.engine import evaluate
-from frn.stats import mean_and_interval
+from utils.stats import mean_and_interval
 from methods import METHODS
 from network import build_backbone
 

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 
 from frn.engine import train_one_epoch
-from frn.optim import IterationSchedule, build_scheduler, sgd_dampened_step
+from utils.optim import IterationSchedule, build_scheduler, sgd_dampened_step
 
 
 def values(scheduler, n):

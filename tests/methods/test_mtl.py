@@ -8,7 +8,7 @@ import pytest
 
 from data.hard_tasks import HardTaskEpisodes, worst_class
 from frn.args import meta_train_parser, parse, pretrain_parser, test_parser
-from frn.errors import UserError
+from utils.errors import UserError
 from frn.runs import _optimizer, build_model
 from methods.mtl import MTL, adapt, linear_logits
 

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from frn.args import parse, pretrain_parser, test_parser
-from frn.errors import UserError
+from utils.errors import UserError
 from methods.neg_margin import (FitSettings, NegMargin, draw_episode, fit_classifiers, head_logits, support_batches)
 from network import build_backbone
 

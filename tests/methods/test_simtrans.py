@@ -8,9 +8,9 @@ import paddle.nn.functional as F
 import pytest
 
 from frn.engine import validation_fell
-from frn.errors import UserError
-from frn.optim import build_optimizer, reset_optimizer_state
-from frn.stats import roc_auc
+from utils.errors import UserError
+from utils.optim import build_optimizer, reset_optimizer_state
+from utils.stats import roc_auc
 from methods.simtrans import (DomainClassifier, GraphRegularisedClassifier, SimNet, WebClassifier,
                               adversarial_objective, layer_norm, pair_enumeration, pair_targets,
                               pair_training_batches, rand_pair_batches, raw_weights, sample_weights,

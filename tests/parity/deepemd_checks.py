@@ -265,8 +265,8 @@ def check_backbone_full(entry: Entry) -> None:
 def check_sampler_ci_schedules(entry: Entry) -> None:
     from data.samplers import EpisodeSampler
     from frn.engine import accuracy
-    from frn.optim import build_scheduler
-    from frn.stats import mean_and_interval
+    from utils.optim import build_scheduler
+    from utils.stats import mean_and_interval
     labels = entry.use("sampler_labels")
     reference = entry.use("sampler_episodes")
     way, n_per = 5, reference.shape[1] // 5

@@ -340,7 +340,7 @@ def _optimizer_settings(entry: Entry) -> List[Tuple[str, str, dict]]:
 
 
 def _build_optimizer(model, name: str, settings: dict):
-    from frn.optim import build_optimizer
+    from utils.optim import build_optimizer
     opt = build_optimizer(model, float(settings["lr"]), name=name, weight_decay=float(settings["weight_decay"]),
                           momentum=float(settings.get("momentum", 0.9)), nesterov=bool(settings.get("nesterov", False)))
     if name == "adam":  # build_optimizer fixes these: they must be the reference's
@@ -511,7 +511,7 @@ def check_samplers(entry: Entry) -> None:
 
 @register("frn/lr_schedule")
 def check_lr_schedule(entry: Entry) -> None:
-    from frn.optim import build_scheduler
+    from utils.optim import build_scheduler
     for config_name, cfg in entry.config.items():
         if cfg.get("decay_epoch"):
             scheduler = build_scheduler(cfg["lr"], cfg["gamma"], milestones=cfg["decay_epoch"])
@@ -526,7 +526,7 @@ def check_lr_schedule(entry: Entry) -> None:
 
 @register("frn/eval_ci")
 def check_eval_ci(entry: Entry) -> None:
-    from frn.stats import mean_and_interval
+    from utils.stats import mean_and_interval
     mean, interval = mean_and_interval(entry.use("acc_list"))
     entry.check("mean", np.float64(mean))
     entry.check("interval", np.float64(interval))

@@ -284,7 +284,7 @@ def check_meta_iteration(entry: Entry) -> None:
     """model.train(); the episodic loss through the training entry (query batch, then support
     batch); backward; one Adam step with the two groups; every parameter and buffer after it;
     then the same task in evaluation mode."""
-    from frn.optim import build_optimizer
+    from utils.optim import build_optimizer
     cfg = entry.config
     way, shot = int(cfg["way"]), int(cfg["shot"])
     state = consume_state(entry)

@@ -278,7 +278,7 @@ def check_dropblock(entry: Entry) -> None:
 @register("neg_margin/lr_warmup_cosine")
 def check_lr_warmup_cosine(entry: Entry) -> None:
     """bl0's GradualWarmupScheduler + CosineAnnealingLR, stepped after each optimiser step."""
-    from frn.optim import build_scheduler
+    from utils.optim import build_scheduler
     cfg = entry.config
     total = int(cfg["total_iters"])
     scheduler = build_scheduler(float(cfg["base_lr"]), gamma=1.0, iters_per_epoch=1, epochs=total,

@@ -128,7 +128,7 @@ def check_domain_classifier(entry: Entry) -> None:
 # ----- one SimNet training iteration ------------------------------------------------------
 @register("simtrans/simnet_train_iteration")
 def check_simnet_train_iteration(entry: Entry) -> None:
-    from frn.optim import build_optimizer, reset_optimizer_state
+    from utils.optim import build_optimizer, reset_optimizer_state
     from methods.simtrans import adversarial_objective
     cfg = entry.config
     simnet_state = use_all(entry, "param/")

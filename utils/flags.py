@@ -3,7 +3,7 @@ here, so methods can use them without an import cycle)."""
 import argparse
 from typing import Dict, Sequence, Tuple
 
-from frn.errors import UserError
+from utils.errors import UserError
 
 
 def int_list(text: str, flag: str) -> Tuple[int, ...]:

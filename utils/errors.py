@@ -57,7 +57,7 @@ def exit_on_user_error(main: Callable) -> Callable:
 
 def _exit(err: UserError, hard: bool = False) -> None:
     # A worker's error arrives wrapped in Paddle's text with the worker traceback; its last
-    # line is "frn.errors.UserError: <message>".
+    # line is "utils.errors.UserError: <message>".
     message = str(err).strip().splitlines()[-1].split("UserError: ", 1)[-1]
     print(f"error: {message}", file=sys.stderr)
     if hard:
