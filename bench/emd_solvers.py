@@ -142,12 +142,9 @@ class RandomImages(paddle.io.Dataset):
 def deepemd_model(widths=None, **flags):
     """DeepEMD-FCN on ResNet-12 (full width unless `widths`) with eval.py's defaults."""
     from network import build_backbone
-    args = argparse.Namespace(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="exact", form="L2",
-                              l2_strength=1e-6, qp_iterations=20, temperature=12.5, feature_pyramid=None,
-                              sfc_lr=100.0, sfc_update_step=100, sfc_bs=4)
-    for key, value in flags.items():
-        setattr(args, key, value)
-    return DeepEMD(build_backbone("ResNet12", **({"widths": widths} if widths else {})), args)
+    from methods import options_for
+    options = options_for("deepemd", **{"model": "ResNet12", "eval_solver": "exact", **flags})
+    return DeepEMD(build_backbone("ResNet12", **({"widths": widths} if widths else {})), options)
 
 
 def bench_evaluation(quick: bool) -> None:

@@ -1,15 +1,19 @@
-"""Command-line flags of the three entry points (the contract in specs/cli.md).
+"""Command-line flags of the entry points.
 
-Flag names and defaults are the seed's (the Paddle FRN reproduction, DeepBDC family); each
-registered method may add its own flags through `add_arguments`. Wrong values stop with one
-line naming the flag.
+The common flags keep the names and defaults of the seed (the Paddle FRN reproduction this
+project started from, DeepBDC family); the chosen method adds its own from its typed options
+(methods/base.py `MethodOptions`), which `--help` lists too. Wrong values stop with one line
+naming the flag.
 """
 import argparse
-from typing import List, Optional
+from typing import List, Optional, Type
 
 from data.transforms import DATASET_TRANSFORMS
 from utils.errors import OneLineParser, UserError
 from methods import METHODS
+from methods.base import FewShotMethod, MethodOptions
+from utils.flags import add_aliases
+from utils.options import add_options, options_from_args
 from network import BACKBONES
 
 
@@ -110,15 +114,44 @@ def test_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def method_of(argv: Optional[List[str]], default: str) -> str:
+    """The --method of a command line, read before the full parse so that the method's own
+    flags are known even to --help (an unknown name is left for the full parse to reject)."""
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--method", default=default)
+    known, _ = finder.parse_known_args(argv)
+    return known.method
+
+
+def add_method_options(parser: argparse.ArgumentParser, method: Type[FewShotMethod]) -> None:
+    """The method's own flags (with help and defaults), its defaults of common flags and its
+    official spellings, for the entry point `parser` serves."""
+    stage = parser.get_default("stage")
+    parser.set_defaults(**method.Options.shared_defaults(stage))
+    add_options(parser, method.Options, stage)
+    add_aliases(parser, method.Options.aliases(stage))
+
+
 def parse(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse common flags, then again with the chosen method's own flags added."""
-    known, _ = parser.parse_known_args(argv)
-    method = METHODS[known.method]
-    method.add_arguments(parser)
+    """Parse an entry point's command line: common flags plus the chosen method's own; the
+    method's typed options land in `args.options` (validated, one-line errors)."""
+    name = method_of(argv, parser.get_default("method"))
+    if name in METHODS:
+        add_method_options(parser, METHODS[name])
     args = parser.parse_args(argv)
     check(args)
-    method.check_arguments(args)
+    args.options = method_options(args)
     return args
+
+
+def method_options(args: argparse.Namespace, **overrides) -> MethodOptions:
+    """The typed options of `args.method` from parsed flags (shared settings included), checked."""
+    stage = getattr(args, "stage", "test")
+    way = {"pretrain": "val_n_way", "meta_train": "train_n_way", "test": "test_n_way"}.get(stage, "test_n_way")
+    shared = {"way": getattr(args, way, 5), "val_way": getattr(args, "val_n_way", 5)}
+    options = options_from_args(METHODS[args.method].Options, args, **{**shared, **overrides})
+    options.check()
+    return options
 
 
 def check(args: argparse.Namespace) -> None:

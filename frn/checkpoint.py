@@ -56,17 +56,18 @@ def read_checkpoint(path: str, flag: str = "--model_path") -> Dict[str, Any]:
     return {"state_dict": obj, "identity": None}  # a bare state dict
 
 
-def _shape(value) -> tuple:
-    return tuple(value.shape) if hasattr(value, "shape") else tuple(np.shape(value))
+def shape_of(value) -> tuple:
+    """The shape of a tensor or array as a tuple of ints."""
+    return tuple(int(n) for n in (value.shape if hasattr(value, "shape") else np.shape(value)))
 
 
 def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool = False,
                  ckpt: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Load a checkpoint into `model` after checking it was written for the same kind of model.
 
-    Keys the method declares optional (e.g. FRN's pre-training class pools) may be missing or
-    extra; everything else must match in name and shape. With `pretrained` (--pretrain_path)
-    the checkpoint is a pre-training one: the model's meta parameters (`is_meta_parameter`,
+    Keys the method's `checkpoint_rules` declare optional (e.g. FRN's pre-training class pools)
+    may be missing or extra; everything else must match in name and shape. With `pretrained`
+    (--pretrain_path) the checkpoint is a pre-training one: the model's meta parameters (`is_meta_parameter`,
     e.g. MTL's scaling/shifting) are neither expected nor taken from it and keep their initial
     values. `ckpt` is the checkpoint when the caller has already read it (`read_checkpoint(path,
     flag)`), so a large file is not read twice. Returns the checkpoint dict.
@@ -78,22 +79,23 @@ def load_weights(model, path: str, flag: str = "--model_path", pretrained: bool 
                         f"but this run builds a {wanted['model']} {wanted['family']}; pass a matching "
                         f"checkpoint or change --model/--method")
     state = ckpt["state_dict"]
+    rules = model.checkpoint_rules
     current = model.state_dict()  # a fresh dict each call: updating it below leaves the model as is
     own = current
     if pretrained:
-        own = {k: v for k, v in current.items() if not model.is_meta_parameter(k)}
-        state = {k: v for k, v in state.items() if not model.is_meta_parameter(k)}
-    optional = set(model.optional_checkpoint_keys())
+        own = {k: v for k, v in current.items() if not rules.is_meta_parameter(k)}
+        state = {k: v for k, v in state.items() if not rules.is_meta_parameter(k)}
+    optional = set(rules.optional_keys)
     missing = [k for k in own if k not in state and k not in optional]
-    if missing and all(model.is_meta_parameter(k) for k in missing):
+    if missing and all(rules.is_meta_parameter(k) for k in missing):
         raise UserError(f"{flag} {path} is a pre-training checkpoint (it has no {missing[0]!r}, which "
                         f"meta-training learns); meta-train it first (meta_train.py --pretrain_path {path}) "
                         f"or pass a meta-trained checkpoint")
     unexpected = [k for k in state if k not in own and k not in optional]
-    wrong = [k for k in own if k in state and _shape(state[k]) != _shape(own[k])]
+    wrong = [k for k in own if k in state and shape_of(state[k]) != shape_of(own[k])]
     if missing or unexpected or wrong:
         culprit = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
-                   else f"{wrong[0]!r} has shape {_shape(state[wrong[0]])} instead of {_shape(own[wrong[0]])}")
+                   else f"{wrong[0]!r} has shape {shape_of(state[wrong[0]])} instead of {shape_of(own[wrong[0]])}")
         raise UserError(f"{flag} {path} does not fit --model {wanted['model']} ({culprit}); pass a "
                         f"checkpoint of this backbone/method")
     # entries the checkpoint does not set keep their values (a full dict: Paddle warns per missing key)

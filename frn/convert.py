@@ -33,8 +33,11 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
+from frn.checkpoint import save_model, shape_of
 from utils.errors import UserError, exit_on_user_error
 
+#: `reference_settings` asks for --num_classes (a whole-class model whose size the file does not tell)
+REQUIRED = -1
 _BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
 _DROPPED_SUFFIXES = ("num_batches_tracked",)
 _NPZ_PREFIX = "param/"
@@ -58,15 +61,6 @@ def _linear_weight_keys(model) -> set:
             for name, layer in model.named_sublayers(include_self=True) if isinstance(layer, nn.Linear)}
 
 
-def _optional_keys(model) -> set:
-    getter = getattr(model, "optional_checkpoint_keys", None)
-    return set(getter()) if callable(getter) else set()
-
-
-def _shape(value) -> tuple:
-    return tuple(int(s) for s in value.shape)
-
-
 def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, np.ndarray]:
     """Map a PyTorch state dict (numpy arrays under PyTorch keys) onto `model`'s Paddle keys.
 
@@ -79,15 +73,15 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     whole-class model (`num_classes` set) may lack its meta parameters (`is_meta_parameter`).
     """
     own = {k: v for k, v in model.state_dict().items()}
-    rename = getattr(model, "from_reference_key", lambda k: k)
+    rules = model.checkpoint_rules
     linear = _linear_weight_keys(model)
-    optional = _optional_keys(model)
+    optional = set(rules.optional_keys)
     out: Dict[str, np.ndarray] = {}
     for key, value in state.items():
         pkey = torch_key_to_paddle(key)
         if pkey is None:
             continue
-        pkey = rename(pkey)
+        pkey = rules.from_reference_key(pkey, model)
         if pkey is None:  # a second name of a tensor the state holds under its first name
             continue
         if pkey not in own:
@@ -97,7 +91,7 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
             raise UserError(f"state dict key {key!r} does not fit: {where}; check --model/--method "
                             f"(and --num_classes)")
         array = np.asarray(value)
-        want = _shape(own[pkey])
+        want = shape_of(own[pkey])
         if pkey in linear and array.ndim == 2:
             array = array.T  # PyTorch Linear weight [out, in] -> Paddle [in, out]
         if tuple(array.shape) != want:
@@ -108,9 +102,9 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
     # a pre-training file lacks what only episodic training learns (MTL's base learner)
-    is_meta = getattr(model, "is_meta_parameter", lambda k: False)
-    pretraining = getattr(model, "num_classes", None) is not None
-    missing = [k for k in own if k not in out and k not in optional and not (pretraining and is_meta(k))]
+    pretraining = model.num_classes is not None
+    missing = [k for k in own if k not in out and k not in optional
+               and not (pretraining and rules.is_meta_parameter(k))]
     if missing:
         raise UserError(f"the state dict has no entry for this model's {missing[0]!r}; check "
                         f"--model/--method (and --num_classes)")
@@ -172,10 +166,12 @@ def read_state(path: str) -> Dict[str, np.ndarray]:
 
 # ----- command line ---------------------------------------------------------------------------
 def build_model(model_name: str, method: str, num_classes: Optional[int], image_size: int, **settings):
-    """The model the project's entry scripts build for these flags (`settings`: more flags)."""
+    """The model the project's entry scripts build for these settings (`settings`: option values)."""
     from frn.runs import build_model as build
-    args = argparse.Namespace(model=model_name, image_size=image_size, method=method, **settings)
-    return build(args, num_classes)
+    from methods import METHODS
+    options = METHODS[method].Options(method=method, model=model_name, image_size=image_size, **settings)
+    options.check()
+    return build(options, num_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -200,21 +196,18 @@ def main(argv=None) -> None:
     if args.image_size < 16:
         raise UserError(f"--image_size must be >= 16 (got {args.image_size})")
     state = read_state(args.input)
-    num_classes = args.num_classes
-    if args.method == "stl_frn" and num_classes is None:
-        cat_mat = next((v for k, v in state.items() if torch_key_to_paddle(k) == "cat_mat"), None)
-        if cat_mat is None or np.ndim(cat_mat) != 3:
-            raise UserError("--method stl_frn needs --num_classes (the input has no cat_mat to read it from)")
-        num_classes = int(np.shape(cat_mat)[0])
     from methods import METHODS
-    settings = METHODS[args.method].reference_settings(state)
+    keys = {torch_key_to_paddle(k) or k: v for k, v in state.items()}
+    settings = METHODS[args.method].checkpoint_rules.reference_settings(keys, args.method)
     implied = settings.pop("num_classes", None)
-    model = build_model(args.model, args.method, num_classes if num_classes is not None else implied,
-                        args.image_size, **settings)
+    num_classes = args.num_classes if args.num_classes is not None else implied
+    if num_classes == REQUIRED:
+        raise UserError(f"--method {args.method} needs --num_classes (the input does not tell the class count)")
+    model = build_model(args.model, args.method, num_classes, args.image_size, **settings)
     converted = torch_state_to_paddle(state, model)
     model.set_state_dict(converted)
     own = model.state_dict()
-    from frn.checkpoint import save_model
+
     save_model(model, args.output, extra={"converted_from": os.path.basename(args.input)},
                state_dict={k: own[k] for k in converted})
     print(f"wrote {args.output} ({len(converted)} tensors from {args.input})")

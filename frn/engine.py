@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
 from utils.device import epoch_seed, seed_everything
-from utils.optim import reset_optimizer_state
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -178,12 +177,17 @@ def save_resume(run_dir: str, model, optimizer, scheduler, state: TrainState, se
                  "identity": model.checkpoint_identity()}, resume_path(run_dir))
 
 
-def zero_nan_gradients(optimizer) -> None:
+def zero_nan_gradients(parameters: Iterable[paddle.Tensor]) -> None:
     """Zero every gradient that holds a NaN (DeepEMD's `detect_grad_nan`: a degenerate transport
-    problem must not poison the weights)."""
-    for param in optimizer._parameter_list:
-        grad = param.grad
-        if grad is not None and bool(paddle.isnan(grad).any()):
+    problem must not poison the weights). One host synchronisation when no gradient has a NaN."""
+    with_grad = [p for p in parameters if p.grad is not None]
+    if not with_grad:
+        return
+    has_nan = paddle.stack([paddle.isnan(p.grad).any() for p in with_grad])
+    if not bool(has_nan.any()):
+        return
+    for param, bad in zip(with_grad, has_nan.numpy()):
+        if bad:
             param.clear_gradient(set_to_zero=True)
 
 
@@ -192,33 +196,52 @@ def per_iteration(scheduler) -> bool:
     return bool(getattr(scheduler, "per_iteration", False))
 
 
-def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int,
-                    episode: Optional[Tuple[int, int, int]], log: Callable[[str], None],
-                    print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
-    """One pass over `batches`; returns (mean loss, mean accuracy %). A per-iteration
-    `scheduler` is stepped after every optimiser step.
+#: one training step's forward: (model, batch) -> (loss, logits, labels the logits are scored against)
+Step = Callable[[paddle.nn.Layer, list], Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]]
+
+
+def whole_class_step(model, batch: list) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """Whole-class training: the method's loss over all base classes of a labelled batch."""
+    images, labels = batch[0], batch[1]
+    loss, logits = model(images, labels)
+    return loss, logits, labels
+
+
+def episode_step(way: int, shot: int, query: int) -> Step:
+    """Episodic training: the batch is one episode (support class-major, then queries)."""
+    labels = query_labels(way, query)
+
+    def step(model, batch: list) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        loss, logits = model(batch[0], labels, episode=(way, shot))
+        return loss, logits, labels
+    return step
+
+
+def unwrap(model) -> paddle.nn.Layer:
+    """The method inside a `paddle.DataParallel` (or the model itself)."""
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int, step: Step,
+                    log: Callable[[str], None], print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
+    """One pass over `batches`, one optimiser step per batch with the loss of `step`; returns
+    (mean loss, mean accuracy %). A per-iteration `scheduler` is stepped after every step.
 
     Batches that depend on training results (the HT meta-batch, data/hard_tasks.py) have an
     `observe(logits)` method: it receives the detached logits after every step.
     """
     model.train()
     observe = getattr(batches, "observe", None)
+    zero_nans = getattr(unwrap(model), "zero_nan_gradients", False)
     loss_sum = acc_sum = 0.0
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
-    for images, labels, *extra in bar:  # extra: per-sample fields of non-episodic methods
-        if episode is not None:
-            way, shot, query = episode
-            labels = query_labels(way, query)
-            loss, logits = model(images, labels, episode=(way, shot))
-        else:
-            loss, logits, *scored_against = model(images, labels, *extra)
-            labels = scored_against[0] if scored_against else labels  # e.g. SimTrans's pair targets
+    for batch in bar:
+        loss, logits, labels = step(model, batch)
         optimizer.clear_grad()
         loss.backward()
-        if getattr(model, "zero_nan_gradients", False) or getattr(getattr(model, "_layers", None),
-                                                                  "zero_nan_gradients", False):
-            zero_nan_gradients(optimizer)
+        if zero_nans:
+            zero_nan_gradients(model.parameters())
         optimizer.step()
         if per_iteration(scheduler):
             scheduler.step()
@@ -244,18 +267,19 @@ def validation_fell(history: List[Dict], stop_th: int) -> bool:
 
 def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer, scheduler,
           validate: Optional[Callable[[], tuple]], state: TrainState, args, run_dir: str,
-          log, episode: Optional[Tuple[int, int, int]] = None) -> TrainState:
-    """Epoch loop: train, step the LR schedule, validate, keep best/last/periodic checkpoints.
+          log, step: Step = whole_class_step, before_epoch: Optional[Callable[[int], None]] = None) -> TrainState:
+    """Epoch loop: train with `step`, step the LR schedule, validate, keep best/last/periodic
+    checkpoints.
 
-    Before each epoch the method's `start_epoch` is called and, for methods that ask for it, the
-    optimizer state is reset; with `args.stop_th` > 1 training stops once that many validation
+    `before_epoch(epoch)` runs before each epoch (a workflow's hook: the weak-shot steps reset
+    the optimizer and alternate losses there); with `args.stop_th` > 1 training stops once that many validation
     scores in a row fell. `validate` returns (score, loss) and optionally a dict of more metrics
     (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
     and a resumable state is written atomically after each epoch, so a killed run resumed with
     --resume ends with the weights an uninterrupted run would have. `model` may be a
     `paddle.DataParallel`; only rank 0 writes.
     """
-    inner = model._layers if isinstance(model, paddle.DataParallel) else model
+    inner = unwrap(model)
     writes = paddle.distributed.get_rank() == 0
     stop_th = getattr(args, "stop_th", 0)
     for epoch in range(state.epoch, args.epoch):
@@ -264,11 +288,10 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
             break
         start = time.time()
         seed_everything(epoch_seed(args.seed, epoch))
-        if inner.fresh_optimizer_each_epoch:
-            reset_optimizer_state(optimizer)
-        inner.start_epoch(epoch)
+        if before_epoch is not None:
+            before_epoch(epoch)
         batches, n_batches = make_batches(epoch)
-        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, episode, log,
+        train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, step, log,
                                                 scheduler=scheduler)
         epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):

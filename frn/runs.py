@@ -1,52 +1,63 @@
-"""The three workflows behind pretrain.py, meta_train.py and test.py.
+"""The few-shot workflow behind pretrain.py, meta_train.py and test.py: whole-class training on
+base.json, episodic training, episodic evaluation on the novel classes. A method whose workflow
+is "weak_shot" (SimTrans) is handed to frn/weakshot.py instead.
 
 Everything that can fail on user input (flags, data, checkpoints) is checked before anything is
 written, so a failed run never touches an earlier run's files.
 """
 import argparse
 import os
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import paddle
 
-from data.datasets import ImageList
-from data.hard_tasks import HardTaskEpisodes
+from data.datasets import ImageList, filelist_path
 from data.episodes import load_episodes, save_episodes
-from data.samplers import EpisodeSampler, PoolEpisodeSampler, check_episode_fits, indices_by_class
+from data.hard_tasks import HardTaskEpisodes
+from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
+                           indices_by_class)
+from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
-from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
-from frn.engine import TrainState, evaluate, loader, resume_path, train
-from utils.errors import UserError
+from frn.engine import TrainState, episode_step, evaluate, loader, resume_path, train, whole_class_step
 from frn.log import RunLog
+from methods import METHODS
+from methods.base import FewShotMethod, MethodOptions
+from network import build_backbone
+from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
+from utils.errors import UserError
 from utils.optim import build_optimizer, build_scheduler
 from utils.stats import mean_and_interval
-from methods import METHODS
-from network import build_backbone
 
 
-def build_model(args: argparse.Namespace, num_classes: Optional[int] = None):
-    """The method `args.method` on the backbone `args.model` (with a whole-class head when
+def build_model(options: MethodOptions, num_classes: Optional[int] = None) -> FewShotMethod:
+    """The method `options.method` on the backbone `options.model` (with a whole-class head when
     `num_classes` is given)."""
-    method = METHODS[args.method]
-    return method(build_backbone(args.model, **method.backbone_options(args, num_classes)), args, num_classes)
+    method = METHODS[options.method]
+    backbone = build_backbone(options.model, **method.backbone_options(options, num_classes))
+    return method(backbone, options, num_classes)
 
 
-def image_list(args, split: str, training: bool) -> ImageList:
-    """The images of `split` with the method's pipeline, else the dataset's standard one."""
-    return METHODS[args.method].split_images(args, split, training)
+def image_list(args: argparse.Namespace, split: str, training: bool) -> ImageList:
+    """The images of `split` (a filelist of --data_path) with the method's image pipeline, else
+    the dataset's standard one."""
+    transform = METHODS[args.method].image_transform(args.options, training)
+    if transform is None:
+        transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
+    return ImageList(filelist_path(args.data_path, split), transform)
 
 
-def val_episodes(args, dataset: ImageList) -> List[List[int]]:
+def val_episodes(args: argparse.Namespace, dataset: ImageList) -> List[List[int]]:
     """The fixed validation episodes (same every epoch and every run of a seed)."""
     return list(EpisodeSampler(dataset.labels, args.val_n_way, args.n_shot, args.n_query,
                                args.val_n_episode, seed=args.seed, split="val"))
 
 
-def _run_folder(args, name: str) -> str:
+def run_folder(args: argparse.Namespace, name: str) -> str:
+    """checkpoints/<dataset>/<name>: where a training run writes."""
     return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
-def _optimizer(args, model, iters_per_epoch: int = 0):
+def build_training(args: argparse.Namespace, model: FewShotMethod, iters_per_epoch: int = 0):
     """Optimiser and LR schedule of the flags; a warm-up or cosine schedule runs per iteration
     (and needs the epoch's length, `iters_per_epoch`)."""
     scheduler = build_scheduler(args.lr, args.gamma, milestones=None if args.step_size else args.milestones,
@@ -56,11 +67,11 @@ def _optimizer(args, model, iters_per_epoch: int = 0):
                                 warmup_start=args.warmup_start, cosine=args.lr_schedule == "cosine",
                                 eta_min=args.eta_min, lag=args.lr_lag)
     optimizer = build_optimizer(model, scheduler, args.optimizer, args.wd, momentum=args.momentum,
-                                nesterov=not args.no_nesterov, groups=model.parameter_groups(args))
+                                nesterov=not args.no_nesterov, groups=model.parameter_groups(args.lr))
     return optimizer, scheduler
 
 
-def _resume(args, model, optimizer, scheduler) -> TrainState:
+def resume_state(args: argparse.Namespace, model: FewShotMethod, optimizer, scheduler) -> TrainState:
     """Restore a run from `--resume` (a run folder or its resume.pdstate), or start fresh."""
     if not args.resume:
         return TrainState()
@@ -77,24 +88,29 @@ def _resume(args, model, optimizer, scheduler) -> TrainState:
     return TrainState(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt["history"])
 
 
-def _train_stage(args, model, run_dir: str, make_batches, validate, episode=None) -> None:
-    """Shared tail of pretrain and meta_train: optimizer, resume, log, epoch loop.
+Batches = Callable[[int], Tuple[object, int]]
+
+
+def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, make_batches: Batches,
+                 validate, step=whole_class_step, before_epoch=None, optimizer_and_schedule=None) -> None:
+    """Shared tail of every training stage: optimizer, resume, log, epoch loop.
 
     `make_batches(epoch)` returns (the epoch's batches, their number); the LR schedule takes
     epoch 0's number as every epoch's length (an upper bound for the official FRN epoch). The
     batches depend only on (seed, epoch), so building epoch 0's here changes nothing."""
     _, iters_per_epoch = make_batches(0)
-    optimizer, scheduler = _optimizer(args, model, iters_per_epoch)
-    state = _resume(args, model, optimizer, scheduler)
+    optimizer, scheduler = optimizer_and_schedule or build_training(args, model, iters_per_epoch)
+    state = resume_state(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
     net = paddle.DataParallel(model) if world > 1 else model
     log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
-    log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {vars(args)}")
-    state = train(net, make_batches, optimizer, scheduler, validate, state, args, run_dir, log, episode)
+    settings = {k: v for k, v in vars(args).items() if k != "options"}
+    log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {settings}")
+    state = train(net, make_batches, optimizer, scheduler, validate, state, args, run_dir, log, step, before_epoch)
     log(f"done: best val acc {state.best_acc:.2f} at epoch {state.best_epoch}; checkpoints in {run_dir}")
 
 
-def _validator(args, model):
+def episode_validator(args: argparse.Namespace, model: FewShotMethod):
     """A function returning (val acc, val loss) on the fixed validation episodes."""
     val = image_list(args, "val", training=False)
     episodes = val_episodes(args, val)
@@ -106,31 +122,37 @@ def _validator(args, model):
     return validate
 
 
+def weak_shot(args: argparse.Namespace) -> bool:
+    return METHODS[args.method].workflow == "weak_shot"
+
+
 def pretrain(args: argparse.Namespace) -> None:
-    """Whole-class training on the method's training plan (base.json by default), validated by
-    few-shot episodes on val.json or by the method's own validator (non-episodic methods)."""
+    """Whole-class training on base.json in shuffled batches (each rank of a multi-process run
+    takes every world-th batch), validated by few-shot episodes on val.json."""
+    if weak_shot(args):
+        from frn import weakshot
+        return weakshot.train(args)
     select_device(args.gpu)
     seed_everything(args.seed)
-    method = METHODS[args.method]
-    plan = method.training_plan(args)
-    if args.num_classes and args.num_classes < plan.num_classes:
-        raise UserError(f"--num_classes {args.num_classes} is smaller than the {plan.num_classes} training "
+    base = image_list(args, "base", training=True)
+    if args.batch_size > len(base):
+        raise UserError(f"--batch_size {args.batch_size} exceeds the {len(base)} base images; lower it")
+    if args.num_classes and args.num_classes < base.num_classes:
+        raise UserError(f"--num_classes {args.num_classes} is smaller than the {base.num_classes} training "
                         f"classes; drop the flag or raise it")
-    model = build_model(args, args.num_classes or plan.num_classes)
-    model.prepare_training(args)
+    model = build_model(args.options, args.num_classes or base.num_classes)
     if args.pretrain_path:
         load_weights(model, args.pretrain_path, "--pretrain_path")
-    validate = None if args.val == "none" else model.validator(args)
-    if validate is None and args.val == "meta":
-        validate = _validator(args, model)
+    validate = episode_validator(args, model) if args.val == "meta" else None
+    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed,
+                                   rank=paddle.distributed.get_rank(), world=paddle.distributed.get_world_size())
 
     def make_batches(epoch):
-        batches = plan.batches(epoch)
-        return loader(plan.dataset, batches, args.num_workers), len(batches)
+        sampler.set_epoch(epoch)
+        return loader(base, sampler, args.num_workers), len(sampler)
 
-    suffix = "_pretrain" if method.episodic else ""
-    run_dir = _run_folder(args, f"{args.model}_{method.run_name(args)}{suffix}")
-    _train_stage(args, model, run_dir, make_batches, validate)
+    run_dir = run_folder(args, f"{args.options.model}_{args.options.run_name()}_pretrain")
+    run_training(args, model, run_dir, make_batches, validate)
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -140,10 +162,10 @@ def meta_train(args: argparse.Namespace) -> None:
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
-    model = build_model(args)
+    model = build_model(args.options)
     if args.pretrain_path:
         load_weights(model, args.pretrain_path, "--pretrain_path", pretrained=True)
-    validate = _validator(args, model)
+    validate = episode_validator(args, model)
     shape = (args.train_n_way, args.n_shot, args.n_query)
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
@@ -169,20 +191,21 @@ def meta_train(args: argparse.Namespace) -> None:
         return hard, len(hard)
 
     ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
-    name = f"{args.model}_{METHODS[args.method].run_name(args)}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
-    _train_stage(args, model, _run_folder(args, name), make_batches, validate, episode=shape)
+    name = f"{args.options.model}_{args.options.run_name()}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
+    run_training(args, model, run_folder(args, name), make_batches, validate, step=episode_step(*shape))
 
 
 def test(args: argparse.Namespace) -> List[float]:
     """Few-shot test; prints one `N Test Acc = m% +- ci%` line per task and the mean over tasks."""
+    if weak_shot(args):
+        from frn import weakshot
+        return weakshot.test(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
-    if not METHODS[args.method].episodic:  # a classifier of whole splits (weak-shot SimTrans)
-        return METHODS[args.method].test_whole_split(args)
     dataset = image_list(args, args.split, training=False)
-    model = build_model(args)
+    model = build_model(args.options)
     load_weights(model, args.model_path)
     if args.episodes_file:
         tasks = [load_episodes(args.episodes_file, dataset)]

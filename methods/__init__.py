@@ -1,7 +1,7 @@
 """Methods by `--method` name. Adding a method = one file in this folder + one line here."""
 from typing import Dict, Type
 
-from methods.base import FewShotMethod
+from methods.base import FewShotMethod, MethodOptions
 from methods.deepemd import DeepEMD
 from methods.frn import FRN
 from methods.mtl import MTL
@@ -22,3 +22,10 @@ METHODS: Dict[str, Type[FewShotMethod]] = {
     "simtrans_main": WeightedClassifier,
     "simtrans_alternate": GraphRegularisedClassifier,
 }
+
+
+def options_for(method: str, **values) -> MethodOptions:
+    """The typed options of a registered method: its declared defaults, then `values`; checked."""
+    options = METHODS[method].Options(method=method, **values)
+    options.check()
+    return options

@@ -22,18 +22,19 @@ Solvers (`-solver` for training, `-eval_solver` for evaluation):
 Episodes use this project's class-major layout (methods/base.py); the reference's class-fastest
 order only affects bookkeeping (SFC initial means, support labels), handled here.
 """
-import argparse
-from typing import Callable, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from utils.flags import add_aliases, int_list
+from utils.flags import int_list
 from utils.errors import UserError
 from utils.optim import sgd_dampened_step
-from methods.base import FewShotMethod
+from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions
+from utils.options import check_positive, option
 
 VARIANTS = ("fcn", "grid", "sampling")
 SOLVERS = ("opencv", "qpth", "exact")
@@ -219,85 +220,99 @@ def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
 # ----------------------------------------------------------------------------------------
 # the method
 # ----------------------------------------------------------------------------------------
+@dataclass
+class DeepEMDOptions(MethodOptions):
+    """The official flags (train_meta.py / eval.py), each with the seed's single dash and `--`."""
+    deepemd: str = option("fcn", "dense representation: fcn, grid or sampling", choices=VARIANTS,
+                          flags=("-deepemd", "--deepemd"))
+    solver: str = option("opencv", "EMD solver during training", choices=SOLVERS, flags=("-solver", "--solver"))
+    eval_solver: str = option("exact", "EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)",
+                              choices=EVAL_SOLVERS, flags=("-eval_solver", "--eval_solver"))
+    form: str = option("L2", "qpth formulation", choices=FORMS, flags=("-form", "--form"))
+    l2_strength: float = option(1e-6, "weight of the quadratic term of form L2", flags=("-l2_strength", "--l2_strength"))
+    qp_iterations: int = option(20, "qpth interior-point iterations (ours; the reference's 20 do not always converge)",
+                                flags=("-qp_iterations", "--qp_iterations"))
+    temperature: float = option(12.5, "logit scale T (divided by the node count)",
+                                flags=("-temperature", "--temperature"))
+    metric: str = option("cosine", "node similarity (the reference allows cosine only)", choices=("cosine",),
+                         flags=("-metric", "--metric"))
+    norm: str = option("center", "node normalisation (channel centring)", choices=("center",),
+                       flags=("-norm", "--norm"))
+    feature_pyramid: str = option("", "FCN pyramid levels, e.g. 2,3 (empty: none)",
+                                  flags=("-feature_pyramid", "--feature_pyramid"))
+    patch_list: str = option("2,3", "Grid: grid sizes of the image pyramid", flags=("-patch_list", "--patch_list"))
+    patch_ratio: float = option(2.0, "Grid: patch enlargement at test time", flags=("-patch_ratio", "--patch_ratio"))
+    num_patch: int = option(9, "Sampling: random crops per image", flags=("-num_patch", "--num_patch"))
+    sfc_lr: float = option(100.0, "SFC learning rate (eval.py 100; train_meta.py 0.1)", flags=("-sfc_lr", "--sfc_lr"))
+    sfc_wd: float = option(0.0, "accepted for compatibility; unused, as in the reference", flags=("-sfc_wd", "--sfc_wd"))
+    sfc_update_step: int = option(100, "SFC epochs over the support set",
+                                  flags=("-sfc_update_step", "--sfc_update_step"))
+    sfc_bs: int = option(4, "SFC mini-batch size", flags=("-sfc_bs", "--sfc_bs"))
+
+    @classmethod
+    def aliases(cls, stage: str) -> Dict[str, Tuple[str, ...]]:
+        return SEED_ALIASES
+
+    def check(self) -> None:
+        self.patches()
+        self.pyramid()
+        check_positive(self, "num_patch", "sfc_bs", "qp_iterations")
+        if self.sfc_update_step < 0:
+            raise UserError(f"-sfc_update_step must be >= 0 (got {self.sfc_update_step})")
+        if self.l2_strength <= 0:
+            raise UserError(f"-l2_strength must be positive (got {self.l2_strength})")
+
+    def patches(self) -> Tuple[int, ...]:
+        """The Grid pyramid's grid sizes."""
+        return int_list(self.patch_list, "-patch_list")
+
+    def pyramid(self) -> Tuple[int, ...]:
+        """The FCN feature pyramid's pooled sizes (none by default)."""
+        return int_list(self.feature_pyramid or "", "-feature_pyramid")
+
+    def run_name(self) -> str:
+        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth / _exact when trained with that solver)."""
+        return f"deepemd_{self.deepemd}" + ("" if self.solver == "opencv" else f"_{self.solver}")
+
+
+class DeepEMDRules(CheckpointRules):
+    optional_keys = ("fc.weight", "fc.bias")  # the pre-training classifier
+
+    def from_reference_key(self, key: str, model: FewShotMethod) -> Optional[str]:
+        """Official keys -> ours: a pre-trained file has bare encoder keys (`layer1.0...`), a
+        meta-trained one `module.encoder.layer1...` (`module.` is stripped before this)."""
+        if key.startswith("encoder."):
+            return "feature_extractor." + key[len("encoder."):]
+        if key.startswith("layer"):
+            return "feature_extractor." + key
+        return key
+
+
 class DeepEMD(FewShotMethod):
     """DeepEMD-FCN / Grid / Sampling on a dense backbone, with a linear head for pre-training."""
 
+    Options = DeepEMDOptions
+    options: DeepEMDOptions
+    checkpoint_rules = DeepEMDRules()
     zero_nan_gradients = True  # train_meta.py's detect_grad_nan
     #: test episodes scored together: one EMD batch, one SFC fit for all of them (a few MB each)
     eval_episode_batch = 20
 
-    def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
-        super().__init__(backbone, args, num_classes)
-        self.variant = getattr(args, "deepemd", "fcn")
-        self.solver = getattr(args, "solver", "opencv")
-        self.eval_solver = getattr(args, "eval_solver", "exact")
-        self.form = getattr(args, "form", "L2")
-        self.l2_strength = getattr(args, "l2_strength", 1e-6)
-        self.qp_iterations = getattr(args, "qp_iterations", 20)
-        self.temperature = getattr(args, "temperature", 12.5)
-        self.pyramid = int_list(getattr(args, "feature_pyramid", None) or "", "-feature_pyramid")
-        self.sfc_lr = getattr(args, "sfc_lr", 100.0)
-        self.sfc_update_step = int(getattr(args, "sfc_update_step", 100))
-        self.sfc_bs = getattr(args, "sfc_bs", 4)
+    def __init__(self, backbone: nn.Layer, options: DeepEMDOptions, num_classes: Optional[int] = None):
+        super().__init__(backbone, options, num_classes)
+        self.pyramid = options.pyramid()
         # Sampling draws fresh random crops whenever an image is read, at test time too
-        self.features_are_frozen_at_test = self.variant != "sampling"
+        self.features_are_frozen_at_test = options.deepemd != "sampling"
         if num_classes:
             self.fc = nn.Linear(backbone.out_channels, num_classes)
 
-    # ----- flags -------------------------------------------------------------------------
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """The official flags (train_meta.py / eval.py), each with the seed's single dash and `--`."""
-        def add(name, **kw):
-            parser.add_argument(f"-{name}", f"--{name}", **kw)
-        add("deepemd", default="fcn", choices=VARIANTS, help="dense representation: fcn, grid or sampling")
-        add("solver", default="opencv", choices=SOLVERS, help="EMD solver during training")
-        add("eval_solver", default="exact", choices=EVAL_SOLVERS,
-            help="EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)")
-        add("form", default="L2", choices=FORMS, help="qpth formulation")
-        add("l2_strength", type=float, default=1e-6, help="weight of the quadratic term of form L2")
-        add("qp_iterations", type=int, default=20,
-            help="qpth interior-point iterations (ours; the reference's 20 do not always converge)")
-        add("temperature", type=float, default=12.5, help="logit scale T (divided by the node count)")
-        add("metric", default="cosine", choices=["cosine"], help="node similarity (the reference allows cosine)")
-        add("norm", default="center", choices=["center"], help="node normalisation (channel centring)")
-        add("feature_pyramid", default=None, help="FCN pyramid levels, e.g. 2,3 (default: none)")
-        add("patch_list", default="2,3", help="Grid: grid sizes of the image pyramid, e.g. 2,3")
-        add("patch_ratio", type=float, default=2.0, help="Grid: patch enlargement at test time")
-        add("num_patch", type=int, default=9, help="Sampling: random crops per image")
-        add("sfc_lr", type=float, default=100.0, help="SFC learning rate (eval.py 100; train_meta.py 0.1)")
-        add("sfc_wd", type=float, default=0.0, help="accepted for compatibility; unused, as in the reference")
-        add("sfc_update_step", type=int, default=100, help="SFC epochs over the support set")
-        add("sfc_bs", type=int, default=4, help="SFC mini-batch size")
-        add_aliases(parser, SEED_ALIASES)
-
-    @staticmethod
-    def check_arguments(args: argparse.Namespace) -> None:
-        """One-line errors for values argparse cannot reject by itself."""
-        int_list(args.patch_list, "-patch_list")
-        int_list(args.feature_pyramid or "", "-feature_pyramid")
-        if args.num_patch < 1:
-            raise UserError(f"-num_patch must be at least 1 (got {args.num_patch})")
-        if args.sfc_update_step < 0 or args.sfc_bs < 1:
-            raise UserError("-sfc_update_step must be >= 0 and -sfc_bs >= 1")
-        if args.qp_iterations < 1:
-            raise UserError(f"-qp_iterations must be at least 1 (got {args.qp_iterations})")
-        if args.l2_strength <= 0:
-            raise UserError(f"-l2_strength must be positive (got {args.l2_strength})")
-
-    @staticmethod
-    def run_name(args: argparse.Namespace) -> str:
-        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth / _exact when trained with that solver)."""
-        solver = getattr(args, "solver", "opencv")
-        return f"deepemd_{args.deepemd}" + ("" if solver == "opencv" else f"_{solver}")
-
-    @staticmethod
-    def image_transform(args: argparse.Namespace, training: bool) -> Callable:
-        """DeepEMD's own pipelines: FCN crops, Grid patches or Sampling crops (spec §9)."""
+    @classmethod
+    def image_transform(cls, options: DeepEMDOptions, training: bool) -> Callable:
+        """DeepEMD's own pipelines: FCN crops, Grid patches or Sampling crops."""
         from data.deepemd_transforms import deepemd_transform
-        return deepemd_transform(args.dataset, args.deepemd, training, image_size=args.image_size,
-                                 patch_list=int_list(args.patch_list, "-patch_list"),
-                                 patch_ratio=args.patch_ratio, num_patch=args.num_patch)
+        return deepemd_transform(options.dataset, options.deepemd, training, image_size=options.image_size,
+                                 patch_list=options.patches(), patch_ratio=options.patch_ratio,
+                                 num_patch=options.num_patch)
 
     # ----- features ----------------------------------------------------------------------
     def extract(self, images: paddle.Tensor) -> paddle.Tensor:
@@ -313,14 +328,14 @@ class DeepEMD(FewShotMethod):
     # ----- episodes ----------------------------------------------------------------------
     def active_solver(self) -> str:
         """The reference uses its training solver only in training mode (spec §4f)."""
-        return self.solver if self.training else self.eval_solver
+        return self.options.solver if self.training else self.options.eval_solver
 
     def logits_against(self, proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
         """EMD logits with the active solver; the node weights get a gradient only when training
         with `-solver exact` (evaluation, SFC included, keeps the reference's OpenCV gradient)."""
-        weight_gradient = self.training and self.solver == "exact"
-        return emd_logits(proto, query, self.active_solver(), self.temperature, self.form, self.l2_strength,
-                          weight_gradient, self.qp_iterations)
+        weight_gradient = self.training and self.options.solver == "exact"
+        return emd_logits(proto, query, self.active_solver(), self.options.temperature, self.options.form, self.options.l2_strength,
+                          weight_gradient, self.options.qp_iterations)
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         proto = support if shot == 1 else self.sfc(support[None], way, shot)[0]
@@ -332,14 +347,24 @@ class DeepEMD(FewShotMethod):
         proto = support if shot == 1 else self.sfc(support, way, shot)
         return self.logits_against(proto, query)
 
+    def adapt(self, support: paddle.Tensor, labels: paddle.Tensor, way: int) -> Adapted:
+        """The prototypes: the support features in 1-shot, the fitted SFC in k-shot (which needs
+        every class to have the same number of images)."""
+        adapted = super().adapt(support, labels, way)
+        shot, ordered = adapted["shot"], adapted["support"]
+        return {"prototypes": ordered if shot == 1 else self.sfc(ordered.unsqueeze(0), way, shot)[0]}
+
+    def adapted_scores(self, adapted: Adapted, query: paddle.Tensor) -> paddle.Tensor:
+        return self.logits_against(adapted["prototypes"], query)
+
     def sfc(self, support: paddle.Tensor, way: int, shot: int, permutations: Optional[np.ndarray] = None,
             on_step: Optional[Callable[[paddle.Tensor, np.ndarray], None]] = None) -> paddle.Tensor:
         """The SFCs [E, W, C, h, w] of E class-major k-shot support sets [E, W·shot, C, h, w] (no
         gradient reaches the support)."""
         init = support.reshape([support.shape[0], way, shot, *support.shape[2:]]).mean(2)
         labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
-        return fit_sfc(init, support, labels, self.logits_against, self.sfc_update_step, self.sfc_lr,
-                       self.sfc_bs, permutations, on_step)
+        return fit_sfc(init, support, labels, self.logits_against, self.options.sfc_update_step, self.options.sfc_lr,
+                       self.options.sfc_bs, permutations, on_step)
 
     # ----- whole-class training --------------------------------------------------------
     def pretrain_loss(self, images: paddle.Tensor, labels: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
@@ -348,18 +373,3 @@ class DeepEMD(FewShotMethod):
             raise UserError("DeepEMD pre-training reads whole images: pass -deepemd fcn to pretrain.py")
         logits = self.fc(self.feature_extractor(images).mean([2, 3]))
         return F.cross_entropy(logits, labels), logits
-
-    # ----- checkpoints -------------------------------------------------------------------
-    @staticmethod
-    def optional_checkpoint_keys() -> Tuple[str, ...]:
-        return ("fc.weight", "fc.bias")
-
-    @staticmethod
-    def from_reference_key(key: str) -> str:
-        """Official keys -> ours: a pre-trained file has bare encoder keys (`layer1.0...`), a
-        meta-trained one `module.encoder.layer1...` (`module.` is stripped before this)."""
-        if key.startswith("encoder."):
-            return "feature_extractor." + key[len("encoder."):]
-        if key.startswith("layer"):
-            return "feature_extractor." + key
-        return key

@@ -23,7 +23,7 @@ the layout. Every loss here is a mean over samples and BatchNorm statistics igno
 so both layouts give the same numbers on the same images (the parity tests feed the
 reference's order; tests/methods/test_mtl.py checks the equivalence).
 """
-import argparse
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -32,9 +32,11 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from utils.errors import UserError
-from utils.flags import add_aliases, int_list
+from utils.flags import int_list
 from utils.optim import trainable_parameters
-from methods.base import FewShotMethod, query_labels
+from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions, ParameterGroups, query_labels
+from network.common import torch_linear
+from utils.options import check_positive, option
 from network.resnet25 import WIDTHS
 
 #: `preval_forward`: validation during pre-training ignores --base_lr and --update_step
@@ -124,17 +126,84 @@ def adapt(weight: paddle.Tensor, bias: paddle.Tensor, support: paddle.Tensor, la
 # ----------------------------------------------------------------------------------------
 # the method
 # ----------------------------------------------------------------------------------------
-def _stage_way(args: argparse.Namespace) -> int:
-    """The base learner's number of classes: the episodes of the entry point in use."""
-    stage = getattr(args, "stage", None)
-    name = {"pretrain": "val_n_way", "meta_train": "train_n_way", "test": "test_n_way"}.get(stage, "")
-    return int(getattr(args, name, 5) or 5)
+@dataclass
+class MTLOptions(MethodOptions):
+    widths: str = option(",".join(map(str, WIDTHS)),
+                         "ResNet-25 stage widths (stem = half the first); reduce for CPU runs, e.g. 32,64,128")
+    blocks: int = option(4, "residual blocks per stage (official checkpoints from before March 2020 have 3)")
+    model_type: str = option("ResNet", "accepted for the official commands", choices=("ResNet",))
+    base_lr: float = option(0.01, "inner-loop learning rate of the base learner", stages=("meta_train", "test"))
+    update_step: int = option(50, "inner-loop steps, in training and test (main.py 50, run_meta.py 100)",
+                              stages=("meta_train", "test"))
+    meta_lr2: float = option(1e-3, "learning rate of the base learner's initialisation (--lr / --meta_lr1: "
+                                   "scaling/shifting and BatchNorm)", stages=("meta_train",))
+    meta_label: str = option("", "accepted for the official commands (run folders are named by the settings)",
+                             stages=("meta_train",))
+
+    @classmethod
+    def shared_defaults(cls, stage: str) -> Dict[str, object]:
+        return STAGE_DEFAULTS.get(stage, {})
+
+    @classmethod
+    def aliases(cls, stage: str) -> Dict[str, Tuple[str, ...]]:
+        return OFFICIAL_ALIASES.get(stage, {})
+
+    def check(self) -> None:
+        if self.model != "ResNet25":
+            raise UserError(f"--method mtl scales and shifts the convolutions of its own encoder: use --model ResNet25 "
+                            f"(got {self.model})")
+        widths = self.encoder_widths()
+        if len(widths) != 3 or widths[0] < 2:
+            raise UserError(f"--widths {self.widths!r} must give the three stage widths, e.g. 160,320,640")
+        check_positive(self, "blocks", "update_step")
+        if self.base_lr <= 0 or self.meta_lr2 <= 0:
+            raise UserError("--base_lr and --meta_lr2 must be positive")
+        if self.stage == "meta_train" and self.val_way != self.way:
+            raise UserError(f"--val_n_way {self.val_way} differs from --train_n_way {self.way}: MTL's base "
+                            f"learner has one size; use the same way (the official --way)")
+
+    def encoder_widths(self) -> Tuple[int, ...]:
+        """The encoder's stage widths from --widths ("160,320,640")."""
+        return int_list(self.widths, "--widths")
 
 
-def encoder_widths(args: argparse.Namespace) -> Tuple[int, ...]:
-    """The encoder's stage widths from --widths ("160,320,640"; the official ones when absent)."""
-    widths = getattr(args, "widths", None)
-    return int_list(widths, "--widths") if isinstance(widths, str) else tuple(widths or WIDTHS)
+class MTLRules(CheckpointRules):
+    optional_keys = PRE_FC_KEYS  # the pre-training classifier
+
+    def is_meta_parameter(self, key: str) -> bool:
+        """Learnt only by meta-training: the scaling/shifting parameters and the base learner."""
+        return key.startswith("base_learner.") or key.rsplit(".", 1)[-1] in ("mtl_weight", "mtl_bias")
+
+    def from_reference_key(self, key: str, model: FewShotMethod) -> Optional[str]:
+        """`encoder.X` (meta checkpoints) and bare encoder keys (pre-training checkpoints) ->
+        `feature_extractor.X`; `base_learner.vars.N` are the reference's second names of
+        fc1_w / fc1_b (dropped)."""
+        if key.startswith("base_learner.vars."):
+            return None
+        if key.startswith("encoder."):
+            return "feature_extractor." + key[len("encoder."):]
+        if key.startswith(("conv1.", "bn1.", "layer")):
+            return "feature_extractor." + key
+        return key
+
+    def reference_settings(self, state: Mapping[str, np.ndarray], method: str) -> Dict[str, object]:
+        """Encoder size, stage and base-learner size of an official checkpoint."""
+        keys = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        prefix = "encoder." if any(k.startswith("encoder.") for k in keys) else ""
+        try:
+            widths, blocks = encoder_shape(keys, prefix)
+        except KeyError:
+            raise UserError("the input is not an MTL checkpoint: it has no layer1/2/3 encoder weights") from None
+        settings: Dict[str, object] = {"widths": ",".join(map(str, widths)), "blocks": blocks}
+        if any(k.endswith(".mtl_weight") for k in keys):   # a meta-trained model
+            if "base_learner.fc1_w" in keys:
+                settings["way"] = int(np.shape(keys["base_learner.fc1_w"])[0])
+                settings["stage"] = "test"
+            settings["num_classes"] = None
+        else:                                               # a pre-trained encoder (+ head)
+            head = keys.get("pre_fc.2.weight")
+            settings["num_classes"] = int(np.shape(head)[0]) if head is not None else 0
+        return settings
 
 
 def encoder_shape(state: Mapping[str, np.ndarray], prefix: str = "") -> Tuple[Tuple[int, ...], int]:
@@ -149,77 +218,35 @@ class MTL(FewShotMethod):
     """Pre-training stage when built with `num_classes` (plain encoder, `pre_fc` head),
     meta stage otherwise (scaling/shifting encoder, trainable base-learner initialisation)."""
 
-    def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
-        super().__init__(backbone, args, num_classes)
+    Options = MTLOptions
+    options: MTLOptions
+    checkpoint_rules = MTLRules()
+
+    def __init__(self, backbone: nn.Layer, options: MTLOptions, num_classes: Optional[int] = None):
+        super().__init__(backbone, options, num_classes)
         self.meta = num_classes is None
         dim = backbone.out_channels
-        self.base_learner = BaseLearner(_stage_way(args), dim)
-        self.base_lr = float(getattr(args, "base_lr", 0.01))
-        self.update_step = int(getattr(args, "update_step", 50))
+        self.base_learner = BaseLearner(options.way, dim)
         if not self.meta:
             # pre-training optimises encoder + classifier; the base learner keeps its random
             # initialisation and only serves the validation episodes
             for p in self.base_learner.parameters():
                 p.stop_gradient = True
             if num_classes:
-                self.pre_fc = nn.Sequential(nn.Linear(dim, PRE_FC_HIDDEN), nn.ReLU(),
-                                            nn.Linear(PRE_FC_HIDDEN, num_classes))
-                for linear in (self.pre_fc[0], self.pre_fc[2]):  # PyTorch's default Linear init
-                    _torch_default_linear_init(linear)
+                self.pre_fc = nn.Sequential(torch_linear(dim, PRE_FC_HIDDEN), nn.ReLU(),
+                                            torch_linear(PRE_FC_HIDDEN, num_classes))
 
-    # ----- flags -------------------------------------------------------------------------
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """MTL's own flags under the official names, the official spellings of shared flags,
-        and the official defaults of the entry point in use."""
-        stage = parser.get_default("stage")
-        parser.set_defaults(**STAGE_DEFAULTS.get(stage, {}))
-        add = parser.add_argument
-        add("--widths", default=",".join(map(str, WIDTHS)),
-            help="ResNet-25 stage widths (stem = half the first); reduce for CPU runs, e.g. 32,64,128")
-        add("--blocks", type=int, default=4,
-            help="residual blocks per stage (official checkpoints from before March 2020 have 3)")
-        add("--model_type", default="ResNet", choices=["ResNet"], help="accepted for the official commands")
-        if stage in ("meta_train", "test"):
-            add("--base_lr", type=float, default=0.01, help="inner-loop learning rate of the base learner")
-            add("--update_step", type=int, default=50,
-                help="inner-loop steps, in training and test (main.py 50, run_meta.py 100)")
-        if stage == "meta_train":
-            add("--meta_lr2", type=float, default=1e-3,
-                help="learning rate of the base learner's initialisation (--lr / --meta_lr1: SS and BatchNorm)")
-            add("--meta_label", default="", help="accepted for the official commands (run folders are named by the settings)")
-        add_aliases(parser, OFFICIAL_ALIASES.get(stage, {}))
-
-    @staticmethod
-    def check_arguments(args: argparse.Namespace) -> None:
-        if args.model != "ResNet25":
-            raise UserError(f"--method mtl scales and shifts the convolutions of its own encoder: use --model ResNet25 "
-                            f"(got {args.model})")
-        widths = encoder_widths(args)
-        if len(widths) != 3 or widths[0] < 2:
-            raise UserError(f"--widths {args.widths!r} must give the three stage widths, e.g. 160,320,640")
-        if args.blocks < 1:
-            raise UserError(f"--blocks must be at least 1 (got {args.blocks})")
-        if getattr(args, "update_step", 1) < 1 or getattr(args, "base_lr", 1) <= 0:
-            raise UserError("--update_step must be at least 1 and --base_lr positive")
-        if getattr(args, "meta_lr2", 1) <= 0:
-            raise UserError(f"--meta_lr2 must be positive (got {args.meta_lr2})")
-        if args.stage == "meta_train" and args.val_n_way != args.train_n_way:
-            raise UserError(f"--val_n_way {args.val_n_way} differs from --train_n_way {args.train_n_way}: MTL's base "
-                            f"learner has one size; use the same way (the official --way)")
-
-    @staticmethod
-    def backbone_options(args: argparse.Namespace, num_classes: Optional[int]) -> dict:
+    @classmethod
+    def backbone_options(cls, options: MTLOptions, num_classes: Optional[int]) -> dict:
         """Plain convolutions for pre-training, scaling/shifting ones for the meta stage."""
-        return {"widths": encoder_widths(args), "blocks": int(getattr(args, "blocks", 4)),
-                "mtl": num_classes is None}
+        return {"widths": options.encoder_widths(), "blocks": options.blocks, "mtl": num_classes is None}
 
-    @staticmethod
-    def image_transform(args: argparse.Namespace, training: bool) -> Callable:
+    @classmethod
+    def image_transform(cls, options: MTLOptions, training: bool) -> Callable:
         """Resize(92) -> [RandomResizedCrop(88)] -> CenterCrop(80) -> [flip], augmented only in
         pre-training (the meta phases use `train_aug=False`), sizes scaled to --image_size."""
         from data.mtl_transforms import mtl_transform
-        return mtl_transform(args.image_size, augment=training and getattr(args, "stage", None) == "pretrain")
+        return mtl_transform(options.image_size, augment=training and options.stage == "pretrain")
 
     # ----- features ----------------------------------------------------------------------
     def extract(self, images: paddle.Tensor) -> paddle.Tensor:
@@ -237,19 +264,30 @@ class MTL(FewShotMethod):
     # ----- episodes ----------------------------------------------------------------------
     def inner_loop_settings(self) -> Tuple[float, int]:
         """(learning rate, steps) of the base learner: `preval_forward`'s in pre-training."""
-        return (self.base_lr, self.update_step) if self.meta else (PREVAL_LR, PREVAL_STEPS)
+        return (self.options.base_lr, self.options.update_step) if self.meta else (PREVAL_LR, PREVAL_STEPS)
 
-    def adapted_base_learner(self, support: paddle.Tensor, way: int, shot: int) -> List[paddle.Tensor]:
-        """The base learner's [weight, bias] after the inner loop on a class-major support set."""
-        if way != self.base_learner.way:
-            raise UserError(f"this MTL model's base learner has {self.base_learner.way} classes, not {way}; use "
-                            f"{self.base_learner.way}-way episodes")
-        labels = query_labels(way, shot)
+    def adapted_base_learner(self, support: paddle.Tensor, labels: paddle.Tensor) -> List[paddle.Tensor]:
+        """The base learner's [weight, bias] after the inner loop on support features and labels."""
         lr, steps = self.inner_loop_settings()
         return adapt(self.base_learner.fc1_w, self.base_learner.fc1_b, support, labels, lr, steps)
 
+    def check_way(self, way: int) -> None:
+        if way != self.base_learner.way:
+            raise UserError(f"this MTL model's base learner has {self.base_learner.way} classes, not {way}; use "
+                            f"{self.base_learner.way}-way episodes")
+
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
-        return linear_logits(query, *self.adapted_base_learner(support, way, shot))
+        self.check_way(way)
+        return linear_logits(query, *self.adapted_base_learner(support, query_labels(way, shot)))
+
+    def adapt(self, support: paddle.Tensor, labels: paddle.Tensor, way: int) -> Adapted:
+        """The base learner adapted on the support set (any number of images per class)."""
+        self.check_way(way)
+        weight, bias = self.adapted_base_learner(support, labels)
+        return {"weight": weight, "bias": bias}
+
+    def adapted_scores(self, adapted: Adapted, query: paddle.Tensor) -> paddle.Tensor:
+        return linear_logits(query, adapted["weight"], adapted["bias"])
 
     def inner_loop_trace(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> np.ndarray:
         """Query accuracy (%) of the base learner at its initialisation and after each inner-loop
@@ -273,62 +311,11 @@ class MTL(FewShotMethod):
         return F.cross_entropy(logits, labels), logits
 
     # ----- optimisation ------------------------------------------------------------------
-    def parameter_groups(self, args: argparse.Namespace) -> List[Tuple[List[paddle.Tensor], float]]:
+    def parameter_groups(self, lr: float) -> ParameterGroups:
         """Meta stage: the encoder's trainable parameters (SS, BatchNorm) at --lr, the base
         learner's initialisation at --meta_lr2 (two Adam groups, as trainer/meta.py); a group's
         rate is given relative to --lr."""
         if not self.meta:
-            return super().parameter_groups(args)
-        base_learner_ratio = float(getattr(args, "meta_lr2", 1e-3)) / float(args.lr)
+            return super().parameter_groups(lr)
         return [(trainable_parameters(self.feature_extractor), 1.0),
-                (list(self.base_learner.parameters()), base_learner_ratio)]
-
-    # ----- checkpoints -------------------------------------------------------------------
-    @staticmethod
-    def optional_checkpoint_keys() -> Tuple[str, ...]:
-        return PRE_FC_KEYS
-
-    @staticmethod
-    def is_meta_parameter(key: str) -> bool:
-        """Learnt only by meta-training: the scaling/shifting parameters and the base learner."""
-        return key.startswith("base_learner.") or key.rsplit(".", 1)[-1] in ("mtl_weight", "mtl_bias")
-
-    @staticmethod
-    def from_reference_key(key: str) -> Optional[str]:
-        """`encoder.X` (meta checkpoints) and bare encoder keys (pre-training checkpoints) ->
-        `feature_extractor.X`; `base_learner.vars.N` are the reference's second names of
-        fc1_w / fc1_b (dropped)."""
-        if key.startswith("base_learner.vars."):
-            return None
-        if key.startswith("encoder."):
-            return "feature_extractor." + key[len("encoder."):]
-        if key.startswith(("conv1.", "bn1.", "layer")):
-            return "feature_extractor." + key
-        return key
-
-    @staticmethod
-    def reference_settings(state: Mapping[str, np.ndarray]) -> dict:
-        """Encoder size, stage and base-learner size of an official checkpoint."""
-        keys = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        prefix = "encoder." if any(k.startswith("encoder.") for k in keys) else ""
-        try:
-            widths, blocks = encoder_shape(keys, prefix)
-        except KeyError:
-            raise UserError("the input is not an MTL checkpoint: it has no layer1/2/3 encoder weights") from None
-        settings = {"widths": ",".join(map(str, widths)), "blocks": blocks}
-        if any(k.endswith(".mtl_weight") for k in keys):   # a meta-trained model
-            if "base_learner.fc1_w" in keys:
-                settings["test_n_way"] = int(np.shape(keys["base_learner.fc1_w"])[0])
-                settings["stage"] = "test"
-            settings["num_classes"] = None
-        else:                                               # a pre-trained encoder (+ head)
-            head = keys.get("pre_fc.2.weight")
-            settings["num_classes"] = int(np.shape(head)[0]) if head is not None else 0
-        return settings
-
-
-def _torch_default_linear_init(linear: nn.Linear) -> None:
-    """PyTorch's nn.Linear init: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / linear.weight.shape[0] ** 0.5  # Paddle weight [in, out]
-    linear.weight.set_value(paddle.uniform(linear.weight.shape, min=-bound, max=bound))
-    linear.bias.set_value(paddle.uniform(linear.bias.shape, min=-bound, max=bound))
+                (list(self.base_learner.parameters()), self.options.meta_lr2 / lr)]

@@ -22,10 +22,9 @@ same numbers as one at a time (`--episode_batch 1`), many times faster. Each epi
 draws (initial weights, then its batch orders) come from numpy's global RNG in episode order,
 so the grouping never changes a result.
 """
-import argparse
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -33,9 +32,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from utils.errors import UserError
-from utils.flags import add_aliases
 from utils.optim import sgd_dampened_step
-from methods.base import FewShotMethod
+from methods.base import CheckpointRules, FewShotMethod, MethodOptions
+from network.common import torch_uniform_bound
+from utils.options import check_positive, option
 
 PROTOCOLS = ("mmfs", "bl0")
 METRICS = ("cosineface", "neg-softmax", "cosine", "softmax")
@@ -92,11 +92,6 @@ def head_logits(x: paddle.Tensor, weight: paddle.Tensor, metric: str, scale: flo
     return sim * scale
 
 
-def kaiming_bound(dim: int) -> float:
-    """kaiming_uniform_(a=sqrt(5)) on a [C, dim] weight (and nn.Linear's bias): U(-1/sqrt(dim), 1/sqrt(dim))."""
-    return 1.0 / math.sqrt(dim)
-
-
 class MarginClassifier(nn.Layer):
     """The base-training head: weight [C, D] as the references store it (no transpose), plus a
     bias for the plain `softmax` metric (an nn.Linear in bl0)."""
@@ -104,7 +99,7 @@ class MarginClassifier(nn.Layer):
     def __init__(self, dim: int, num_classes: int, metric: str, scale: float, margin: float):
         super().__init__()
         self.metric, self.scale, self.margin = metric, scale, margin
-        bound = nn.initializer.Uniform(-kaiming_bound(dim), kaiming_bound(dim))
+        bound = nn.initializer.Uniform(-torch_uniform_bound(dim), torch_uniform_bound(dim))
         self.weight = self.create_parameter([num_classes, dim], default_initializer=bound)
         self.bias = self.create_parameter([num_classes], default_initializer=bound) if metric == "softmax" else None
 
@@ -147,7 +142,7 @@ def support_batches(rng, n_support: int, batch_size: int, n_steps: int) -> List[
 def initial_head(rng, way: int, dim: int, with_bias: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """A fresh classifier as the references draw it: weight [way, dim] (and bias [way])
     uniform in +-1/sqrt(dim)."""
-    bound = kaiming_bound(dim)
+    bound = torch_uniform_bound(dim)
     weight = rng.uniform(-bound, bound, (way, dim)).astype(np.float32)
     bias = rng.uniform(-bound, bound, (way,)).astype(np.float32) if with_bias else None
     return weight, bias
@@ -197,112 +192,161 @@ def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bi
 # ----------------------------------------------------------------------------------------
 # the method
 # ----------------------------------------------------------------------------------------
-class NegMargin(FewShotMethod):
-    """Backbone + margin classifier (base training); a classifier fitted per episode (test)."""
+@dataclass
+class NegMarginOptions(MethodOptions):
+    protocol: str = option("mmfs", "reference protocol: mmfs (mmfewshot configs) or bl0 (the official code)",
+                           choices=PROTOCOLS)
+    metric: Optional[str] = option(None, "head (bl0's names): cosineface (cosine margin, the default), neg-softmax "
+                                         "(dot-product margin), cosine, softmax (plain cosine / linear)", choices=METRICS)
+    metric_type: Optional[str] = option(None, "mmfewshot's name of the head instead: cosine = cosineface, "
+                                              "softmax = neg-softmax", choices=tuple(MMFS_METRICS))
+    scale_factor: Optional[float] = option(None, "logit scale of the training head (alias --temperature); none: "
+                                                 "mmfs 10, bl0 30 (cosine heads) or 5 (neg-softmax)")
+    margin: Optional[float] = option(None, f"margin m of the training head (negative raises the target logit); "
+                                           f"none: {DEFAULT_MARGIN} for the margin heads")
+    test_scale_factor: float = option(FitSettings.scale, "scale of the meta-test classifier")
+    test_margin: float = option(FitSettings.margin, "margin of the meta-test classifier")
+    finetune_steps: Optional[int] = option(None, "meta-test optimiser steps (none: mmfs 150 for 1-shot, 600 otherwise)")
+    finetune_epochs: Optional[int] = option(None, f"meta-test passes over the support set instead (bl0: {BL0_EPOCHS})")
+    finetune_lr: float = option(FitSettings.lr, "meta-test SGD learning rate")
+    finetune_wd: float = option(FitSettings.weight_decay, "meta-test SGD weight decay")
+    finetune_batch_size: int = option(FitSettings.batch_size, "meta-test mini-batch of support features")
+    episode_batch: Optional[int] = option(None, f"test episodes whose classifiers are fitted together (none: "
+                                                f"{FIT_GROUP_ELEMENTS} // feature dim, at most {MAX_EPISODE_BATCH}; "
+                                                f"1: one at a time; same results)")
+    drop_rate: float = option(0.0, "ResNet dropout (stages 1-2) / DropBlock (stages 3-4) rate of base training (bl0)")
+    dropblock_size: int = option(5, "DropBlock block size")
 
-    trains_episodically = False  # nothing is meta-learned: pretrain.py, then test.py
+    @classmethod
+    def aliases(cls, stage: str) -> Dict[str, Tuple[str, ...]]:
+        return ALIASES
 
-    def __init__(self, backbone: nn.Layer, args: argparse.Namespace, num_classes: Optional[int] = None):
-        super().__init__(backbone, args, num_classes)
-        self.protocol = getattr(args, "protocol", "mmfs")
-        self.metric = metric_of(args)
-        self.flatten = args.model == "Conv4"   # Conv-4: the C,H,W-flattened map; ResNets: its average
-        self.fit = FitSettings(metric=self.metric, scale=getattr(args, "test_scale_factor", FitSettings.scale),
-                               margin=getattr(args, "test_margin", FitSettings.margin),
-                               lr=getattr(args, "finetune_lr", FitSettings.lr),
-                               weight_decay=getattr(args, "finetune_wd", FitSettings.weight_decay),
-                               batch_size=getattr(args, "finetune_batch_size", FitSettings.batch_size))
-        self.finetune_steps = getattr(args, "finetune_steps", None)
-        self.finetune_epochs = getattr(args, "finetune_epochs", None)
-        self.eval_episode_batch = getattr(args, "episode_batch", None) or auto_episode_batch(self.feature_dim(args))
-        if num_classes:
-            self.classifier = MarginClassifier(self.feature_dim(args), num_classes, self.metric,
-                                               training_scale(args), training_margin(args))
-
-    def feature_dim(self, args: argparse.Namespace) -> int:
-        """Length of the feature vectors `extract` returns."""
-        channels = self.feature_extractor.out_channels
-        side = args.image_size // 16  # Conv-4: four 2x2 poolings
-        return channels * side * side if self.flatten else channels
-
-    # ----- flags -------------------------------------------------------------------------
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add = parser.add_argument
-        add("--protocol", default="mmfs", choices=PROTOCOLS,
-            help="reference protocol: mmfs (mmfewshot configs) or bl0 (the official code)")
-        add("--metric", default=None, choices=METRICS,
-            help="head (bl0's names): cosineface (cosine margin, the default), neg-softmax (dot-product "
-                 "margin), cosine, softmax (plain cosine / linear)")
-        add("--metric_type", default=None, choices=tuple(MMFS_METRICS),
-            help="mmfewshot's name of the head instead: cosine = cosineface, softmax = neg-softmax")
-        add("--scale_factor", type=float, default=None,
-            help="logit scale of the training head (alias --temperature); default: mmfs 10, bl0 30 "
-                 "(cosine heads) or 5 (neg-softmax)")
-        add("--margin", type=float, default=None,
-            help=f"margin m of the training head (negative raises the target logit); default {DEFAULT_MARGIN}")
-        add("--test_scale_factor", type=float, default=FitSettings.scale, help="scale of the meta-test classifier")
-        add("--test_margin", type=float, default=FitSettings.margin, help="margin of the meta-test classifier")
-        add("--finetune_steps", type=int, default=None,
-            help="meta-test optimiser steps (mmfs: 150 for 1-shot, 600 otherwise)")
-        add("--finetune_epochs", type=int, default=None,
-            help=f"meta-test passes over the support set instead (bl0: {BL0_EPOCHS})")
-        add("--finetune_lr", type=float, default=FitSettings.lr, help="meta-test SGD learning rate")
-        add("--finetune_wd", type=float, default=FitSettings.weight_decay, help="meta-test SGD weight decay")
-        add("--finetune_batch_size", type=int, default=FitSettings.batch_size,
-            help="meta-test mini-batch of support features")
-        add("--episode_batch", type=int, default=None,
-            help=f"test episodes whose classifiers are fitted together (default: {FIT_GROUP_ELEMENTS} // "
-                 f"feature dim, at most {MAX_EPISODE_BATCH}; 1: one at a time; same results)")
-        add("--drop_rate", type=float, default=0.0,
-            help="ResNet dropout (stages 1-2) / DropBlock (stages 3-4) rate of base training (bl0)")
-        add("--dropblock_size", type=int, default=5, help="DropBlock block size")
-        add_aliases(parser, ALIASES)
-
-    @staticmethod
-    def check_arguments(args: argparse.Namespace) -> None:
+    def check(self) -> None:
         """One-line errors for values argparse cannot reject; resolves mmfewshot's metric names."""
-        if args.metric_type is not None and args.metric is not None:
+        if self.metric_type is not None and self.metric is not None:
             raise UserError("give the head once: --metric (bl0's names) or --metric_type (mmfewshot's)")
-        args.metric = metric_of(args)
-        if args.margin is not None and args.metric not in MARGIN_METRICS and args.margin != 0:
-            raise UserError(f"--margin {args.margin:g} has no effect with --metric {args.metric}; use "
+        self.metric = self.head_metric()
+        self.metric_type = None
+        if self.margin is not None and self.metric not in MARGIN_METRICS and self.margin != 0:
+            raise UserError(f"--margin {self.margin:g} has no effect with --metric {self.metric}; use "
                             f"cosineface or neg-softmax, or drop --margin")
-        if args.protocol == "mmfs":
-            for flag, value in (("--margin", training_margin(args)), ("--test_margin", args.test_margin)):
+        if self.protocol == "mmfs":
+            for flag, value in (("--margin", self.training_margin()), ("--test_margin", self.test_margin)):
                 if value > 0:
                     raise UserError(f"{flag} {value:g} is positive, which mmfewshot's NegMarginHead forbids "
                                     f"(margin <= 0); pass a margin <= 0 or --protocol bl0")
-        if args.finetune_steps is not None and args.finetune_epochs is not None:
+        if self.finetune_steps is not None and self.finetune_epochs is not None:
             raise UserError("give the meta-test length once: --finetune_steps or --finetune_epochs")
-        for flag in ("finetune_steps", "finetune_epochs", "finetune_batch_size", "episode_batch", "dropblock_size"):
-            value = getattr(args, flag)
-            if value is not None and value < 1:
-                raise UserError(f"--{flag} must be at least 1 (got {value})")
-        if not 0 <= args.drop_rate < 1:
-            raise UserError(f"--drop_rate must be in [0, 1) (got {args.drop_rate})")
-        if args.finetune_lr <= 0 or args.finetune_wd < 0:
+        check_positive(self, "finetune_steps", "finetune_epochs", "finetune_batch_size", "episode_batch",
+                       "dropblock_size")
+        if not 0 <= self.drop_rate < 1:
+            raise UserError(f"--drop_rate must be in [0, 1) (got {self.drop_rate})")
+        if self.finetune_lr <= 0 or self.finetune_wd < 0:
             raise UserError("--finetune_lr must be positive and --finetune_wd >= 0")
 
-    @staticmethod
-    def run_name(args: argparse.Namespace) -> str:
-        """neg_margin_<protocol>_<metric>[_m<margin>]: runs of other margins never overwrite each other."""
-        name = f"neg_margin_{args.protocol}_{args.metric}"
-        return name + f"_m{training_margin(args):g}" if args.metric in MARGIN_METRICS else name
+    def head_metric(self) -> str:
+        """The head's metric (bl0's name): --metric, else mmfewshot's --metric_type, else cosineface."""
+        return self.metric or (MMFS_METRICS[self.metric_type] if self.metric_type else "cosineface")
 
-    @staticmethod
-    def image_transform(args: argparse.Namespace, training: bool) -> Callable:
+    def training_margin(self) -> float:
+        """The training head's margin: --margin, else the default of the margin metrics."""
+        if self.margin is None:
+            return DEFAULT_MARGIN if self.head_metric() in MARGIN_METRICS else 0.0
+        return self.margin
+
+    def training_scale(self) -> float:
+        """The training head's scale: --scale_factor, else the protocol's default."""
+        if self.scale_factor is not None:
+            return self.scale_factor
+        if self.protocol == "mmfs":
+            return 10.0
+        return 5.0 if self.head_metric() == "neg-softmax" else 30.0
+
+    def fit_settings(self) -> FitSettings:
+        """The meta-test classifier and its optimiser."""
+        return FitSettings(metric=self.head_metric(), scale=self.test_scale_factor, margin=self.test_margin,
+                           lr=self.finetune_lr, weight_decay=self.finetune_wd, batch_size=self.finetune_batch_size)
+
+    def run_name(self) -> str:
+        """neg_margin_<protocol>_<metric>[_m<margin>]: runs of other margins never overwrite each other."""
+        metric = self.head_metric()
+        name = f"neg_margin_{self.protocol}_{metric}"
+        return name + f"_m{self.training_margin():g}" if metric in MARGIN_METRICS else name
+
+
+class NegMarginRules(CheckpointRules):
+    # the base-training head is not needed at test time; mmfewshot also stores its meta-test
+    # head (re-drawn for every episode); DropBlock's step counter only exists in models
+    # trained with --drop_rate
+    optional_keys = ("classifier.weight", "classifier.bias", "meta_test_head.weight",
+                     "feature_extractor.dropblock_step.count")
+
+    def from_reference_key(self, key: str, model: FewShotMethod) -> Optional[str]:
+        """Official keys -> ours. bl0 (`state` of its .tar): `feature.<backbone>`, `classifier.*`;
+        mmfewshot (`state_dict`): `backbone.<backbone>`, `head.weight`, `meta_test_head.weight`;
+        bare backbone keys of either are accepted too (Conv-4's `layers.i.*` read as mmfewshot's).
+        Backbone names go through the backbone's own map (None: an alias to drop)."""
+        if key.startswith("head."):
+            return "classifier." + key[len("head."):]
+        if key.startswith(("classifier.", "meta_test_head.", "feature_extractor.")):
+            return key  # heads, and keys that are ours already
+        layout = "bl0" if key.startswith("feature.") else "mmfewshot"
+        for prefix in ("feature.", "backbone."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        ours = model.feature_extractor.from_reference_key(key, layout)
+        return None if ours is None else "feature_extractor." + ours
+
+    def reference_settings(self, state: Mapping[str, np.ndarray], method: str) -> Dict[str, object]:
+        """An official checkpoint's head: its rows (num_classes, so the converter keeps it) and
+        bl0's plain `softmax` head (an nn.Linear: the only head with a bias)."""
+        for key in ("classifier.weight", "head.weight", "module.classifier.weight"):
+            if key in state and np.ndim(state[key]) == 2:
+                settings: Dict[str, object] = {"num_classes": int(np.shape(state[key])[0])}
+                if any(k.endswith("classifier.bias") for k in state):
+                    settings["metric"] = "softmax"
+                return settings
+        return {}
+
+
+class NegMargin(FewShotMethod):
+    """Backbone + margin classifier (base training); a classifier fitted per episode (test)."""
+
+    Options = NegMarginOptions
+    options: NegMarginOptions
+    checkpoint_rules = NegMarginRules()
+    trains_episodically = False  # nothing is meta-learned: pretrain.py, then test.py
+
+    def __init__(self, backbone: nn.Layer, options: NegMarginOptions, num_classes: Optional[int] = None):
+        super().__init__(backbone, options, num_classes)
+        self.metric = options.head_metric()
+        self.flatten = options.model == "Conv4"   # Conv-4: the C,H,W-flattened map; ResNets: its average
+        self.fit = options.fit_settings()
+        self.eval_episode_batch = options.episode_batch or auto_episode_batch(self.feature_dim())
+        if num_classes:
+            self.classifier = MarginClassifier(self.feature_dim(), num_classes, self.metric,
+                                               options.training_scale(), options.training_margin())
+
+    def feature_dim(self) -> int:
+        """Length of the feature vectors `extract` returns."""
+        channels = self.feature_extractor.out_channels
+        side = self.options.image_size // 16  # Conv-4: four 2x2 poolings
+        return channels * side * side if self.flatten else channels
+
+    @classmethod
+    def image_transform(cls, options: NegMarginOptions, training: bool) -> Callable:
         """The protocol's pipeline: ImageNet (mmfs) or CIFAR-like (bl0) statistics, and its test resize."""
         from data.neg_margin_transforms import neg_margin_transform
-        return neg_margin_transform(getattr(args, "protocol", "mmfs"), args.image_size, training)
+        return neg_margin_transform(options.protocol, options.image_size, training)
 
-    @staticmethod
-    def backbone_options(args: argparse.Namespace, num_classes: Optional[int] = None) -> dict:
+    @classmethod
+    def backbone_options(cls, options: NegMarginOptions, num_classes: Optional[int] = None) -> dict:
         """Conv-4 drawn as bl0/mmfewshot draw it; ResNets with bl0's dropout/DropBlock."""
-        if args.model == "Conv4":
+        if options.model == "Conv4":
             return {"init": "kaiming"}
-        if args.model in ("ResNet12", "ResNet10", "ResNet18"):
-            return {"drop_rate": getattr(args, "drop_rate", 0.0), "dropblock_size": getattr(args, "dropblock_size", 5)}
+        if options.model in ("ResNet12", "ResNet10", "ResNet18"):
+            return {"drop_rate": options.drop_rate, "dropblock_size": options.dropblock_size}
         return {}
 
     # ----- features ----------------------------------------------------------------------
@@ -320,11 +364,11 @@ class NegMargin(FewShotMethod):
     def fit_steps(self, shot: int, n_support: int) -> int:
         """Optimiser steps of one meta-test fit under the protocol (or the flags)."""
         per_pass = -(-n_support // self.fit.batch_size)
-        if self.finetune_steps is not None:
-            return self.finetune_steps
-        if self.finetune_epochs is not None:
-            return self.finetune_epochs * per_pass
-        if self.protocol == "bl0":
+        if self.options.finetune_steps is not None:
+            return self.options.finetune_steps
+        if self.options.finetune_epochs is not None:
+            return self.options.finetune_epochs * per_pass
+        if self.options.protocol == "bl0":
             return BL0_EPOCHS * per_pass
         return MMFS_STEPS[0] if shot == 1 else MMFS_STEPS[1]
 
@@ -345,44 +389,6 @@ class NegMargin(FewShotMethod):
         """One episode's scores: `episode_scores_batch` on a stack of one (`episode_scores` calls this)."""
         return self.episode_scores_batch(support.unsqueeze(0), query.unsqueeze(0), way, shot)[0]
 
-    # ----- checkpoints -------------------------------------------------------------------
-    @staticmethod
-    def optional_checkpoint_keys() -> Tuple[str, ...]:
-        # the base-training head is not needed at test time; mmfewshot also stores its
-        # meta-test head (re-drawn for every episode); DropBlock's step counter only exists
-        # in models trained with --drop_rate
-        return ("classifier.weight", "classifier.bias", "meta_test_head.weight",
-                "feature_extractor.dropblock_step.count")
-
-    def from_reference_key(self, key: str) -> Optional[str]:
-        """Official keys -> ours. bl0 (`state` of its .tar): `feature.<backbone>`, `classifier.*`;
-        mmfewshot (`state_dict`): `backbone.<backbone>`, `head.weight`, `meta_test_head.weight`;
-        bare backbone keys of either are accepted too (Conv-4's `layers.i.*` read as mmfewshot's).
-        Backbone names go through the backbone's own map (None: an alias to drop)."""
-        if key.startswith("head."):
-            return "classifier." + key[len("head."):]
-        if key.startswith(("classifier.", "meta_test_head.", "feature_extractor.")):
-            return key  # heads, and keys that are ours already
-        layout = "bl0" if key.startswith("feature.") else "mmfewshot"
-        for prefix in ("feature.", "backbone."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
-        ours = self.feature_extractor.from_reference_key(key, layout)
-        return None if ours is None else "feature_extractor." + ours
-
-    @staticmethod
-    def reference_settings(state: Mapping[str, np.ndarray]) -> dict:
-        """An official checkpoint's head: its rows (num_classes, so the converter keeps it) and
-        bl0's plain `softmax` head (an nn.Linear: the only head with a bias)."""
-        for key in ("classifier.weight", "head.weight", "module.classifier.weight"):
-            if key in state and np.ndim(state[key]) == 2:
-                settings = {"num_classes": int(np.shape(state[key])[0])}
-                if any(k.endswith("classifier.bias") for k in state):
-                    settings["metric"] = "softmax"
-                return settings
-        return {}
-
 
 def auto_episode_batch(dim: int) -> int:
     """Default number of episodes fitted as one stack for features of `dim` values."""
@@ -395,27 +401,3 @@ def draw_episode(rng, way: int, dim: int, n_support: int, fit: FitSettings,
     the support batches of every step."""
     weight, bias = initial_head(rng, way, dim, with_bias=fit.metric == "softmax")
     return weight, bias, support_batches(rng, n_support, fit.batch_size, steps)
-
-
-def training_margin(args: argparse.Namespace) -> float:
-    """The training head's margin: --margin, else the default of the margin metrics."""
-    margin = getattr(args, "margin", None)
-    if margin is None:
-        return DEFAULT_MARGIN if metric_of(args) in MARGIN_METRICS else 0.0
-    return margin
-
-
-def training_scale(args: argparse.Namespace) -> float:
-    """The training head's scale: --scale_factor, else the protocol's default."""
-    scale = getattr(args, "scale_factor", None)
-    if scale is not None:
-        return scale
-    if getattr(args, "protocol", "mmfs") == "mmfs":
-        return 10.0
-    return 5.0 if metric_of(args) == "neg-softmax" else 30.0
-
-
-def metric_of(args: argparse.Namespace) -> str:
-    """The head's metric (bl0's name): --metric, else mmfewshot's --metric_type, else cosineface."""
-    metric_type = getattr(args, "metric_type", None)
-    return getattr(args, "metric", None) or (MMFS_METRICS[metric_type] if metric_type else "cosineface")

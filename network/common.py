@@ -12,8 +12,7 @@ def batch_norm(channels: int) -> nn.BatchNorm2D:
 
 def torch_default_conv_init(conv: nn.Conv2D) -> None:
     """PyTorch's default Conv2d init: weight and bias uniform in +-1/sqrt(fan_in)."""
-    fan_in = conv.weight.shape[1] * conv.weight.shape[2] * conv.weight.shape[3]
-    bound = 1.0 / math.sqrt(fan_in)
+    bound = torch_uniform_bound(conv.weight.shape[1] * conv.weight.shape[2] * conv.weight.shape[3])
     conv.weight.set_value(paddle.uniform(conv.weight.shape, min=-bound, max=bound))
     if conv.bias is not None:
         conv.bias.set_value(paddle.uniform(conv.bias.shape, min=-bound, max=bound))
@@ -25,3 +24,17 @@ def kaiming_fan_out_conv(in_channels: int, out_channels: int, kernel: int, paddi
     std = math.sqrt(2.0 / (out_channels * kernel * kernel))
     return nn.Conv2D(in_channels, out_channels, kernel, stride=stride, padding=padding, bias_attr=False,
                      weight_attr=nn.initializer.Normal(0.0, std))
+
+
+def torch_uniform_bound(fan_in: int) -> float:
+    """1/sqrt(fan_in): the bound of PyTorch's default Linear/Conv init (kaiming_uniform_ with
+    a = sqrt(5) on the weight, and the same bound on the bias)."""
+    return 1.0 / math.sqrt(fan_in)
+
+
+def torch_linear(n_in: int, n_out: int) -> nn.Linear:
+    """nn.Linear with PyTorch's default init: weight and bias uniform in +-1/sqrt(n_in)."""
+    bound = torch_uniform_bound(n_in)
+    init = nn.initializer.Uniform(-bound, bound)
+    return nn.Linear(n_in, n_out, weight_attr=paddle.ParamAttr(initializer=init),
+                     bias_attr=paddle.ParamAttr(initializer=init))

@@ -46,7 +46,7 @@ def main() -> None:
     select_device(args.gpu)
     seed_everything(args.seed)
     dataset = image_list(args, args.split, training=False)
-    model = build_model(args)
+    model = build_model(args.options)
     if args.model_path:
         load_weights(model, args.model_path)
     model.eval()

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.weakshot import injected_files, load_weakshot  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.stats import roc_auc  # noqa: E402
-from methods.simtrans import read_similarity, web_sample_weights  # noqa: E402
+from data.similarity_folder import read_similarity  # noqa: E402
+from frn.weakshot import web_sample_weights  # noqa: E402
 
 WEIGHT_TYPES = ("savg1", "avg1")
 
@@ -48,7 +49,7 @@ def cosine_matrices(args, weakshot) -> list:
              "--image_size", str(args.image_size), "--dataset", args.dataset, "--num_workers", "0"]
     run_args = parse(test_parser(), flags)
     web = image_list(run_args, "web", training=False)
-    model = build_model(run_args, len(weakshot.novel_classes))
+    model = build_model(run_args.options, len(weakshot.novel_classes))
     load_weights(model, args.naive, "--naive")
     features = extract_features(model, web, range(len(web))).numpy()
     features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-12

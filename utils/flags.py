@@ -29,14 +29,25 @@ class _SetAll(argparse.Action):
             setattr(namespace, target, values)
 
 
+def parser_flags(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """{option string: action} of every flag the parser has. (argparse has no public view of
+    its flags; this is the one place that reads its table.)"""
+    return dict(parser._option_string_actions)  # noqa: SLF001
+
+
+def parser_destinations(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """{destination: action} of every argument the parser has (see `parser_flags`)."""
+    return {action.dest: action for action in parser._actions}  # noqa: SLF001
+
+
 def add_aliases(parser: argparse.ArgumentParser, aliases: Dict[str, Sequence[str]]) -> None:
     """Accept another spelling for flags the parser already has (an official codebase's names):
     `aliases` maps the new option to the destinations it sets; destinations the parser lacks are
     skipped, and an alias with none left is not added."""
-    actions = {a.dest: a for a in parser._actions}
+    actions = parser_destinations(parser)
     for option, dests in aliases.items():
         present = [d for d in dests if d in actions]
-        if not present or option in parser._option_string_actions:
+        if not present or option in parser_flags(parser):
             continue
         first = actions[present[0]]
         parser.add_argument(option, action=_SetAll, targets=present, type=first.type, dest=f"_alias{option}",

@@ -8,7 +8,8 @@ import paddle
 
 from data.weakshot import fingerprint, injected_files, load_weakshot
 from utils.stats import roc_auc
-from methods.simtrans import read_similarity, web_sample_weights
+from data.similarity_folder import read_similarity
+from frn.weakshot import web_sample_weights
 from tests.conftest import run_script, simtrans_flags
 
 RUN_FILES = ("best_model.pdparams", "last_model.pdparams", "resume.pdstate", "output.log", "history.json", "curves.png")
@@ -50,17 +51,17 @@ def test_step_two_writes_the_matrices_and_scores_the_denoising(simtrans_run):
 
 def test_sample_weights_reach_the_batches(simtrans_run):
     from frn.args import parse, pretrain_parser
-    from methods.simtrans import WeightedClassifier
+    from frn.weakshot import classifier_data, need_weakshot
     args = parse(pretrain_parser(), [str(a) for a in simtrans_flags(
         simtrans_run["bench"], simtrans_run["checkpoints"], "--method", "simtrans_main",
         "--load_dir", simtrans_run["simnet"] / "similarity")])
-    plan = WeightedClassifier.training_plan(args)
-    labels = np.asarray(plan.dataset.labels)
+    dataset, batches, _ = classifier_data(args, need_weakshot(args))
+    labels = np.asarray(dataset.labels)
     for label in np.unique(labels):
-        assert abs(plan.dataset.weights[labels == label].mean() - 1.0) < 1e-5  # one_mean per class
-    image, label, weight = plan.dataset[3]
-    assert weight == plan.dataset.weights[3] and label == labels[3]
-    assert sum(len(b) for b in plan.batches(0)) == len(labels)  # the last, partial batch is kept
+        assert abs(dataset.weights[labels == label].mean() - 1.0) < 1e-5  # one_mean per class
+    image, label, weight = dataset[3]
+    assert weight == dataset.weights[3] and label == labels[3]
+    assert sum(len(b) for b in batches(0)) == len(labels)  # the last, partial batch is kept
 
 
 def test_evaluation_prints_the_accuracy_line(simtrans_run):
@@ -86,11 +87,10 @@ def test_a_simtrans_run_resumes(simtrans_run, tmp_path):
 
 def test_exp_type_clean_base_trains_on_the_base_images(simtrans_run):
     from frn.args import parse, pretrain_parser
-    from methods.simtrans import WebClassifier
+    from frn.weakshot import classifier_data, need_weakshot
     args = parse(pretrain_parser(), [str(a) for a in simtrans_flags(
         simtrans_run["bench"], simtrans_run["checkpoints"], "--method", "simtrans_naive", "--exp_type", "CleanBase")])
-    plan = WebClassifier.training_plan(args)
+    dataset, _, num_classes = classifier_data(args, need_weakshot(args))
     base = json.loads((simtrans_run["bench"] / "base.json").read_text())
-    assert plan.num_classes == len(base["label_names"]) and len(plan.dataset) == len(base["image_names"])
-    assert WebClassifier.splits(args) == ("base", "base_test") and WebClassifier.run_name(args) == \
-        "simtrans_naive_CleanBase"
+    assert num_classes == len(base["label_names"]) and len(dataset) == len(base["image_names"])
+    assert args.options.splits() == ("base", "base_test") and args.options.run_name() == "simtrans_naive_CleanBase"

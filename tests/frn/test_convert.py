@@ -4,7 +4,6 @@ The round trips use the reference's own full-model forward fixture when the pari
 there (found through the manifest), else a synthetic model whose state is exported in PyTorch
 naming. The `.pth` round trip needs torch and skips without it; nothing else does.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -16,15 +15,15 @@ import pytest
 from frn.checkpoint import load_weights
 from frn.convert import torch_key_to_paddle, torch_state_to_paddle
 from utils.errors import UserError
-from methods import METHODS
+from methods import METHODS, options_for
 from methods.base import split_episode
 from network import build_backbone
 from tests.conftest import FIXTURES, ROOT
 
 
 def build(model: str = "Conv4", method: str = "meta_frn", num_classes=None, image_size: int = 84):
-    args = argparse.Namespace(model=model, image_size=image_size, method=method)
-    return METHODS[method](build_backbone(model), args, num_classes=num_classes)
+    return METHODS[method](build_backbone(model), options_for(method, model=model, image_size=image_size),
+                           num_classes=num_classes)
 
 
 def to_torch_naming(model) -> dict:
@@ -191,7 +190,7 @@ def test_official_deepemd_checkpoints_convert_with_identical_logits(tmp_path, la
     """DeepEMD's files are {'params': state}: bare encoder keys after pre-training, DataParallel
     keys `module.encoder.` after meta-training; both load with the same logits."""
     torch = pytest.importorskip("torch")
-    args = argparse.Namespace(model="ResNet12", method="deepemd", deepemd="fcn", solver="opencv", eval_solver="exact")
+    args = options_for("deepemd", model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="exact")
     widths = (8, 16, 24, 32)
     paddle.seed(5)
     model = METHODS["deepemd"](build_backbone("ResNet12", widths=widths), args)

@@ -113,20 +113,21 @@ def test_reference_settings_read_the_stage_and_the_encoder_size():
     meta = {"encoder.layer1.0.conv1.weight": np.zeros((8, 4, 3, 3)), "encoder.layer2.0.conv1.weight": np.zeros((16, 8, 3, 3)),
             "encoder.layer3.0.conv1.weight": np.zeros((32, 16, 3, 3)), "encoder.layer1.1.conv1.weight": np.zeros((8, 8, 3, 3)),
             "encoder.conv1.mtl_weight": np.zeros((4, 3, 1, 1)), "base_learner.fc1_w": np.zeros((5, 32))}
-    assert MTL.reference_settings(meta) == {"widths": "8,16,32", "blocks": 2, "test_n_way": 5, "stage": "test",
-                                            "num_classes": None}
+    assert MTL.checkpoint_rules.reference_settings(meta, "mtl") == {"widths": "8,16,32", "blocks": 2, "way": 5,
+                                                                    "stage": "test", "num_classes": None}
     pre = {k[len("encoder."):]: v for k, v in meta.items() if "mtl" not in k and k.startswith("encoder.")}
-    assert MTL.reference_settings({**pre, "pre_fc.2.weight": np.zeros((64, 1000))})["num_classes"] == 64
-    assert MTL.reference_settings(pre)["num_classes"] == 0
+    assert MTL.checkpoint_rules.reference_settings({**pre, "pre_fc.2.weight": np.zeros((64, 1000))},
+                                                  "mtl")["num_classes"] == 64
+    assert MTL.checkpoint_rules.reference_settings(pre, "mtl")["num_classes"] == 0
     with pytest.raises(UserError, match="not an MTL checkpoint"):
-        MTL.reference_settings({"scale": np.zeros(1)})
+        MTL.checkpoint_rules.reference_settings({"scale": np.zeros(1)}, "mtl")
 
 
 def test_official_keys_map_onto_ours():
     from methods.mtl import MTL
-    assert MTL.from_reference_key("encoder.layer1.0.downsample.0.mtl_weight") == \
+    assert MTL.checkpoint_rules.from_reference_key("encoder.layer1.0.downsample.0.mtl_weight", None) == \
         "feature_extractor.layer1.0.downsample.0.mtl_weight"
-    assert MTL.from_reference_key("layer3.3.bn2._variance") == "feature_extractor.layer3.3.bn2._variance"
-    assert MTL.from_reference_key("conv1.weight") == "feature_extractor.conv1.weight"
-    assert MTL.from_reference_key("base_learner.vars.0") is None
-    assert MTL.from_reference_key("pre_fc.2.weight") == "pre_fc.2.weight"
+    assert MTL.checkpoint_rules.from_reference_key("layer3.3.bn2._variance", None) == "feature_extractor.layer3.3.bn2._variance"
+    assert MTL.checkpoint_rules.from_reference_key("conv1.weight", None) == "feature_extractor.conv1.weight"
+    assert MTL.checkpoint_rules.from_reference_key("base_learner.vars.0", None) is None
+    assert MTL.checkpoint_rules.from_reference_key("pre_fc.2.weight", None) == "pre_fc.2.weight"

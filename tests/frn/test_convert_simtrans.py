@@ -2,7 +2,6 @@
 weights, written by torch) and a SimNet state dict in the released files' key layout convert to
 Paddle checkpoints with identical outputs. torch is needed to write the `.pth` files (skipped
 without it); the fixture for the ResNet-50 case (skipped without ../shared)."""
-import argparse
 
 import numpy as np
 import paddle
@@ -10,6 +9,7 @@ import pytest
 
 from frn.checkpoint import load_weights
 from frn.convert import main as convert
+from methods import options_for
 from methods.simtrans import SimNet
 from network import build_backbone
 from tests.conftest import FIXTURES
@@ -61,7 +61,7 @@ def reference_naming(model: SimNet) -> dict:
 def test_released_simnet_layout_converts(tmp_path):
     torch = pytest.importorskip("torch")
     paddle.seed(4)
-    model = SimNet(build_backbone("Conv4"), argparse.Namespace(model="Conv4", head_type="4", data_path=""))
+    model = SimNet(build_backbone("Conv4"), options_for("simtrans_simnet", model="Conv4", head_type="4"))
     model.train()
     with paddle.no_grad():  # move the BatchNorm statistics away from their initial values
         model.pair_logits(paddle.randn([6, 3, 32, 32]))
@@ -73,7 +73,7 @@ def test_released_simnet_layout_converts(tmp_path):
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in reference_naming(model).items()}, pth)
     out = tmp_path / "simnet.pdparams"
     convert(["--model", "Conv4", "--method", "simtrans_simnet", str(pth), str(out)])  # head 4 read from the keys
-    loaded = SimNet(build_backbone("Conv4"), argparse.Namespace(model="Conv4", head_type="4", data_path=""))
+    loaded = SimNet(build_backbone("Conv4"), options_for("simtrans_simnet", model="Conv4", head_type="4"))
     load_weights(loaded, str(out))
     loaded.eval()
     with paddle.no_grad():

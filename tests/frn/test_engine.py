@@ -1,5 +1,4 @@
 """The evaluation loop: cached and per-episode features agree; the interval formula."""
-import argparse
 
 import numpy as np
 import paddle
@@ -7,7 +6,7 @@ import paddle
 from data.samplers import EpisodeSampler
 from frn.engine import evaluate
 from utils.stats import mean_and_interval
-from methods import METHODS
+from methods import METHODS, options_for
 from network import build_backbone
 
 
@@ -27,8 +26,7 @@ class RandomImages(paddle.io.Dataset):
 
 def test_feature_cache_gives_the_same_accuracies_as_per_episode_passes():
     paddle.seed(0)
-    args = argparse.Namespace(model="Conv4", image_size=32)
-    model = METHODS["meta_frn"](build_backbone("Conv4", width=8), args)
+    model = METHODS["meta_frn"](build_backbone("Conv4", width=8), options_for("meta_frn", model="Conv4", image_size=32))
     data = RandomImages()
     episodes = list(EpisodeSampler(data.labels, 4, 2, 3, n_episodes=8, seed=1))
     cached, loss_c = evaluate(model, data, episodes, 4, 2, 3, use_cache=True)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import paddle
 
-from frn.engine import train_one_epoch
+from frn.engine import train_one_epoch, whole_class_step
 from utils.optim import IterationSchedule, build_scheduler, sgd_dampened_step
 
 
@@ -64,7 +64,7 @@ def test_training_loop_steps_a_per_iteration_schedule_after_each_step():
             return paddle.nn.functional.cross_entropy(logits, labels), logits
 
     batches = [(paddle.randn([2, 3]), paddle.to_tensor([0, 1])) for _ in range(4)]
-    train_one_epoch(Model(), batches, 4, optimizer, 0, None, lambda line: None, scheduler=scheduler)
+    train_one_epoch(Model(), batches, 4, optimizer, 0, whole_class_step, lambda line: None, scheduler=scheduler)
     np.testing.assert_allclose(seen, [0.05, 0.0625, 0.075, 0.0875])
     assert scheduler.last_epoch == 4
 

@@ -1,20 +1,18 @@
 """Method contract, registry and the heads' maths on small random inputs."""
-import argparse
 
 import numpy as np
 import paddle
 import pytest
 
-from methods import METHODS
+from methods import METHODS, options_for
 from methods.base import FewShotMethod, query_labels, split_episode
 from methods.frn import aux_loss, reconstruction_distance
 from network import build_backbone
 
 
 def make(method: str, model: str = "Conv4", num_classes=None, image_size: int = 32):
-    args = argparse.Namespace(model=model, image_size=image_size, method=method)
     backbone = build_backbone(model, **({"widths": (8, 8, 8, 16)} if model == "ResNet12" else {"width": 8}))
-    return METHODS[method](backbone, args, num_classes)
+    return METHODS[method](backbone, options_for(method, model=model, image_size=image_size), num_classes)
 
 
 def test_registry_holds_the_seed_methods():

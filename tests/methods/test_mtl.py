@@ -9,7 +9,7 @@ import pytest
 from data.hard_tasks import HardTaskEpisodes, worst_class
 from frn.args import meta_train_parser, parse, pretrain_parser, test_parser
 from utils.errors import UserError
-from frn.runs import _optimizer, build_model
+from frn.runs import build_model, build_training
 from methods.mtl import MTL, adapt, linear_logits
 
 WIDTHS = "4,8,16"
@@ -25,7 +25,7 @@ def mtl_args(stage: str = "meta_train", **flags) -> argparse.Namespace:
 
 def make(stage: str = "meta_train", num_classes=None, **flags) -> MTL:
     paddle.seed(0)
-    return build_model(mtl_args(stage, **flags), num_classes)
+    return build_model(mtl_args(stage, **flags).options, num_classes)
 
 
 # ----- stages ------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def test_meta_stage_trains_only_scaling_shifting_batchnorm_and_the_base_learner(
 def test_two_adam_groups_with_their_own_learning_rates_and_step_decay():
     net = make(lr=2e-4, meta_lr2=3e-3, step_size=10, gamma=0.5)
     args = mtl_args(lr=2e-4, meta_lr2=3e-3, step_size=10, gamma=0.5)
-    optimizer, scheduler = _optimizer(args, net)
+    optimizer, scheduler = build_training(args, net)
     assert isinstance(optimizer, paddle.optimizer.Adam) and optimizer.regularization is None
     factors = {n: p.optimize_attr["learning_rate"] for n, p in net.named_parameters() if not p.stop_gradient}
     assert all(f == pytest.approx(15.0) for n, f in factors.items() if n.startswith("base_learner."))
@@ -138,7 +138,7 @@ def test_evaluation_adapts_under_no_grad_and_beats_the_initialisation():
     support, queries, _ = _episode(dim=16, separation=4.0)
     net = make()
     net.base_learner = type(net.base_learner)(5, 16)
-    net.base_lr, net.update_step = 0.5, 50
+    net.options.base_lr, net.options.update_step = 0.5, 50
     net.eval()
     with paddle.no_grad():
         before = linear_logits(paddle.to_tensor(queries), net.base_learner.fc1_w, net.base_learner.fc1_b)

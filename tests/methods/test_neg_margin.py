@@ -8,7 +8,8 @@ import pytest
 
 from frn.args import parse, pretrain_parser, test_parser
 from utils.errors import UserError
-from methods.neg_margin import (FitSettings, NegMargin, draw_episode, fit_classifiers, head_logits, support_batches)
+from methods.neg_margin import (FitSettings, NegMargin, NegMarginOptions, draw_episode, fit_classifiers, head_logits,
+                                support_batches)
 from network import build_backbone
 
 
@@ -16,9 +17,13 @@ def flags(*extra: str, parser=test_parser) -> argparse.Namespace:
     return parse(parser(), ["--method", "neg_margin", "--model", "Conv4", "--image_size", "32", *extra])
 
 
+def options(*extra: str) -> NegMarginOptions:
+    return flags(*extra).options
+
+
 def build(*extra: str, num_classes=None) -> NegMargin:
-    args = flags(*extra)
-    return NegMargin(build_backbone("Conv4", **NegMargin.backbone_options(args)), args, num_classes)
+    opts = options(*extra)
+    return NegMargin(build_backbone("Conv4", **NegMargin.backbone_options(opts)), opts, num_classes)
 
 
 def episodes(n: int, way: int = 5, shot: int = 2, query: int = 3, dim: int = 24, seed: int = 0):
@@ -115,12 +120,12 @@ def test_fitting_never_touches_the_backbone_or_the_support():
 
 # ----- flags --------------------------------------------------------------------------------------
 def test_reference_spellings_of_the_flags():
-    args = flags("--metric_type", "softmax", "--temperature", "7")
-    assert args.metric == "neg-softmax" and args.scale_factor == 7.0
+    opts = options("--metric_type", "softmax", "--temperature", "7")
+    assert opts.metric == "neg-softmax" and opts.scale_factor == 7.0
 
 
 def test_run_names_differ_by_margin_and_protocol():
-    names = {NegMargin.run_name(flags(*f)) for f in (["--margin", "0"], ["--margin", "-0.01"],
+    names = {options(*f).run_name() for f in (["--margin", "0"], ["--margin", "-0.01"],
                                                      ["--margin", "-0.01", "--protocol", "bl0"])}
     assert names == {"neg_margin_mmfs_cosineface_m0", "neg_margin_mmfs_cosineface_m-0.01",
                      "neg_margin_bl0_cosineface_m-0.01"}
@@ -141,14 +146,13 @@ def test_bad_flags_are_one_line_errors(extra, needle):
 
 
 def test_bl0_allows_a_positive_margin():
-    assert flags("--protocol", "bl0", "--margin", "0.1").margin == 0.1
+    assert options("--protocol", "bl0", "--margin", "0.1").margin == 0.1
 
 
 def test_default_scales_follow_the_protocol():
-    from methods.neg_margin import training_scale
-    assert training_scale(flags()) == 10.0
-    assert training_scale(flags("--protocol", "bl0")) == 30.0
-    assert training_scale(flags("--protocol", "bl0", "--metric", "neg-softmax")) == 5.0
+    assert options().training_scale() == 10.0
+    assert options("--protocol", "bl0").training_scale() == 30.0
+    assert options("--protocol", "bl0", "--metric", "neg-softmax").training_scale() == 5.0
 
 
 # ----- backbones ------------------------------------------------------------------------------
@@ -200,8 +204,8 @@ def test_dropblock_schedule_counts_training_passes_and_is_checkpointed():
 def test_model_trained_with_dropblock_loads_into_a_test_model_without(tmp_path):
     from frn.checkpoint import load_weights, save_model
     make = lambda *extra: NegMargin(build_backbone("ResNet12", widths=(4, 4, 8, 8),  # noqa: E731
-                                                   **NegMargin.backbone_options(flags(*extra, "--model", "ResNet12"))),
-                                    flags(*extra, "--model", "ResNet12"), None)
+                                                   **NegMargin.backbone_options(options(*extra, "--model", "ResNet12"))),
+                                    options(*extra, "--model", "ResNet12"), None)
     trained = make("--drop_rate", "0.1")
     save_model(trained, str(tmp_path / "m.pdparams"))
     load_weights(make(), str(tmp_path / "m.pdparams"))

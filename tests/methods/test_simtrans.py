@@ -1,6 +1,5 @@
 """SimTrans pieces without the fixtures: pairs, sample weights, batches, the adversarial step,
 the optimiser habits, the key maps of the reference checkpoints, the ResNet-50 converter."""
-import argparse
 
 import numpy as np
 import paddle
@@ -11,10 +10,11 @@ from frn.engine import validation_fell
 from utils.errors import UserError
 from utils.optim import build_optimizer, reset_optimizer_state
 from utils.stats import roc_auc
-from methods.simtrans import (DomainClassifier, GraphRegularisedClassifier, SimNet, WebClassifier,
-                              adversarial_objective, layer_norm, pair_enumeration, pair_targets,
-                              pair_training_batches, rand_pair_batches, raw_weights, sample_weights,
-                              similarity_matrix)
+from data.weakshot_batches import pair_training_batches, rand_pair_batches
+from methods import options_for
+from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier
+from methods.simtrans_parts import (DomainClassifier, adversarial_objective, layer_norm, pair_enumeration, pair_targets,
+                                    raw_weights, sample_weights, similarity_matrix)
 from tests.parity.simtrans_checks import stand_in_backbone
 
 
@@ -30,7 +30,7 @@ def test_pairs_put_the_fast_varying_image_first():
 def test_similarity_matrix_rows_are_the_first_image():
     """S[i, j] = sim(concat(f_i, f_j)): the transpose of the reshaped pair scores."""
     paddle.seed(0)
-    simnet = SimNet(stand_in_backbone(4, 6), argparse.Namespace(model="x", head_type="4", data_path=""))
+    simnet = SimNet(stand_in_backbone(4, 6), options_for("simtrans_simnet", model="x", head_type="4"))
     simnet.eval()
     features = paddle.randn([5, 6])
     matrix = similarity_matrix(simnet.similarity_head, features, rows_per_call=2).numpy()
@@ -75,8 +75,8 @@ def test_rand_pair_batches_use_each_image_once_from_few_classes():
 
 def simnet(beta: float, lr: float = 0.1, domain_lr: float = 0.1) -> SimNet:
     paddle.seed(1)
-    args = argparse.Namespace(model="x", head_type="4", beta=beta, lr=lr, domain_lr=domain_lr, data_path="")
-    return SimNet(stand_in_backbone(5, 8), args)
+    options = options_for("simtrans_simnet", model="x", head_type="4", beta=beta, domain_lr=domain_lr)
+    return SimNet(stand_in_backbone(5, 8), options)
 
 
 def test_one_backward_makes_the_two_reference_updates():
@@ -104,12 +104,12 @@ def test_one_backward_makes_the_two_reference_updates():
 def test_the_discriminator_steps_with_its_own_learning_rate():
     model = simnet(beta=0.0, lr=0.1, domain_lr=0.02)
     scheduler = paddle.optimizer.lr.StepDecay(0.1, step_size=5, gamma=0.5)
-    groups = model.parameter_groups(argparse.Namespace(lr=0.1, domain_lr=0.02))
+    groups = model.parameter_groups(0.1)
     optimizer = build_optimizer(model, scheduler, "sgd", weight_decay=0.0, nesterov=False, groups=groups)
     params = {n: p for n, p in model.named_parameters() if not p.stop_gradient}
     before = {n: p.numpy().copy() for n, p in params.items()}
     model.train()
-    loss, _, _ = model.pretrain_loss(paddle.randn([8, 5]), paddle.to_tensor([0, 1, 0, 1, 0, 1, 0, 1]))
+    loss, _, _ = model(paddle.randn([8, 5]), paddle.to_tensor([0, 1, 0, 1, 0, 1, 0, 1]))
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in params.items()}
     optimizer.step()
@@ -171,35 +171,35 @@ def test_roc_auc_counts_ties_as_half():
 
 
 def test_reference_key_names_map_onto_the_paddle_modules():
-    assert SimNet.from_reference_key("backbone.module.resnet.layer1.0.conv1.weight") == \
+    assert SimNet.checkpoint_rules.from_reference_key("backbone.module.resnet.layer1.0.conv1.weight", None) == \
         "feature_extractor.layer1.0.conv1.weight"
-    assert SimNet.from_reference_key("similarity_head.module.fc1.0.weight") == "similarity_head.fc1.0.weight"
-    assert WebClassifier.from_reference_key("module.backbone.fc.weight") == "fc.weight"  # the GCN wrapper
-    assert WebClassifier.from_reference_key("conv1.weight") == "feature_extractor.conv1.weight"
-    assert WebClassifier.from_reference_key("backbone.layer4.2.bn3._mean") == "feature_extractor.layer4.2.bn3._mean"
+    assert SimNet.checkpoint_rules.from_reference_key("similarity_head.module.fc1.0.weight", None) == "similarity_head.fc1.0.weight"
+    assert WebClassifier.checkpoint_rules.from_reference_key("module.backbone.fc.weight", None) == "fc.weight"  # the GCN wrapper
+    assert WebClassifier.checkpoint_rules.from_reference_key("conv1.weight", None) == "feature_extractor.conv1.weight"
+    assert WebClassifier.checkpoint_rules.from_reference_key("backbone.layer4.2.bn3._mean", None) == "feature_extractor.layer4.2.bn3._mean"
 
 
 def test_graph_epochs_alternate_with_cross_entropy_epochs():
-    args = argparse.Namespace(model="x", data_path="", c0g1=1, cls=8, gcn=128)
-    model = GraphRegularisedClassifier(stand_in_backbone(3, 4), args, 2)
+    options = options_for("simtrans_alternate", model="x", c0g1=1, cls=8, gcn=128)
+    model = GraphRegularisedClassifier(stand_in_backbone(3, 4), options, 2)
     flags = []
     for epoch in range(4):
         model.start_epoch(epoch)
-        flags.append((model.graph_epoch, GraphRegularisedClassifier.batch_size(args, epoch)))
+        flags.append((model.graph_epoch, options.batch_size(epoch, 64)))
     assert flags == [(True, 128), (False, 8), (True, 128), (False, 8)]
 
 
 def test_imagenet_weights_offline_is_one_line(monkeypatch):
     import paddle.utils.download as download
-    from methods.simtrans import load_backbone_weights
+    from frn.weakshot import load_backbone_weights
     from network import build_backbone
 
     def offline(*_args, **_kwargs):
         raise RuntimeError("Download from https://example failed. Retry limit reached")
     monkeypatch.setattr(download, "get_weights_path_from_url", offline)
-    model = WebClassifier(build_backbone("ResNet50"), argparse.Namespace(model="ResNet50", data_path=""), 3)
+    model = WebClassifier(build_backbone("ResNet50"), options_for("simtrans_naive", model="ResNet50"), 3)
     with pytest.raises(UserError, match="--imagenet_pretrained 0"):
         load_backbone_weights(model, "1", "--imagenet_pretrained")
-    small = WebClassifier(stand_in_backbone(3, 4), argparse.Namespace(model="Conv4", data_path=""), 2)
+    small = WebClassifier(stand_in_backbone(3, 4), options_for("simtrans_naive", model="Conv4"), 2)
     with pytest.raises(UserError, match="ResNet50 only"):
         load_backbone_weights(small, "1", "--imagenet_pretrained")

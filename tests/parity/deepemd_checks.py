@@ -5,7 +5,6 @@ their own are compared at the tolerance of the quantity they derive from (named 
 The fixtures lay episodes out class-fastest (index = shot * way + class); where this project's
 class-major order matters (the SFC), the checker maps between the two.
 """
-import argparse
 from typing import Dict, Optional
 
 import numpy as np
@@ -25,11 +24,10 @@ ELSEWHERE = (check_patches, check_emd_qpth)
 def deepemd_model(backbone=None, channels: int = 640, **flags):
     """A DeepEMD model with the official defaults (eval.py), `flags` overriding them."""
     from methods.deepemd import DeepEMD
-    args = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv", form="L2",
-                l2_strength=1e-6, qp_iterations=20, temperature=12.5, feature_pyramid=None, sfc_lr=100.0, sfc_update_step=100,
-                sfc_bs=4)
-    args.update(flags)
-    return DeepEMD(backbone if backbone is not None else Identity(channels), argparse.Namespace(**args))
+    from methods import options_for
+    values = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv")
+    values.update(flags)
+    return DeepEMD(backbone if backbone is not None else Identity(channels), options_for("deepemd", **values))
 
 
 def _pyramid_flag(config: dict) -> Optional[str]:
@@ -94,7 +92,7 @@ def check_emd_1shot(entry: Entry) -> None:
         entry.check(key, _np(leaf.grad), tol_key="grads")
 
     model.eval()
-    model.eval_solver = "exact"
+    model.options.eval_solver = "exact"
     with paddle.no_grad():
         entry.check("logits", _np(model.logits_against(proto, query)))
 

@@ -1,5 +1,4 @@
 """Parity checkers for shared/fixtures/frn (reference Tsingularity/FRN)."""
-import argparse
 import functools
 import math
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -89,23 +88,23 @@ def backbone_spec(state_keys: Iterable[str], shapes: Dict[str, tuple], prefix: s
 def build_frn(state_shapes: Dict[str, tuple], positions: int = 25):
     """The FRN model the entry scripts build for a reference FRN state dict (keys -> shapes):
     `stl_frn` with num_classes when it has a class matrix, else `meta_frn`."""
-    from methods import METHODS
+    from methods import METHODS, options_for
     from network import build_backbone
     name, kwargs = backbone_spec(state_shapes, state_shapes, prefix=FE)
     num_classes = None
     if "cat_mat" in state_shapes:
         num_classes, positions = int(state_shapes["cat_mat"][0]), int(state_shapes["cat_mat"][1])
-    args = argparse.Namespace(model=name, image_size=16 * math.isqrt(positions))
     method = "stl_frn" if num_classes is not None else "meta_frn"
-    return METHODS[method](build_backbone(name, **kwargs), args, num_classes=num_classes)
+    options = options_for(method, model=name, image_size=16 * math.isqrt(positions))
+    return METHODS[method](build_backbone(name, **kwargs), options, num_classes=num_classes)
 
 
 def build_head(d: int, resnet: bool, num_classes: Optional[int] = None, positions: int = 25):
     """FRN head on an identity backbone with d channels (ResNet-12 mode divides by sqrt(d))."""
-    from methods import METHODS
-    args = argparse.Namespace(model="ResNet12" if resnet else "Conv4", image_size=16 * math.isqrt(positions))
+    from methods import METHODS, options_for
     method = "stl_frn" if num_classes is not None else "meta_frn"
-    return METHODS[method](Identity(d), args, num_classes=num_classes)
+    options = options_for(method, model="ResNet12" if resnet else "Conv4", image_size=16 * math.isqrt(positions))
+    return METHODS[method](Identity(d), options, num_classes=num_classes)
 
 
 def load_reference(model, state: Dict[str, np.ndarray]) -> None:

@@ -8,7 +8,6 @@ checker feeds that order to the inner loop as it is, then runs the method on the
 re-ordered class-major (this project's layout); the meta-iteration checker re-orders the
 support set class-major and keeps the queries in the reference's order with its labels.
 """
-import argparse
 from unittest import mock
 from typing import Dict, List, Optional, Tuple
 
@@ -29,14 +28,15 @@ def mtl_model(widths, blocks: int = 4, num_classes: Optional[int] = None, backbo
     """The MTL model the entry scripts build (meta stage unless `num_classes` is given); with
     `backbone` (e.g. an identity on given embeddings) instead of the ResNet-25."""
     from frn.runs import build_model
+    from methods import options_for
     from methods.mtl import MTL
-    args = dict(model="ResNet25", method="mtl", image_size=80, widths=",".join(map(str, widths)), blocks=blocks,
-                stage="meta_train", train_n_way=5, base_lr=0.01, update_step=50, lr=1e-4, meta_lr2=1e-3)
-    args.update(flags)
-    args = argparse.Namespace(**args)
+    values = dict(model="ResNet25", image_size=80, widths=",".join(map(str, widths)), blocks=blocks,
+                  stage="meta_train", way=5, base_lr=0.01, update_step=50, meta_lr2=1e-3)
+    values.update(flags)
+    options = options_for("mtl", **values)
     if backbone is not None:
-        return MTL(backbone, args, num_classes)
-    return build_model(args, num_classes)
+        return MTL(backbone, options, num_classes)
+    return build_model(options, num_classes)
 
 
 # ----- the scaling-and-shifting convolution ------------------------------------------------------
@@ -290,14 +290,14 @@ def check_meta_iteration(entry: Entry) -> None:
     state = consume_state(entry)
     widths, blocks = encoder_shape(state, "encoder.")
     assert list(widths) == list(cfg["encoder_widths"])
-    flags = dict(base_lr=float(cfg["base_lr"]), update_step=int(cfg["update_step"]), lr=float(cfg["meta_lr1"]),
-                 meta_lr2=float(cfg["meta_lr2"]), train_n_way=way)
+    flags = dict(base_lr=float(cfg["base_lr"]), update_step=int(cfg["update_step"]),
+                 meta_lr2=float(cfg["meta_lr2"]), way=way, val_way=way)
     model = mtl_model(widths, blocks, **flags)
     load_reference(model, state)
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if not p.stop_gradient}
     assert trainable == {our_key(k) for k in cfg["trainable"]}, "trainable parameters differ"
-    groups = model.parameter_groups(argparse.Namespace(**flags))
+    groups = model.parameter_groups(float(cfg["meta_lr1"]))
     optimizer = build_optimizer(model, float(cfg["meta_lr1"]), "adam", weight_decay=0.0, groups=groups)
     lr_of = {id(p): float(cfg["meta_lr1"]) * factor for ps, factor in groups for p in ps}
 
@@ -353,4 +353,4 @@ def our_key(key: str) -> Optional[str]:
     for num_batches_tracked)."""
     from methods.mtl import MTL
     pk = paddle_key(reference_key(key))
-    return None if pk is None else MTL.from_reference_key(pk)
+    return None if pk is None else MTL.checkpoint_rules.from_reference_key(pk, None)

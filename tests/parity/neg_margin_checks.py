@@ -7,7 +7,6 @@ draws the fixtures record (fine-tuning orders, DropBlock seeds) are replayed, ne
 Arrays without a tolerance of their own are compared at the tolerance of the quantity they
 derive from (named at each call); index and accuracy arrays exactly.
 """
-import argparse
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,16 +28,18 @@ def neg_margin_model(model: str, image_size: int, backbone_options: Optional[dic
     """A NegMargin model as the entry scripts build it (method defaults, `flags` overriding)."""
     from methods.neg_margin import NegMargin
     from network import build_backbone
-    args = argparse.Namespace(model=model, image_size=image_size, method="neg_margin", **flags)
-    kwargs = dict(NegMargin.backbone_options(args, num_classes), **(backbone_options or {}))
-    return NegMargin(build_backbone(model, **kwargs), args, num_classes)
+    from methods import options_for
+    options = options_for("neg_margin", model=model, image_size=image_size, **flags)
+    kwargs = dict(NegMargin.backbone_options(options, num_classes), **(backbone_options or {}))
+    return NegMargin(build_backbone(model, **kwargs), options, num_classes)
 
 
 def our_key(model, pkey: str) -> Optional[str]:
     """The model's name of a converted reference key; bl0's Conv-4 aliases (`trunk.i.trunk.0/1`,
     dropped on conversion) name the tensors of `trunk.i.C/BN`."""
-    return model.from_reference_key(pkey) or model.from_reference_key(
-        re.sub(r"\.trunk\.([01])\.", lambda m: ".C." if m.group(1) == "0" else ".BN.", pkey))
+    rules = model.checkpoint_rules
+    return rules.from_reference_key(pkey, model) or rules.from_reference_key(
+        re.sub(r"\.trunk\.([01])\.", lambda m: ".C." if m.group(1) == "0" else ".BN.", pkey), model)
 
 
 def reference_shapes(model, keys: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
@@ -49,7 +50,7 @@ def reference_shapes(model, keys: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
     shapes = {}
     for key in keys:
         pkey = torch_key_to_paddle(key)
-        shapes[key] = () if pkey is None else tuple(own[model.from_reference_key(pkey)].shape)
+        shapes[key] = () if pkey is None else tuple(own[model.checkpoint_rules.from_reference_key(pkey, model)].shape)
     return shapes
 
 

@@ -5,7 +5,6 @@ methods' `from_reference_key`), and every number is computed by the functions th
 stages use (methods/simtrans.py). Arrays without a tolerance of their own in the manifest are
 compared at the tolerance of the quantity they feed (named at each call).
 """
-import argparse
 from typing import Dict
 
 import numpy as np
@@ -26,10 +25,11 @@ def stand_in_backbone(n_in: int, n_out: int) -> nn.Sequential:
 
 def build_simnet(state: Dict[str, np.ndarray], head_type: str = "4", **settings):
     """A SimNet on the stand-in backbone whose sizes are read from a reference state dict."""
+    from methods import options_for
     from methods.simtrans import SimNet
     n_in, n_feat = state["backbone.0.weight"].shape[1], state["backbone.0.weight"].shape[0]
-    args = argparse.Namespace(model="stand-in", head_type=head_type, data_path="", **settings)
-    model = SimNet(stand_in_backbone(n_in, n_feat), args)
+    model = SimNet(stand_in_backbone(n_in, n_feat), options_for("simtrans_simnet", model="stand-in",
+                                                                 head_type=head_type, **settings))
     load_reference(model, state)
     return model
 
@@ -50,13 +50,13 @@ def transposed_if_linear(model, key: str, array: np.ndarray) -> np.ndarray:
 
 def reference_key_of(model, torch_key: str) -> str:
     """The model's key of a reference key (the converter's mapping)."""
-    return model.from_reference_key(paddle_key(torch_key))
+    return model.checkpoint_rules.from_reference_key(paddle_key(torch_key), model)
 
 
 # ----- pairs ------------------------------------------------------------------------------
 @register("simtrans/pair_enumeration")
 def check_pair_enumeration(entry: Entry) -> None:
-    from methods.simtrans import pair_enumeration, pair_feature, pair_targets
+    from methods.simtrans_parts import pair_enumeration, pair_feature, pair_targets
     x = _t(entry.use("x"))
     entry.exact("pairs", _np(pair_enumeration(x)))
     entry.exact("pair_targets", _np(pair_targets(_t(entry.use("categories")))))
@@ -66,7 +66,7 @@ def check_pair_enumeration(entry: Entry) -> None:
 # ----- SimNet heads -----------------------------------------------------------------------
 @register("simtrans/simnet_head")
 def check_simnet_head(entry: Entry) -> None:
-    from methods.simtrans import HEADS, pair_enumeration
+    from methods.simtrans_parts import HEADS, pair_enumeration
     state = use_all(entry, "param/")
     head = HEADS[str(entry.config["head_type"])](entry.config["n_feat"])
     load_reference(head, state)
@@ -114,7 +114,7 @@ def check_bn_after(entry: Entry, model, prefix: str, before: Dict[str, np.ndarra
 # ----- domain classifier ------------------------------------------------------------------
 @register("simtrans/domain_classifier")
 def check_domain_classifier(entry: Entry) -> None:
-    from methods.simtrans import DomainClassifier
+    from methods.simtrans_parts import DomainClassifier
     state = use_all(entry, "param/")
     model = DomainClassifier(entry.config["diff_dim"], layer_norm=entry.config["domain_bn"] == 1)
     load_reference(model, state)
@@ -129,7 +129,7 @@ def check_domain_classifier(entry: Entry) -> None:
 @register("simtrans/simnet_train_iteration")
 def check_simnet_train_iteration(entry: Entry) -> None:
     from utils.optim import build_optimizer, reset_optimizer_state
-    from methods.simtrans import adversarial_objective
+    from methods.simtrans_parts import adversarial_objective
     cfg = entry.config
     simnet_state = use_all(entry, "param/")
     disc_state = use_all(entry, "param_dc/")
@@ -137,7 +137,7 @@ def check_simnet_train_iteration(entry: Entry) -> None:
     model = build_simnet(state, str(cfg["head_type"]), domain_bn=cfg["domain_bn"], beta=cfg["beta"],
                          lr=cfg["lr"], domain_lr=cfg["domain_lr"])
     scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=25, gamma=0.5)  # the script's schedule, epoch 0
-    groups = model.parameter_groups(argparse.Namespace(lr=cfg["lr"], domain_lr=cfg["domain_lr"]))
+    groups = model.parameter_groups(cfg["lr"])
     optimizer = build_optimizer(model, scheduler, "sgd", cfg["weight_decay"], momentum=cfg["momentum"],
                                 nesterov=False, groups=groups)
     reset_optimizer_state(optimizer)  # what the training loop does at the start of every epoch
@@ -192,7 +192,7 @@ def check_simnet_train_iteration(entry: Entry) -> None:
 # ----- similarity matrices and sample weights ---------------------------------------------
 @register("simtrans/sample_weights")
 def check_sample_weights(entry: Entry) -> None:
-    from methods.simtrans import SimilarityHead4, sample_weights, similarity_matrix
+    from methods.simtrans_parts import SimilarityHead4, sample_weights, similarity_matrix
     head = SimilarityHead4(entry.config["n_feat"])
     load_reference(head, use_all(entry, "param/"))
     head.eval()
@@ -214,7 +214,9 @@ def case_name(reg: str, mu: float, eye: float) -> str:
 
 @register("simtrans/graph_regularization")
 def check_graph_regularization(entry: Entry) -> None:
-    from methods.simtrans import GraphRegularisedClassifier, graph_loss_matrix, rectify, weighted_cross_entropy
+    from methods import options_for
+    from methods.simtrans import GraphRegularisedClassifier
+    from methods.simtrans_parts import graph_loss_matrix, rectify, weighted_cross_entropy
     simnet = build_simnet(use_all(entry, "param_simnet/"), "4")
     simnet.eval()
     images = _t(entry.use("images"))
@@ -238,17 +240,17 @@ def check_graph_regularization(entry: Entry) -> None:
         entry.check(f"grad_features_{name}", _np(features.grad), tol_key="grads")
 
     # train_gcn's objective, through the step-3b classifier's own graph term
-    args = argparse.Namespace(model="stand-in", data_path="", alpha=entry.config["alpha"], mu=-4.0, eye=1.0,
-                              reg="GCN", c0g1=1)
-    classifier = GraphRegularisedClassifier(stand_in_backbone(1, 1), args)
-    classifier._helpers["simnet"] = simnet
+    options = options_for("simtrans_alternate", model="stand-in", alpha=entry.config["alpha"], mu=-4.0, eye=1.0,
+                          reg="GCN", c0g1=1)
+    classifier = GraphRegularisedClassifier(stand_in_backbone(1, 1), options)
+    classifier.use_similarity_net(simnet)
     predictions = _t(entry.use("predictions"), grad=True)
     features = _t(entry["features"], grad=True)
     targets = _t(entry.use("objective_labels"))
     weights = _t(entry.use("sample_weights"))
     ce = F.cross_entropy(predictions, targets, reduction="none").reshape([-1])
     entry.check("objective_ce", _np(ce), tol_key="loss")
-    total = weighted_cross_entropy(predictions, targets, weights) + classifier.alpha * classifier.graph_term(
+    total = weighted_cross_entropy(predictions, targets, weights) + options.alpha * classifier.graph_term(
         images, labels, features)
     total.backward()
     entry.check("objective_total", _np(total), tol_key="loss")
@@ -276,10 +278,10 @@ def torch_shapes(model) -> Dict[str, tuple]:
 
 
 def resnet50_classifier(num_classes: int):
+    from methods import options_for
     from methods.simtrans import WebClassifier
     from network import build_backbone
-    args = argparse.Namespace(model="ResNet50", data_path="")
-    return WebClassifier(build_backbone("ResNet50"), args, num_classes)
+    return WebClassifier(build_backbone("ResNet50"), options_for("simtrans_naive", model="ResNet50"), num_classes)
 
 
 def formula_state(entry: Entry, model) -> Dict[str, np.ndarray]:

@@ -1,0 +1,366 @@
+"""The weak-shot workflow (SimTrans, methods/simtrans.py): what pretrain.py and test.py do for a
+method whose `workflow` is "weak_shot".
+
+Training reads whole splits of a weak-shot folder (data/weakshot.py) instead of base.json:
+the web images (step 0, or weighted by the similarity folder in steps 3a/3b) or pairs of base
+and web images (step 1, the SimNet); the optimizer starts fresh every epoch, as the reference
+re-creates it; validation (and model selection, as the reference does) is on the clean test
+images. Testing is whole-split classification, or for a SimNet step 2: the similarity folder.
+Every check that can fail on user input runs before anything is written.
+"""
+import argparse
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from data.similarity_folder import read_similarity, write_similarity
+from data.weakshot import WeakShot, injected_files, load_weakshot
+from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batches, shuffled_batches
+from frn.checkpoint import load_weights, read_checkpoint
+from frn.engine import extract_features, loader, progress
+from frn.runs import build_model, build_training, image_list, run_folder, run_training
+from methods import METHODS
+from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
+                              WeightedClassifierOptions)
+from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
+from network import build_backbone
+from network.resnet50 import imagenet_state
+from utils.device import seed_everything, select_device
+from utils.errors import UserError
+from utils.options import replace
+from utils.optim import reset_optimizer_state
+from utils.stats import mean_and_interval, roc_auc
+
+
+# ----------------------------------------------------------------------------------------
+# the weak-shot folder and the checkpoints passed between steps
+# ----------------------------------------------------------------------------------------
+def need_weakshot(args: argparse.Namespace) -> WeakShot:
+    """The weak-shot folder --data_path, checked; a one-line error when it is not one."""
+    if not args.data_path or not os.path.isfile(os.path.join(args.data_path, "web.json")):
+        raise UserError(f"--data_path {args.data_path!r} is not a weak-shot folder (no web.json); build one "
+                        f"with python -m data.weakshot")
+    return load_weakshot(args.data_path)
+
+
+def check_origin(identity: Optional[dict], flag: str, path: str, family: str, weakshot: WeakShot) -> None:
+    """Refuse a checkpoint of another kind or made on another weak-shot dataset, in one line."""
+    if not identity or identity.get("family") != family:
+        found = f"a {identity.get('family')} model" if identity else "a model without identity"
+        raise UserError(f"{flag} {path} holds {found}, not a {family}; pass the best_model.pdparams of "
+                        f"the right SimTrans step")
+    made_on = identity.get("weakshot")
+    if made_on is not None and made_on != weakshot.fingerprint:
+        raise UserError(f"{flag} {path} was made on another weak-shot dataset (fingerprint {made_on}, "
+                        f"--data_path has {weakshot.fingerprint}); pass the run of this dataset")
+
+
+def load_backbone_weights(model: SimTransStage, source: str, flag: str,
+                          ckpt: Optional[Dict[str, Any]] = None) -> None:
+    """Initialise `model.feature_extractor`: `imagenet`/`1` (Paddle's ResNet-50 weights),
+    `none`/`0`, or a .pdparams whose `feature_extractor.*` entries fit (e.g. a converted
+    torchvision checkpoint). `ckpt` is that .pdparams when the caller has read it already."""
+    if source in ("none", "0", ""):
+        return
+    own = model.feature_extractor.state_dict()
+    if source in ("imagenet", "1"):
+        if model.backbone_name != "ResNet50":
+            raise UserError(f"{flag} {source}: ImageNet weights exist for ResNet50 only, not {model.backbone_name}; "
+                            f"pass 0/none to train from scratch")
+        state = imagenet_state()
+    else:
+        ckpt = read_checkpoint(source, flag) if ckpt is None else ckpt
+        prefix = "feature_extractor."
+        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    wrong = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        raise UserError(f"{flag} {source} has no backbone weights that fit --model {model.backbone_name} "
+                        f"(first misfit: {wrong[0]!r})")
+    model.feature_extractor.set_state_dict({k: state[k] for k in own})
+
+
+def load_simnet(path: str, flag: str, weakshot: WeakShot) -> SimNet:
+    """A trained SimNet (step 1) in eval mode, built as its checkpoint describes."""
+    ckpt = read_checkpoint(path, flag)
+    identity = ckpt.get("identity")
+    check_origin(identity, flag, path, "SimNet", weakshot)
+    options = SimNetOptions(method="simtrans_simnet", model=identity["model"],
+                            head_type=identity.get("head_type", SimNetOptions.head_type),
+                            domain_bn=identity.get("domain_bn", SimNetOptions.domain_bn), weakshot=weakshot.fingerprint)
+    simnet = SimNet(build_backbone(options.model), options)
+    load_weights(simnet, path, flag, ckpt=ckpt)
+    simnet.eval()
+    return simnet
+
+
+def web_sample_weights(weakshot: WeakShot, matrices: List[np.ndarray], weight_type: str,
+                       weight_norm: str) -> np.ndarray:
+    """One weight per web.json image (classes normalised separately)."""
+    labels = np.asarray(weakshot.web["image_labels"])
+    weights = np.ones(len(labels), dtype=np.float32)
+    for label, matrix in enumerate(matrices):
+        weights[labels == label] = sample_weights(matrix, weight_type, weight_norm)
+    return weights
+
+
+# ----------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------
+@paddle.no_grad()
+def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
+                   desc: str = "eval") -> Tuple[float, float, np.ndarray]:
+    """(top-1 accuracy %, mean cross-entropy, per-image correctness 0/1) of `model.classify`
+    over every image of `dataset`."""
+    model.eval()
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    correct, loss_sum = [], 0.0
+    bar = progress(loader(dataset, batches, num_workers), desc, total=len(batches))
+    for images, labels, *_ in bar:
+        logits = model.classify(images)
+        correct.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        bar.set_postfix(acc=f"{100 * np.concatenate(correct).mean():.2f}", refresh=False)
+    outcome = np.concatenate(correct).astype(np.float64)
+    return 100.0 * float(outcome.mean()), loss_sum / len(outcome), outcome
+
+
+@paddle.no_grad()
+def pair_f1(simnet: SimNet, dataset, batches: List[List[int]], num_workers: int = 0) -> Tuple[float, float]:
+    """F1 (%) of the 'similar' class over every ordered pair of every batch (diagonal included,
+    counts pooled over the batches) and the mean pair cross-entropy, in eval mode."""
+    simnet.eval()
+    tp = fp = fn = 0
+    losses = []
+    for images, labels in loader(dataset, batches, num_workers):
+        logits = simnet.pair_logits(images)
+        targets = pair_targets(labels)
+        predicted = logits.argmax(axis=1)
+        tp += int(((predicted == 1) & (targets == 1)).sum())
+        fp += int(((predicted == 1) & (targets == 0)).sum())
+        fn += int(((predicted == 0) & (targets == 1)).sum())
+        losses.append(float(F.cross_entropy(logits, targets)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return 100.0 * f1, float(np.mean(losses))
+
+
+def classifier_validator(args: argparse.Namespace, model, split: str):
+    """Top-1 accuracy on the clean test images: the reference selects its model (and stops
+    early) on the test set, as reproduced here; there is no validation split."""
+    test = image_list(args, split, training=False)
+
+    def validate():
+        accuracy, loss, _ = classify_split(model, test, num_workers=args.num_workers, desc="test")
+        return accuracy, loss
+    return validate
+
+
+def simnet_validator(args: argparse.Namespace, simnet: SimNet):
+    """F1 of the 'similar' pairs on novel test batches (model selection, as the reference),
+    and on base test batches (reported)."""
+    novel = image_list(args, "novel", training=False)
+    sets = [("novel", novel, f1_batches(novel.labels, args.seed, args.options.f1_batches))]
+    if os.path.isfile(os.path.join(args.data_path, "base_test.json")):
+        base = image_list(args, "base_test", training=False)
+        sets.append(("base", base, f1_batches(base.labels, args.seed + 1, args.options.f1_batches)))
+
+    def validate():
+        scores = {name: pair_f1(simnet, data, batches, args.num_workers) for name, data, batches in sets}
+        f1, loss = scores["novel"]
+        return f1, loss, ({"base_f1": scores["base"][0]} if "base" in scores else {})
+    return validate
+
+
+# ----------------------------------------------------------------------------------------
+# pretrain.py
+# ----------------------------------------------------------------------------------------
+def this_rank(batches: List[List[int]]) -> List[List[int]]:
+    """Every world-th batch for this process of a multi-process run (all of them otherwise)."""
+    return batches[paddle.distributed.get_rank()::paddle.distributed.get_world_size()]
+
+
+def simnet_data(args: argparse.Namespace):
+    """(dataset, batches(epoch), classes) of step 1: pair batches of base then web images."""
+    options: SimNetOptions = args.options
+    base = image_list(args, "base", training=True)
+    target = image_list(args, "web" if options.target_domain == "novel_train" else "novel", training=True)
+    for name, part in (("base", base), ("web", target)):
+        if args.batch_size > len(part):
+            raise UserError(f"--batch_size {args.batch_size} exceeds the {len(part)} {name} images; lower it")
+
+    def batches(epoch: int) -> List[List[int]]:
+        return this_rank(pair_training_batches(base.labels, target.labels, len(base), args.batch_size,
+                                               options.batch_class_num, options.batch_class_num_B, args.seed, epoch))
+    return paddle.io.ConcatDataset([base, target]), batches, base.num_classes
+
+
+def classifier_data(args: argparse.Namespace, weakshot: WeakShot):
+    """(dataset, batches(epoch), classes) of steps 0, 3a, 3b: the training split of the step,
+    with the similarity folder's sample weights in steps 3a and 3b."""
+    options = args.options
+    train_split = options.splits()[0]
+    dataset = image_list(args, train_split, training=True)
+    fraction = 1.0
+    batch_size = lambda epoch: args.batch_size  # noqa: E731
+    if isinstance(options, WeightedClassifierOptions):
+        weights = web_sample_weights(weakshot, read_similarity(options.load_dir, weakshot), options.weight_type,
+                                     options.normalisation())
+        dataset, fraction = WeightedImages(dataset, weights), options.epoch_fraction
+        batch_size = lambda epoch: options.batch_size(epoch, args.batch_size)  # noqa: E731
+
+    def batches(epoch: int) -> List[List[int]]:
+        return this_rank(shuffled_batches(len(dataset), batch_size(epoch), args.seed, epoch, fraction))
+    return dataset, batches, len(dataset.label_names)
+
+
+def start_weights(args: argparse.Namespace, model: SimTransStage, weakshot: WeakShot) -> None:
+    """Each step's starting point, loaded before anything is written: the SimNet from
+    --similarity_pretrained (default in the reference: the step-0 model); step 3b from the
+    step-3a run (--pretrain_path) with the step-1 SimNet as its graph; the other steps from
+    --pretrain_path or --imagenet_pretrained."""
+    if isinstance(model, SimNet):
+        source = model.options.similarity_pretrained
+        if not source:
+            raise UserError("--similarity_pretrained is required: the step-0 run's best_model.pdparams "
+                            "(pretrain.py --method simtrans_naive), or 'imagenet' or 'none'")
+        ckpt = None
+        if source not in ("imagenet", "none"):
+            ckpt = read_checkpoint(source, "--similarity_pretrained")
+            check_origin(ckpt.get("identity"), "--similarity_pretrained", source, CLASSIFIER_FAMILY, weakshot)
+        load_backbone_weights(model, source, "--similarity_pretrained", ckpt=ckpt)
+        return
+    if isinstance(model, GraphRegularisedClassifier):
+        if not args.pretrain_path:
+            raise UserError("--pretrain_path is required: the step-3a run's best_model.pdparams "
+                            "(the reference's --resume)")
+        check_origin(read_checkpoint(args.pretrain_path, "--pretrain_path").get("identity"), "--pretrain_path",
+                     args.pretrain_path, CLASSIFIER_FAMILY, weakshot)
+        if not model.options.similarity_net:
+            raise UserError("--similarity_net is required: the step-1 run's best_model.pdparams")
+        model.use_similarity_net(load_simnet(model.options.similarity_net, "--similarity_net", weakshot))
+    elif not args.pretrain_path:
+        load_backbone_weights(model, args.options.imagenet_pretrained, "--imagenet_pretrained")
+    if args.pretrain_path:  # the reference's --resume: a model to start from
+        load_weights(model, args.pretrain_path, "--pretrain_path")
+
+
+def weak_shot_step(model, batch: list):
+    """One training step's forward: images, labels and, when the batch has them, sample weights."""
+    images, labels, *weights = batch
+    return model(images, labels, weights[0] if weights else None)
+
+
+def train(args: argparse.Namespace) -> None:
+    """pretrain.py for a SimTrans step."""
+    select_device(args.gpu)
+    seed_everything(args.seed)
+    weakshot = need_weakshot(args)
+    args.options = replace(args.options, weakshot=weakshot.fingerprint)
+    is_simnet = issubclass(METHODS[args.method], SimNet)
+    dataset, batches, num_classes = simnet_data(args) if is_simnet else classifier_data(args, weakshot)
+    if args.num_classes and args.num_classes < num_classes:
+        raise UserError(f"--num_classes {args.num_classes} is smaller than the {num_classes} training "
+                        f"classes; drop the flag or raise it")
+    model = build_model(args.options, args.num_classes or num_classes)
+    start_weights(args, model, weakshot)
+    validate = None
+    if args.val != "none":
+        validate = (simnet_validator(args, model) if is_simnet
+                    else classifier_validator(args, model, args.options.splits()[1]))
+
+    def make_batches(epoch: int):
+        epoch_batches = batches(epoch)
+        return loader(dataset, epoch_batches, args.num_workers), len(epoch_batches)
+
+    holder: Dict[str, Any] = {}
+
+    def before_epoch(epoch: int) -> None:
+        reset_optimizer_state(holder["optimizer"])  # the reference re-creates its optimizers every epoch
+        model.start_epoch(epoch)
+
+    _, iters_per_epoch = make_batches(0)
+    optimizer, scheduler = build_training(args, model, iters_per_epoch)
+    holder["optimizer"] = optimizer
+    run_dir = run_folder(args, f"{args.options.model}_{args.options.run_name()}")
+    run_training(args, model, run_dir, make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
+                 optimizer_and_schedule=(optimizer, scheduler))
+
+
+# ----------------------------------------------------------------------------------------
+# test.py
+# ----------------------------------------------------------------------------------------
+def test(args: argparse.Namespace) -> List[float]:
+    """test.py for a SimTrans step: step 2 for a SimNet, else top-1 accuracy of a classifier."""
+    select_device(args.gpu)
+    seed_everything(args.seed)
+    if not args.model_path:
+        raise UserError("--model_path is required: the .pdparams checkpoint to test")
+    if issubclass(METHODS[args.method], SimNet):
+        return similarity_step(args)
+    return test_classifier(args)
+
+
+def test_classifier(args: argparse.Namespace) -> List[float]:
+    """eval_model.py: top-1 accuracy of --model_path on the clean test images (--split, default
+    novel), printed as `N Test Acc = m% +- ci%` (ci: 1.96 * binomial standard error)."""
+    ckpt = read_checkpoint(args.model_path)
+    options = args.options
+    split = {"novel": options.splits()[1]}.get(args.split, args.split)
+    test_set = image_list(args, split, training=False)
+    identity = ckpt.get("identity") or {}
+    if identity.get("family") != CLASSIFIER_FAMILY or "fc.weight" not in ckpt["state_dict"]:
+        raise UserError(f"--model_path {args.model_path} is not a SimTrans classifier (step 0 or 3); pass "
+                        f"its best_model.pdparams, or convert a reference checkpoint with python -m frn.convert")
+    made_on = identity.get("weakshot")
+    weakshot = need_weakshot(args)
+    if made_on is not None and made_on != weakshot.fingerprint:
+        raise UserError(f"--model_path {args.model_path} was trained on another weak-shot dataset (fingerprint "
+                        f"{made_on}); pass --data_path of that dataset")
+    n_classes = int(ckpt["state_dict"]["fc.weight"].shape[1])
+    if n_classes != test_set.num_classes:
+        raise UserError(f"--model_path {args.model_path} classifies {n_classes} classes but the {split} split "
+                        f"has {test_set.num_classes}; pass the matching --data_path")
+    model = build_model(replace(options, weakshot=made_on), n_classes)
+    load_weights(model, args.model_path, ckpt=ckpt)  # refuses a checkpoint of another --model in one line
+    accuracy, _, correct = classify_split(model, test_set, num_workers=args.num_workers, desc="test")
+    mean, interval = mean_and_interval(100.0 * correct)
+    print(f"{len(test_set)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
+    return [accuracy]
+
+
+def similarity_step(args: argparse.Namespace) -> List[float]:
+    """GAN_noise_detection.py: the similarity matrix of each novel class's web images into
+    --save_dir; then the pair F1 on novel test images and, on a benchmark, how well the
+    default sample weights separate clean from injected web images (ROC-AUC)."""
+    weakshot = need_weakshot(args)
+    simnet = load_simnet(args.model_path, "--similarity_net/--model_path", weakshot)
+    args.options = replace(args.options, model=simnet.backbone_name, head_type=simnet.options.head_type)
+    save_dir = args.options.save_dir or os.path.join(os.path.dirname(os.path.abspath(args.model_path)), "similarity")
+    web = image_list(args, "web", training=False)
+    features = extract_features(simnet, web, range(len(web)), num_workers=args.num_workers)
+    per_class = []
+    for label in range(len(weakshot.novel_classes)):
+        rows = np.flatnonzero(web.labels == label)
+        class_features = features[paddle.to_tensor(rows)]
+        matrix = similarity_matrix(simnet.similarity_head, class_features).numpy()
+        per_class.append(([web.file_names[i] for i in rows], class_features.numpy(), matrix))
+    write_similarity(save_dir, weakshot, args.model_path, per_class)
+    print(f"similarity matrices of {len(web)} web images in {len(per_class)} novel classes written to {save_dir}")
+    novel = image_list(args, "novel", training=False)
+    f1, _ = pair_f1(simnet, novel, f1_batches(novel.labels, args.seed, args.options.f1_batches), args.num_workers)
+    print(f"{len(novel)} novel test images: pair F1 = {f1:.2f}%")
+    scores = [f1]
+    injected = injected_files(args.data_path)
+    if injected is not None:
+        clean = np.asarray([name not in injected for name in web.file_names])
+        for weight_type in ("savg1", "avg1"):
+            weights = web_sample_weights(weakshot, [m for _, _, m in per_class], weight_type, "one_mean")
+            auc = roc_auc(weights, clean)
+            print(f"denoising ROC-AUC of the {weight_type} weights (clean vs the {int((~clean).sum())} "
+                  f"injected web images): {auc:.3f}")
+            scores.append(auc)
+    return scores
