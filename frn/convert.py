@@ -34,8 +34,10 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 
 from frn.checkpoint import save_model, shape_of
+from methods.base import CheckpointRules
 from utils.errors import UserError, exit_on_user_error
 
+PLAIN = CheckpointRules()
 #: `reference_settings` asks for --num_classes (a whole-class model whose size the file does not tell)
 REQUIRED = -1
 _BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
@@ -73,7 +75,7 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
     whole-class model (`num_classes` set) may lack its meta parameters (`is_meta_parameter`).
     """
     own = {k: v for k, v in model.state_dict().items()}
-    rules = model.checkpoint_rules
+    rules = getattr(model, "checkpoint_rules", PLAIN)  # a bare backbone has no rules of its own
     linear = _linear_weight_keys(model)
     optional = set(rules.optional_keys)
     out: Dict[str, np.ndarray] = {}
@@ -102,7 +104,7 @@ def torch_state_to_paddle(state: Mapping[str, np.ndarray], model) -> Dict[str, n
         dtype = np.dtype(str(own[pkey].dtype).replace("paddle.", ""))
         out[pkey] = np.ascontiguousarray(array, dtype=dtype)
     # a pre-training file lacks what only episodic training learns (MTL's base learner)
-    pretraining = model.num_classes is not None
+    pretraining = getattr(model, "num_classes", None) is not None
     missing = [k for k in own if k not in out and k not in optional
                and not (pretraining and rules.is_meta_parameter(k))]
     if missing:

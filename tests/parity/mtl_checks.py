@@ -239,7 +239,7 @@ def check_inner_loop(entry: Entry) -> None:
     to_major_s = np.argsort(entry["label_shot"], kind="stable")
     to_major_q = np.argsort(entry["label_query"], kind="stable")
     model = mtl_model((160, 320, 640), backbone=Identity(int(cfg["z_dim"])), base_lr=lr, update_step=steps,
-                      train_n_way=way)
+                      way=way)
     load_reference(model, {"base_learner.fc1_w": entry["fc1_w_init"], "base_learner.fc1_b": entry["fc1_b_init"]})
     model.eval()
     with paddle.no_grad():  # as in evaluation: the inner loop turns gradients on by itself

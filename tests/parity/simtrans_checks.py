@@ -135,7 +135,7 @@ def check_simnet_train_iteration(entry: Entry) -> None:
     disc_state = use_all(entry, "param_dc/")
     state = {**simnet_state, **{f"domain_classifier.{k}": v for k, v in disc_state.items()}}
     model = build_simnet(state, str(cfg["head_type"]), domain_bn=cfg["domain_bn"], beta=cfg["beta"],
-                         lr=cfg["lr"], domain_lr=cfg["domain_lr"])
+                         domain_lr=cfg["domain_lr"])
     scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=25, gamma=0.5)  # the script's schedule, epoch 0
     groups = model.parameter_groups(cfg["lr"])
     optimizer = build_optimizer(model, scheduler, "sgd", cfg["weight_decay"], momentum=cfg["momentum"],
