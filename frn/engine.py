@@ -227,7 +227,7 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     """One pass over `batches`, one optimiser step per batch with the loss of `step`; returns
     (mean loss, mean accuracy %). A per-iteration `scheduler` is stepped after every step.
 
-    Batches that depend on training results (the HT meta-batch, data/hard_tasks.py) have an
+    Batches that depend on training results (the HT meta-batch, frn/hard_tasks.py) have an
     `observe(logits)` method: it receives the detached logits after every step.
     """
     model.train()

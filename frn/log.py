@@ -1,9 +1,13 @@
-"""Run logging: lines to stdout and `output.log`, per-epoch history and curves."""
+"""Run logging: lines to stdout and `output.log`, the per-epoch history (`history.json`) and
+its curves (`curves.png`)."""
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple, Union
 
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from tqdm import tqdm
 
 
@@ -26,23 +30,54 @@ class RunLog:
         """Rewrite history.json and curves.png from the per-epoch history."""
         with open(os.path.join(self.folder, "history.json"), "w") as f:
             json.dump(history, f, indent=1)
-        plot_curves(history, os.path.join(self.folder, "curves.png"))
+        plot_history(history).savefig(os.path.join(self.folder, "curves.png"), dpi=90)
 
 
-def plot_curves(history: List[Dict], path: str) -> None:
-    """Loss and accuracy per epoch (train and validation) in one PNG."""
-    epochs = [h["epoch"] for h in history]
-    # A bare Figure (no pyplot): works without a display and leaves a notebook's backend alone.
-    fig = Figure(figsize=(9, 3.2))
+def load_history(history: Union[str, List[Dict]]) -> List[Dict]:
+    """A run's history: the list itself, a history.json path, or a run folder holding one."""
+    if isinstance(history, (str, os.PathLike)):
+        path = os.path.join(history, "history.json") if os.path.isdir(history) else history
+        with open(path) as f:
+            return json.load(f)
+    return list(history)
+
+
+def series(history: List[Dict], key: str) -> Tuple[List[int], List[float]]:
+    """(epochs, values) of `key` over the epochs where it was recorded."""
+    points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+    return ([e for e, _ in points], [v for _, v in points]) if points else ([], [])
+
+
+def plot_history(history: Union[str, List[Dict]], title: str = "") -> Figure:
+    """Loss and accuracy per epoch (train and validation) from a run's history.json list
+    (frn/engine.py), with the best validation epoch marked."""
+    history = load_history(history)
+    fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
         for split in ("train", "val"):
-            points = [(e, h[f"{split}_{key}"]) for e, h in zip(epochs, history) if h.get(f"{split}_{key}") is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o", ms=3, label=split)
+            epochs, values = series(history, f"{split}_{key}")
+            if epochs:
+                ax.plot(epochs, values, marker="o", ms=3, label=split)
+    epochs, accs = series(history, "val_acc")
+    if accs:
+        best = int(np.argmax(accs))
+        ax_acc.axvline(epochs[best], color="grey", ls=":", lw=1)
+        ax_acc.annotate(f"best val {accs[best]:.1f}%", (epochs[best], accs[best]), fontsize=8,
+                        textcoords="offset points", xytext=(4, -12))
+    return finish_epoch_figure(fig, ((ax_loss, "loss"), (ax_acc, "accuracy (%)")), title)
+
+
+def finish_epoch_figure(fig: Figure, axes: Sequence[Tuple[Axes, str]], title: str = "") -> Figure:
+    """Label per-epoch axes (x: integer epochs, y: `unit`), add grids, legends and the title."""
+    for ax, unit in axes:
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%)" if key == "acc" else "loss")
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    return fig

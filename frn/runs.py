@@ -13,7 +13,7 @@ import paddle
 
 from data.datasets import ImageList, filelist_path
 from data.episodes import load_episodes, save_episodes
-from data.hard_tasks import HardTaskEpisodes
+from frn.hard_tasks import HardTaskEpisodes
 from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
                            indices_by_class)
 from data.transforms import eval_transform, train_transform

@@ -6,7 +6,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from data.hard_tasks import HardTaskEpisodes, worst_class
+from frn.hard_tasks import HardTaskEpisodes, worst_class
 from frn.args import meta_train_parser, parse, pretrain_parser, test_parser
 from utils.errors import UserError
 from frn.runs import build_model, build_training

@@ -25,12 +25,13 @@ import paddle
 import paddle.nn.functional as F
 
 from data.samplers import indices_by_class
+from frn.engine import MainThreadLoader
+from methods.base import query_labels
 
 
 def worst_class(logits: paddle.Tensor, way: int, n_query: int) -> int:
     """Position of the class with the lowest query accuracy in a class-major episode (ties:
     the highest mean query cross-entropy)."""
-    from methods.base import query_labels    # here: the data package does not load the methods
     labels = query_labels(way, n_query)
     correct = (logits.argmax(axis=1) == labels).astype("float32").reshape([way, n_query]).mean(1).numpy()
     loss = F.cross_entropy(logits, labels, reduction="none").reshape([way, n_query]).mean(1).numpy()
@@ -94,5 +95,4 @@ class HardTaskEpisodes:
         return episode
 
     def read(self, episode: List[int]) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        from frn.engine import MainThreadLoader
         return next(iter(MainThreadLoader(self.dataset, [episode])))
