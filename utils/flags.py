@@ -50,5 +50,18 @@ def add_aliases(parser: argparse.ArgumentParser, aliases: Dict[str, Sequence[str
         if not present or option in parser_flags(parser):
             continue
         first = actions[present[0]]
-        parser.add_argument(option, action=_SetAll, targets=present, type=first.type, dest=f"_alias{option}",
-                            default=argparse.SUPPRESS, help=f"same as --{present[0]}")
+        kind = first.type if first.choices is None else _one_of(first.choices, first.type)
+        parser.add_argument(option, action=_SetAll, targets=present, type=kind, dest=f"_alias{option}",
+                            nargs=first.nargs, default=argparse.SUPPRESS, help=f"same as --{present[0]}")
+
+
+def _one_of(choices: Sequence, kind=None):
+    """An argparse type for an alias of a flag with choices: the choice equal to the value,
+    ignoring case (official spellings such as --backbone resnet50), else an error naming them."""
+    def parse(text: str):
+        value = kind(text) if kind is not None else text
+        for choice in choices:
+            if choice == value or str(choice).lower() == str(value).lower():
+                return choice
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(map(str, choices))}")
+    return parse
