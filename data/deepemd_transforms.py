@@ -13,7 +13,7 @@ global `random`, which the repo seeds per epoch and Paddle re-seeds per DataLoad
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -121,7 +121,7 @@ def grid_intervals(length: int, n: int, ratio: float) -> List[Tuple[int, int]]:
     return [(max(0, c - big // 2), min(length, c + big // 2)) for c in centres]
 
 
-def grid_level_boxes(width: int, height: int, n: int, ratio: float) -> List[Box]:
+def level_boxes(width: int, height: int, n: int, ratio: float) -> List[Box]:
     """The n x n boxes of one pyramid level, rows (top to bottom) outer, columns inner."""
     cols, rows = grid_intervals(width, n, ratio), grid_intervals(height, n, ratio)
     return [(left, upper, right, lower) for upper, lower in rows for left, right in cols]
@@ -133,7 +133,7 @@ def grid_boxes(width: int, height: int, patch_list: Sequence[int], ratios: Seque
         raise ValueError(f"one ratio per level expected, got {len(ratios)} for {len(patch_list)} levels")
     boxes: List[Box] = []
     for n, ratio in zip(patch_list, ratios):
-        boxes.extend(grid_level_boxes(width, height, n, ratio))
+        boxes.extend(level_boxes(width, height, n, ratio))
     return boxes
 
 
@@ -175,7 +175,7 @@ class GridTransform:
         # then the per-patch crop parameters / flips
         for n in self.patch_list:
             ratio = draw_train_ratio() if self.training else self.patch_ratio
-            for box in grid_level_boxes(width, height, n, ratio):
+            for box in grid_boxes(width, height, [n], [ratio]):
                 patches.append(self.patch(img.crop(box)))
         return np.stack(patches)
 
@@ -228,10 +228,3 @@ def deepemd_transform(dataset: str, variant: str, training: bool, image_size: in
         return GridTransform(image_size, training, stats, tuple(int(n) for n in patch_list),
                              float(patch_ratio), cifar=dataset in CIFAR_STYLE)
     return SamplingTransform(image_size, stats, int(num_patch))
-
-
-def patch_count(variant: str, patch_list: Sequence[int] = (2, 3), num_patch: int = 9) -> Optional[int]:
-    """Patches per image of `variant` (None for FCN, which yields one image)."""
-    if variant == "grid":
-        return sum(int(n) ** 2 for n in patch_list)
-    return int(num_patch) if variant == "sampling" else None

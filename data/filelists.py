@@ -23,10 +23,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from data.datasets import SPLIT_FILES
 from utils.errors import UserError
 
 SPLITS = ("train", "val", "test")
-JSON_NAMES = {"train": "base.json", "val": "val.json", "test": "novel.json"}
 CSV_HEADER = "filename,label"
 #: folders of the fewshot_splits archive holding the class lists of CIFAR-FS and FC100
 SPLIT_SUBFOLDERS = {"cifar_fs": "cifar_fs_bertinetto", "fc100": "fc100_oreshkin"}
@@ -98,14 +98,14 @@ def write_filelists(splits: Sequence[Split], out_dir: str, crops: Sequence[Crop]
     Returns {json path: filelist}."""
     check_splits(splits)
     out_dir = os.path.abspath(out_dir)
-    lists = {os.path.join(out_dir, JSON_NAMES[split.name]): build_filelist(split) for split in splits}
-    _make_folder(out_dir)
+    lists = {os.path.join(out_dir, SPLIT_FILES[split.name]): build_filelist(split) for split in splits}
+    make_folder(out_dir)
     save_crops(crops)
-    _write_json_files(lists)
+    write_json_files(lists)
     return lists
 
 
-def _make_folder(path: str) -> None:
+def make_folder(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
@@ -113,7 +113,7 @@ def _make_folder(path: str) -> None:
                         f"pass a writable --out_dir") from None
 
 
-def _write_json_files(lists: Dict[str, dict]) -> None:
+def write_json_files(lists: Dict[str, dict]) -> None:
     """Write every file to a temporary name first, then rename them all into place."""
     temps = {path: f"{path}.{os.getpid()}.tmp" for path in lists}
     try:
@@ -152,19 +152,19 @@ def dataset_folder(data_path: str) -> str:
     return os.path.abspath(data_path)
 
 
-def _need_folder(path: str, fix: str) -> str:
+def need_folder(path: str, fix: str) -> str:
     if not os.path.isdir(path):
         raise UserError(f"folder {path} is missing; {fix}")
     return path
 
 
-def _need_image(path: str, source: str) -> None:
+def need_image(path: str, source: str) -> None:
     if not os.path.isfile(path):
         raise UserError(f"image {path} listed in {source} is missing; re-extract the dataset or "
                         f"remove the image from that list")
 
 
-def _read_lines(path: str, fix: str) -> List[str]:
+def read_lines(path: str, fix: str) -> List[str]:
     """The lines of a text file (without line ends), or a one-line error naming it."""
     if not os.path.isfile(path):
         raise UserError(f"file {path} is missing; {fix}")
@@ -175,9 +175,9 @@ def _read_lines(path: str, fix: str) -> List[str]:
         raise UserError(f"file {path} is not a readable text file ({err}); {fix}") from None
 
 
-def _csv_rows(path: str, fix: str) -> Tuple[str, List[Tuple[int, List[str]]]]:
+def read_csv_rows(path: str, fix: str) -> Tuple[str, List[Tuple[int, List[str]]]]:
     """The header line of a CSV file and its non-blank rows as (line number, stripped fields)."""
-    lines = _read_lines(path, fix)
+    lines = read_lines(path, fix)
     header = lines[0].strip() if lines else ""
     rows = [(number, [value.strip() for value in row])
             for number, row in enumerate(csv.reader(lines[1:]), start=2)
@@ -185,10 +185,10 @@ def _csv_rows(path: str, fix: str) -> Tuple[str, List[Tuple[int, List[str]]]]:
     return header, rows
 
 
-def _table(path: str, columns: int, expected: str, fix: str) -> List[Tuple[int, List[str]]]:
+def read_table(path: str, columns: int, expected: str, fix: str) -> List[Tuple[int, List[str]]]:
     """Rows of a whitespace-separated table; the last column may contain spaces."""
     rows = []
-    for number, line in enumerate(_read_lines(path, fix), start=1):
+    for number, line in enumerate(read_lines(path, fix), start=1):
         fields = line.strip().split(None, columns - 1)
         if not fields:
             continue
@@ -198,7 +198,7 @@ def _table(path: str, columns: int, expected: str, fix: str) -> List[Tuple[int, 
     return rows
 
 
-def _numbers(path: str, number: int, values: Sequence[str]) -> List[float]:
+def parse_numbers(path: str, number: int, values: Sequence[str]) -> List[float]:
     try:
         return [float(value) for value in values]
     except ValueError:
@@ -209,7 +209,7 @@ def _numbers(path: str, number: int, values: Sequence[str]) -> List[float]:
 def read_class_list(path: str) -> List[str]:
     """Class names of a split file, one per line (blank lines skipped, repeats dropped)."""
     fix = "pass the class-name files with --split_dir or --train_classes/--val_classes/--test_classes"
-    lines = (line.strip() for line in _read_lines(path, fix))
+    lines = (line.strip() for line in read_lines(path, fix))
     names = list(dict.fromkeys(line for line in lines if line))
     if not names:
         raise UserError(f"split file {path} lists no classes; put one class name per line")
@@ -243,7 +243,7 @@ def has_csv_layout(data_path: str) -> bool:
 def read_split_csv(root: str, split: str) -> Split:
     """One split of the CSV layout: `<split>.csv` rows `filename,label` of images in `images/`."""
     path = os.path.join(root, f"{split}.csv")
-    header, rows = _csv_rows(path, CSV_FIX)
+    header, rows = read_csv_rows(path, CSV_FIX)
     if header != CSV_HEADER:
         found = repr(header) if header else "no header (empty file)"
         raise UserError(f"{path} has header {found}; expected {CSV_HEADER!r} "
@@ -254,7 +254,7 @@ def read_split_csv(root: str, split: str) -> Split:
             raise UserError(f"{path} line {number} is {','.join(fields)!r}; expected '<image file>,<class>'")
         name, cls = fields
         image = os.path.join(root, "images", name)
-        _need_image(image, f"{path} line {number}")
+        need_image(image, f"{path} line {number}")
         items.append((cls, image, name))
     return Split(split, path, items)
 
@@ -263,7 +263,7 @@ def write_csv_layout(data_path: str, out_dir: Optional[str] = None) -> Dict[str,
     """Filelists of the mini-ImageNet CSV layout (also the shared CIFAR-FS, FC100, CUB and
     Omniglot archives): `images/` plus train.csv, val.csv, test.csv with header filename,label."""
     root = dataset_folder(data_path)
-    _need_folder(os.path.join(root, "images"), CSV_FIX)
+    need_folder(os.path.join(root, "images"), CSV_FIX)
     splits = [read_split_csv(root, split) for split in SPLITS]
     return write_filelists(splits, out_dir or root)
 
@@ -301,7 +301,7 @@ def find_image_root(root: str, classes: Sequence[str], image_dir: Optional[str] 
     `root/data`, `root/images` that holds a folder of one of `classes`."""
     if image_dir:
         fix = "pass --image_dir the folder holding the class folders"
-        return os.path.abspath(_need_folder(image_dir, fix))
+        return os.path.abspath(need_folder(image_dir, fix))
     candidates = [root, os.path.join(root, "data"), os.path.join(root, "images")]
     for folder in candidates:
         if any(os.path.isdir(os.path.join(folder, cls)) for cls in classes):
@@ -330,7 +330,7 @@ def write_tiered_imagenet(data_path: str, out_dir: Optional[str] = None) -> Dict
     root = dataset_folder(data_path)
     splits = []
     for split in SPLITS:
-        folder = _need_folder(os.path.join(root, split), "tiered-ImageNet needs train/, val/ and test/ "
+        folder = need_folder(os.path.join(root, split), "tiered-ImageNet needs train/, val/ and test/ "
                                                          "folders of class folders in --data_path")
         classes = sorted(name for name in os.listdir(folder)
                          if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
@@ -354,7 +354,7 @@ def photo_splits(chosen: Dict[str, Tuple[str, List[Photo]]], crop_dir: Optional[
         source, photos = chosen[split]
         items = []
         for photo in photos:
-            _need_image(photo.path, source)
+            need_image(photo.path, source)
             image = photo.path
             if crop_dir:
                 if photo.image_id not in boxes:
@@ -367,7 +367,7 @@ def photo_splits(chosen: Dict[str, Tuple[str, List[Photo]]], crop_dir: Optional[
     return splits, crops
 
 
-def _crop_folder(crop_dir: Optional[str], *dataset_folders: str) -> Optional[str]:
+def crop_folder(crop_dir: Optional[str], *dataset_folders: str) -> Optional[str]:
     if crop_dir and os.path.abspath(crop_dir) in dataset_folders:
         raise UserError(f"--out_dir {crop_dir} is the dataset folder; the cropped copies need a folder of "
                         f"their own, pass another --out_dir")
@@ -380,28 +380,34 @@ CUB_FIX = ("point --data_path at the CUB_200_2011 folder (images/, images.txt, c
            "bounding_boxes.txt) or at a folder with train.csv, val.csv, test.csv")
 
 
-def _cub_photo(root: str, image_id: str, rel_path: str) -> Photo:
+def cub_photo(root: str, image_id: str, rel_path: str) -> Photo:
     return Photo(image_id, rel_path.split("/")[0], os.path.join(root, "images", rel_path),
                  os.path.join("images", os.path.splitext(rel_path)[0] + ".png"))
 
 
 def cub_index(root: str) -> Dict[str, str]:
     """images.txt as {path inside images/ ('<class folder>/<file>'): image id}."""
-    rows = _table(os.path.join(root, "images.txt"), 2, "<image id> <class folder>/<file>", CUB_FIX)
+    rows = read_table(os.path.join(root, "images.txt"), 2, "<image id> <class folder>/<file>", CUB_FIX)
     return {fields[1]: fields[0] for _, fields in rows}
+
+
+def cub_train_test(root: str) -> Dict[str, bool]:
+    """train_test_split.txt as {image id: whether the official split puts it in training}."""
+    rows = read_table(os.path.join(root, "train_test_split.txt"), 2, "<image id> <0|1>", CUB_FIX)
+    return {image_id: flag == "1" for _, (image_id, flag) in rows}
 
 
 def cub_frn_photos(root: str, index: Dict[str, str]) -> Dict[str, Tuple[str, List[Photo]]]:
     """FRN's CUB split by class id of classes.txt (even → train, 1 mod 4 → val, 3 mod 4 → test)."""
     path = os.path.join(root, "classes.txt")
     class_ids = {}
-    for number, (class_id, name) in _table(path, 2, "<class id> <class folder>", CUB_FIX):
+    for number, (class_id, name) in read_table(path, 2, "<class id> <class folder>", CUB_FIX):
         if not class_id.isdigit():
             raise UserError(f"{path} line {number} has class id {class_id!r}; expected a number")
         class_ids[name] = int(class_id)
     chosen: Dict[str, Tuple[str, List[Photo]]] = {split: (f"{path} (FRN split)", []) for split in SPLITS}
     for rel_path, image_id in index.items():
-        photo = _cub_photo(root, image_id, rel_path)
+        photo = cub_photo(root, image_id, rel_path)
         if photo.class_name not in class_ids:
             raise UserError(f"image {rel_path} of images.txt is in class folder {photo.class_name!r}, "
                             f"which {path} does not list; restore the dataset's original files")
@@ -413,7 +419,7 @@ def cub_feat_photos(root: str, index: Dict[str, str], split_dir: str) -> Dict[st
     """The FEAT/DeepEMD CUB split: cub_feat/{train,val,test}.csv rows 'filename, label, ...'."""
     chosen = {}
     for split, path in split_files(split_dir, "cub_feat", "csv").items():
-        header, rows = _csv_rows(path, "pass --split_dir the folder of the FEAT cub split CSVs")
+        header, rows = read_csv_rows(path, "pass --split_dir the folder of the FEAT cub split CSVs")
         if [name.strip() for name in header.split(",")][:2] != ["filename", "label"]:
             raise UserError(f"{path} has header {header!r}; expected the FEAT split header "
                             f"'filename, label, concept_label' (cub_feat/*.csv)")
@@ -426,7 +432,7 @@ def cub_feat_photos(root: str, index: Dict[str, str], split_dir: str) -> Dict[st
             if rel_path not in index:
                 raise UserError(f"image {rel_path} ({path} line {number}) is not in "
                                 f"{os.path.join(root, 'images.txt')}; {CUB_FIX}")
-            photos.append(_cub_photo(root, index[rel_path], rel_path))
+            photos.append(cub_photo(root, index[rel_path], rel_path))
         chosen[split] = (path, photos)
     return chosen
 
@@ -435,8 +441,8 @@ def cub_boxes(root: str) -> Dict[str, Box]:
     """bounding_boxes.txt as {image id: (left, upper, right, lower)}."""
     path = os.path.join(root, "bounding_boxes.txt")
     boxes = {}
-    for number, (image_id, *values) in _table(path, 5, "<image id> <x> <y> <width> <height>", CUB_FIX):
-        x, y, width, height = _numbers(path, number, values)
+    for number, (image_id, *values) in read_table(path, 5, "<image id> <x> <y> <width> <height>", CUB_FIX):
+        x, y, width, height = parse_numbers(path, number, values)
         boxes[image_id] = (x, y, x + width, y + height)
     return boxes
 
@@ -448,7 +454,7 @@ def write_cub(data_path: str, split: str = "frn", split_dir: Optional[str] = Non
     there as images/<class folder>/<name>.png (FRN's "CUB cropped") and the filelists, written
     to `out_dir` or `crop_dir`, point at them."""
     root = dataset_folder(data_path)
-    crop_dir = _crop_folder(crop_dir, root)
+    crop_dir = crop_folder(crop_dir, root)
     index = cub_index(root)
     chosen = (cub_feat_photos(root, index, split_dir or root) if split == "feat"
               else cub_frn_photos(root, index))
@@ -474,28 +480,40 @@ def aircraft_root(data_path: str) -> Optional[str]:
 def aircraft_photos(root: str) -> Dict[str, Tuple[str, List[Photo]]]:
     """FRN's Aircraft split: variants.txt index i even → train, 1 mod 4 → val, 3 mod 4 → test,
     over the pooled images of images_variant_trainval.txt and images_variant_test.txt."""
-    variants_path = os.path.join(root, "variants.txt")
-    variants = {name.strip(): i for i, name in enumerate(
-        line for line in _read_lines(variants_path, AIRCRAFT_FIX) if line.strip())}
-    source = f"{variants_path} (FRN split)"
+    variants = {name: i for i, name in enumerate(aircraft_variants(root))}
+    source = f"{os.path.join(root, 'variants.txt')} (FRN split)"
     chosen: Dict[str, Tuple[str, List[Photo]]] = {split: (source, []) for split in SPLITS}
     for part in ("trainval", "test"):
-        path = os.path.join(root, f"images_variant_{part}.txt")
-        for number, (image_id, variant) in _table(path, 2, "<image id> <variant>", AIRCRAFT_FIX):
-            if variant not in variants:
-                raise UserError(f"{path} line {number} names variant {variant!r}, which {variants_path} "
-                                f"does not list; restore the dataset's original files")
+        for image_id, variant in aircraft_variant_images(root, part, variants):
             photo = Photo(image_id, variant, os.path.join(root, "images", f"{image_id}.jpg"),
                           os.path.join("images", f"{image_id}.png"))
             chosen[frn_split(variants[variant])][1].append(photo)
     return chosen
 
 
+def aircraft_variants(root: str) -> List[str]:
+    """The variant names of variants.txt, in its order."""
+    return [line.strip() for line in read_lines(os.path.join(root, "variants.txt"), AIRCRAFT_FIX) if line.strip()]
+
+
+def aircraft_variant_images(root: str, part: str, variants) -> List[Tuple[str, str]]:
+    """(image id, variant) rows of images_variant_<part>.txt (part: trainval or test), each
+    variant checked against `variants`."""
+    path = os.path.join(root, f"images_variant_{part}.txt")
+    rows = []
+    for number, (image_id, variant) in read_table(path, 2, "<image id> <variant>", AIRCRAFT_FIX):
+        if variant not in variants:
+            raise UserError(f"{path} line {number} names variant {variant!r}, which "
+                            f"{os.path.join(root, 'variants.txt')} does not list; restore the dataset's original files")
+        rows.append((image_id, variant))
+    return rows
+
+
 def aircraft_boxes(root: str) -> Dict[str, Box]:
     """images_box.txt as {image id: (xmin, ymin, xmax, ymax)}."""
     path = os.path.join(root, "images_box.txt")
-    return {image_id: tuple(_numbers(path, number, values)) for number, (image_id, *values)
-            in _table(path, 5, "<image id> <xmin> <ymin> <xmax> <ymax>", AIRCRAFT_FIX)}
+    return {image_id: tuple(parse_numbers(path, number, values)) for number, (image_id, *values)
+            in read_table(path, 5, "<image id> <xmin> <ymin> <xmax> <ymax>", AIRCRAFT_FIX)}
 
 
 def write_aircraft(data_path: str, crop_dir: Optional[str] = None,
@@ -507,7 +525,7 @@ def write_aircraft(data_path: str, crop_dir: Optional[str] = None,
     root = aircraft_root(folder)
     if root is None:
         raise UserError(f"no variants.txt in {folder} or {os.path.join(folder, 'data')}; {AIRCRAFT_FIX}")
-    crop_dir = _crop_folder(crop_dir, folder, root)
+    crop_dir = crop_folder(crop_dir, folder, root)
     chosen = aircraft_photos(root)
     boxes = aircraft_boxes(root) if crop_dir else {}
     splits, crops = photo_splits(chosen, crop_dir, boxes, os.path.join(root, "images_box.txt"))

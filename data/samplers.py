@@ -8,12 +8,19 @@ with the reference's seed they reproduce its episodes exactly (fixture `samplers
 A batch is the flat index list of one episode: `way*shot` support indices, class-major, then
 `way*query` query indices, class-major.
 """
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, TypeVar
 
 import numpy as np
 import paddle
 
 from utils.errors import UserError
+
+T = TypeVar("T")
+
+
+def rank_share(items: Sequence[T], rank: int = 0, world: int = 1) -> List[T]:
+    """The items one process of a multi-process run takes: every world-th, from its rank."""
+    return list(items[rank::world])
 
 
 def indices_by_class(labels: Sequence[int]) -> Dict[int, List[int]]:
@@ -69,12 +76,10 @@ class EpisodeSampler(paddle.io.BatchSampler):
             yield support + query
 
     def __iter__(self) -> Iterator[List[int]]:
-        for i, episode in enumerate(self.episodes()):
-            if i % self.world == self.rank:
-                yield episode
+        yield from rank_share(list(self.episodes()), self.rank, self.world)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n_episodes, self.world))
+        return len(rank_share(range(self.n_episodes), self.rank, self.world))
 
 
 class PoolEpisodeSampler(paddle.io.BatchSampler):
@@ -140,7 +145,7 @@ class ShuffledBatchSampler(paddle.io.BatchSampler):
         return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
 
     def __iter__(self) -> Iterator[List[int]]:
-        yield from self._batches()[self.rank::self.world]
+        yield from rank_share(self._batches(), self.rank, self.world)
 
     def __len__(self) -> int:
-        return len(self._batches()[self.rank::self.world])
+        return len(rank_share(self._batches(), self.rank, self.world))

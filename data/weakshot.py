@@ -35,8 +35,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data.datasets import filelist_path, load_filelist
-from data.filelists import (_need_folder, _read_lines, _table, _write_json_files, dataset_folder, has_csv_layout,
-                            list_images, read_class_list, read_split_csv)
+from data.filelists import (aircraft_variant_images, aircraft_variants, cub_index, cub_train_test, dataset_folder,
+                            has_csv_layout, list_images, need_folder, read_class_list, read_lines, read_split_csv,
+                            write_json_files)
 from utils.errors import OneLineParser, UserError, exit_on_user_error
 
 INFO_FILE = "weakshot.json"
@@ -151,7 +152,7 @@ def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item]
     files[os.path.join(out_dir, INFO_FILE)] = info
     if injected is not None:
         files[os.path.join(out_dir, INJECTED_FILE)] = {"injected": injected}
-    _write_json_files(files)
+    write_json_files(files)
     stale = os.path.join(out_dir, INJECTED_FILE)
     if injected is None and os.path.exists(stale):
         os.remove(stale)  # a real-data folder written over a benchmark must not keep its outlier list
@@ -301,7 +302,7 @@ def web_items(web_root: str, classes: Sequence[str], root: str, exclude: Sequenc
     items = []
     dropped = set(exclude)
     for cls in classes:
-        folder = _need_folder(os.path.join(web_root, cls), fix)
+        folder = need_folder(os.path.join(web_root, cls), fix)
         items += [(cls, path, os.path.relpath(path, root)) for path in list_images(folder)
                   if os.path.relpath(path, root) not in dropped]
     return items
@@ -311,7 +312,7 @@ def excluded(path: Optional[str]) -> List[str]:
     """File names (relative to --data_path), one per line, of web images to leave out."""
     if not path:
         return []
-    return [line.strip() for line in _read_lines(path, "pass --exclude a text file of web image paths") if line.strip()]
+    return [line.strip() for line in read_lines(path, "pass --exclude a text file of web image paths") if line.strip()]
 
 
 def split_by_classes(items: Sequence[Item], base: Sequence[str], novel: Sequence[str]) -> Tuple[List[Item], List[Item]]:
@@ -319,47 +320,43 @@ def split_by_classes(items: Sequence[Item], base: Sequence[str], novel: Sequence
     return [i for i in items if i[0] in base_set], [i for i in items if i[0] in novel_set]
 
 
-def write_cub(data_path: str, out_dir: str, split_dir: Optional[str] = None,
+def weakshot_cub(data_path: str, out_dir: str, split_dir: Optional[str] = None,
               exclude: Optional[str] = None) -> Dict[str, dict]:
     """CUB-200-2011 (official train/test split) with SimTrans's classes: base =
     trainvalclasses.txt, novel = testclasses.txt (in --split_dir or its cub_simtrans/)."""
     root = dataset_folder(data_path)
-    cub = _need_folder(os.path.join(root, "CUB_200_2011"), "--data_path must hold CUB_200_2011/ and CUB_web/")
+    cub = need_folder(os.path.join(root, "CUB_200_2011"), "--data_path must hold CUB_200_2011/ and CUB_web/")
     split_dir = split_dir or root
     folder = next((f for f in (split_dir, os.path.join(split_dir, "cub_simtrans"))
                    if os.path.isfile(os.path.join(f, "testclasses.txt"))), split_dir)
     base_classes = read_class_list(os.path.join(folder, "trainvalclasses.txt"))
     novel_classes = read_class_list(os.path.join(folder, "testclasses.txt"))
-    fix = "restore CUB_200_2011's images.txt and train_test_split.txt"
-    paths = {i: p for _, (i, p) in _table(os.path.join(cub, "images.txt"), 2, "<image id> <path>", fix)}
-    is_train = {i: t for _, (i, t) in _table(os.path.join(cub, "train_test_split.txt"), 2, "<image id> <0|1>", fix)}
+    is_train = cub_train_test(cub)
     train, test = [], []
-    for image_id, rel in paths.items():
+    for rel, image_id in cub_index(cub).items():
         item = (rel.split("/")[0], os.path.join(cub, "images", rel), rel)
-        (train if is_train.get(image_id) == "1" else test).append(item)
+        (train if is_train.get(image_id) else test).append(item)
     base, _ = split_by_classes(train, base_classes, novel_classes)
     base_test, novel_test = split_by_classes(test, base_classes, novel_classes)
     web = web_items(os.path.join(root, "CUB_web"), novel_classes, root, excluded(exclude))
     return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cub", "source": root})
 
 
-def write_aircraft(data_path: str, out_dir: str) -> Dict[str, dict]:
+def weakshot_aircraft(data_path: str, out_dir: str) -> Dict[str, dict]:
     """FGVC-Aircraft variants (trainval / test) with SimTrans's 25 novel variants; web images in
     hardest_new_set/<variant>/."""
     root = dataset_folder(data_path)
-    data = _need_folder(os.path.join(root, "fgvc-aircraft-2013b", "data"),
+    data = need_folder(os.path.join(root, "fgvc-aircraft-2013b", "data"),
                         "--data_path must hold fgvc-aircraft-2013b/data/ and hardest_new_set/")
-    fix = "restore the FGVC-Aircraft files"
-    variants = [v.strip() for v in _read_lines(os.path.join(data, "variants.txt"), fix) if v.strip()]
+    variants = aircraft_variants(data)
     missing = [v for v in AIRCRAFT_NOVEL if v not in variants]
     if missing:
-        raise UserError(f"variants.txt has no variant {missing[0]!r}; {fix}")
+        raise UserError(f"variants.txt has no variant {missing[0]!r}; restore the FGVC-Aircraft files")
     base_classes = [v for v in variants if v not in AIRCRAFT_NOVEL]
     parts = {}
     for part in ("trainval", "test"):
-        rows = _table(os.path.join(data, f"images_variant_{part}.txt"), 2, "<image id> <variant>", fix)
         parts[part] = [(variant, os.path.join(data, "images", f"{image_id}.jpg"), f"{image_id}.jpg")
-                       for _, (image_id, variant) in rows]
+                       for image_id, variant in aircraft_variant_images(data, part, set(variants))]
     base, _ = split_by_classes(parts["trainval"], base_classes, AIRCRAFT_NOVEL)
     base_test, novel_test = split_by_classes(parts["test"], base_classes, AIRCRAFT_NOVEL)
     web = web_items(os.path.join(root, "hardest_new_set"), AIRCRAFT_NOVEL, root)
@@ -376,12 +373,12 @@ def subfolders(folder: str) -> List[str]:
     return sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
 
 
-def write_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
+def weakshot_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
     """CompCars classification split ("CampCar" folder) with web images in web_data/<model name>/;
     the categories are the sorted web folders, every 4th novel."""
     root = dataset_folder(data_path)
-    camp = _need_folder(os.path.join(root, "CampCar"), "--data_path must hold CampCar/ and web_data/")
-    web_root = _need_folder(os.path.join(root, "web_data"), "--data_path must hold CampCar/ and web_data/")
+    camp = need_folder(os.path.join(root, "CampCar"), "--data_path must hold CampCar/ and web_data/")
+    web_root = need_folder(os.path.join(root, "web_data"), "--data_path must hold CampCar/ and web_data/")
     base_classes, novel_classes = every_fourth(subfolders(web_root))
     try:
         from scipy.io import loadmat
@@ -391,7 +388,7 @@ def write_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
     model_name = {i + 1: (str(n[0][0]).strip() if len(n[0]) else "unknown") for i, n in enumerate(names)}
     parts = {}
     for part in ("train", "test"):
-        listed = _read_lines(os.path.join(camp, "train_test_split", "classification", f"{part}.txt"),
+        listed = read_lines(os.path.join(camp, "train_test_split", "classification", f"{part}.txt"),
                              "restore CompCars' train_test_split/classification files")
         parts[part] = [(model_name.get(int(rel.split("/")[1]), "unknown"), os.path.join(camp, "image", rel), rel)
                        for rel in (line.strip() for line in listed) if rel]
@@ -401,7 +398,7 @@ def write_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
     return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cars", "source": root})
 
 
-def write_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
+def weakshot_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
                   novel_classes_file: Optional[str] = None) -> Dict[str, dict]:
     """Folder-per-class layouts (e.g. Stanford Cars in class folders, WebVision-style crawls):
     clean `train_dir` and `test_dir`, web images in `web_dir`; novel classes from a file (one per
@@ -416,7 +413,7 @@ def write_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
 
     def clean(folder: str, names: Sequence[str]) -> List[Item]:
         return [(cls, p, os.path.relpath(p, folder)) for cls in names
-                for p in list_images(_need_folder(os.path.join(folder, cls), f"class {cls!r} needs a folder there"))]
+                for p in list_images(need_folder(os.path.join(folder, cls), f"class {cls!r} needs a folder there"))]
     info = {"layout": "folder", "source": folders}
     return write_weakshot(out_dir, clean(folders[0], base), clean(folders[1], base),
                           web_items(folders[2], novel, folders[2]), clean(folders[1], novel), info)
@@ -466,12 +463,12 @@ def build(args: argparse.Namespace) -> Dict[str, dict]:
     if args.layout == "oracle":
         return write_oracle(args.data_path, args.out_dir)
     if args.layout == "cub":
-        return write_cub(args.data_path, args.out_dir, args.split_dir, args.exclude)
+        return weakshot_cub(args.data_path, args.out_dir, args.split_dir, args.exclude)
     if args.layout == "aircraft":
-        return write_aircraft(args.data_path, args.out_dir)
+        return weakshot_aircraft(args.data_path, args.out_dir)
     if args.layout == "cars":
-        return write_cars(args.data_path, args.out_dir)
-    return write_folders(args.train_dir, args.test_dir, args.web_dir, args.out_dir, args.novel_classes)
+        return weakshot_cars(args.data_path, args.out_dir)
+    return weakshot_folders(args.train_dir, args.test_dir, args.web_dir, args.out_dir, args.novel_classes)
 
 
 @exit_on_user_error

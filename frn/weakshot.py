@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from data.samplers import rank_share
 from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batches, shuffled_batches
@@ -26,7 +27,6 @@ from methods import METHODS
 from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
                               WeightedClassifierOptions)
 from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
-from network import build_backbone
 from network.resnet50 import imagenet_state
 from utils.device import seed_everything, select_device
 from utils.errors import UserError
@@ -90,7 +90,7 @@ def load_simnet(path: str, flag: str, weakshot: WeakShot) -> SimNet:
     options = SimNetOptions(method="simtrans_simnet", model=identity["model"],
                             head_type=identity.get("head_type", SimNetOptions.head_type),
                             domain_bn=identity.get("domain_bn", SimNetOptions.domain_bn), weakshot=weakshot.fingerprint)
-    simnet = SimNet(build_backbone(options.model), options)
+    simnet = build_model(options)
     load_weights(simnet, path, flag, ckpt=ckpt)
     simnet.eval()
     return simnet
@@ -179,8 +179,8 @@ def simnet_validator(args: argparse.Namespace, simnet: SimNet):
 # pretrain.py
 # ----------------------------------------------------------------------------------------
 def this_rank(batches: List[List[int]]) -> List[List[int]]:
-    """Every world-th batch for this process of a multi-process run (all of them otherwise)."""
-    return batches[paddle.distributed.get_rank()::paddle.distributed.get_world_size()]
+    """This process's share of an epoch's batches (all of them in a single-process run)."""
+    return rank_share(batches, paddle.distributed.get_rank(), paddle.distributed.get_world_size())
 
 
 def simnet_data(args: argparse.Namespace):
@@ -311,20 +311,16 @@ def test_classifier(args: argparse.Namespace) -> List[float]:
     options = args.options
     split = {"novel": options.splits()[1]}.get(args.split, args.split)
     test_set = image_list(args, split, training=False)
-    identity = ckpt.get("identity") or {}
-    if identity.get("family") != CLASSIFIER_FAMILY or "fc.weight" not in ckpt["state_dict"]:
-        raise UserError(f"--model_path {args.model_path} is not a SimTrans classifier (step 0 or 3); pass "
-                        f"its best_model.pdparams, or convert a reference checkpoint with python -m frn.convert")
-    made_on = identity.get("weakshot")
-    weakshot = need_weakshot(args)
-    if made_on is not None and made_on != weakshot.fingerprint:
-        raise UserError(f"--model_path {args.model_path} was trained on another weak-shot dataset (fingerprint "
-                        f"{made_on}); pass --data_path of that dataset")
+    identity = ckpt.get("identity")
+    check_origin(identity, "--model_path", args.model_path, CLASSIFIER_FAMILY, need_weakshot(args))
+    if "fc.weight" not in ckpt["state_dict"]:
+        raise UserError(f"--model_path {args.model_path} has no classifier (fc.weight); pass the best_model.pdparams "
+                        f"of step 0 or 3")
     n_classes = int(ckpt["state_dict"]["fc.weight"].shape[1])
     if n_classes != test_set.num_classes:
         raise UserError(f"--model_path {args.model_path} classifies {n_classes} classes but the {split} split "
                         f"has {test_set.num_classes}; pass the matching --data_path")
-    model = build_model(replace(options, weakshot=made_on), n_classes)
+    model = build_model(replace(options, weakshot=identity.get("weakshot")), n_classes)
     load_weights(model, args.model_path, ckpt=ckpt)  # refuses a checkpoint of another --model in one line
     accuracy, _, correct = classify_split(model, test_set, num_workers=args.num_workers, desc="test")
     mean, interval = mean_and_interval(100.0 * correct)

@@ -1,4 +1,5 @@
 """Methods by `--method` name. Adding a method = one file in this folder + one line here."""
+import utils  # noqa: F401  (first: its warning filters apply before Paddle is imported)
 from typing import Dict, Type
 
 from methods.base import FewShotMethod, MethodOptions

@@ -33,7 +33,7 @@ import paddle.nn.functional as F
 from utils.flags import int_list
 from utils.errors import UserError
 from utils.optim import sgd_dampened_step
-from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions
+from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions, query_labels
 from utils.options import check_positive, option
 
 VARIANTS = ("fcn", "grid", "sampling")
@@ -362,7 +362,7 @@ class DeepEMD(FewShotMethod):
         """The SFCs [E, W, C, h, w] of E class-major k-shot support sets [E, W·shot, C, h, w] (no
         gradient reaches the support)."""
         init = support.reshape([support.shape[0], way, shot, *support.shape[2:]]).mean(2)
-        labels = paddle.arange(way, dtype="int64").repeat_interleave(shot)
+        labels = query_labels(way, shot)  # class-major
         return fit_sfc(init, support, labels, self.logits_against, self.options.sfc_update_step, self.options.sfc_lr,
                        self.options.sfc_bs, permutations, on_step)
 

@@ -22,7 +22,6 @@ same numbers as one at a time (`--episode_batch 1`), many times faster. Each epi
 draws (initial weights, then its batch orders) come from numpy's global RNG in episode order,
 so the grouping never changes a result.
 """
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 

@@ -157,7 +157,7 @@ def test_aircraft_layout_with_slashes_in_variant_names(tmp_path):
     for part, rows in lines.items():
         (data / f"images_variant_{part}.txt").write_text("\n".join(rows) + "\n")
     out = tmp_path / "ws"
-    weakshot.write_aircraft(str(root), str(out))
+    weakshot.weakshot_aircraft(str(root), str(out))
     web = read(out, "web.json")
     assert len(web["label_names"]) == 25 and "F/A-18" in web["label_names"] and len(web["image_names"]) == 50
     assert read(out, "base.json")["label_names"] == ["707-320", "A380"]
@@ -170,7 +170,7 @@ def test_folder_layout_takes_every_fourth_class_as_novel(tmp_path):
             for i in range(n):
                 image(tmp_path / part / cls / f"{i}.jpg")
     out = tmp_path / "ws"
-    weakshot.write_folders(str(tmp_path / "train"), str(tmp_path / "test"), str(tmp_path / "web"), str(out))
+    weakshot.weakshot_folders(str(tmp_path / "train"), str(tmp_path / "test"), str(tmp_path / "web"), str(out))
     assert read(out, "web.json")["label_names"] == ["c0", "c4"] and len(read(out, "base.json")["label_names"]) == 6
 
 
@@ -195,7 +195,7 @@ def test_cars_layout(tmp_path):
     for part, rows in listed.items():
         (root / "CampCar" / "train_test_split" / "classification" / f"{part}.txt").write_text("\n".join(rows) + "\n")
     out = tmp_path / "ws"
-    weakshot.write_cars(str(root), str(out))
+    weakshot.weakshot_cars(str(root), str(out))
     assert read(out, "web.json")["label_names"] == ["Alpha", "Gamma"]  # sorted web folders, i % 4 == 0
     assert len(read(out, "base.json")["image_names"]) == 6 and len(read(out, "novel.json")["image_names"]) == 2
 
