@@ -6,6 +6,7 @@ project started from, DeepBDC family); the chosen method adds its own from its t
 naming the flag.
 """
 import argparse
+import sys
 from typing import List, Optional, Type
 
 from data.transforms import DATASET_TRANSFORMS
@@ -33,6 +34,9 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add("--no_feature_cache", action="store_true",
         help="evaluate with one backbone pass per episode instead of caching each image's features")
     add("--checkpoint_dir", default="./checkpoints", help="runs are written below this folder")
+    add("--config", default=None, help="a paper-row config (configs/<method>/<row>.yaml): its flags for this "
+                                      "script, the command line's on top")
+    add("--stage", dest="config_stage", default=None, help="which of the config's stages for this script (when it has several)")
 
 
 def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones: List[int]) -> None:
@@ -132,9 +136,27 @@ def add_method_options(parser: argparse.ArgumentParser, method: Type[FewShotMeth
     add_aliases(parser, method.Options.aliases(stage))
 
 
+def with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> List[str]:
+    """`--config F [--stage S]`: the flags of that config's stage for this entry script, then the
+    rest of the command line (which overrides them)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--config", default=None)
+    finder.add_argument("--stage", default=None)
+    known, rest = finder.parse_known_args(argv)
+    if known.config is None:
+        if known.stage is not None:
+            raise UserError("--stage picks a stage of --config; pass the config too")
+        return argv
+    from frn.configs import config_argv
+    return config_argv(known.config, parser.prog, known.stage) + rest
+
+
 def parse(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse an entry point's command line: common flags plus the chosen method's own; the
-    method's typed options land in `args.options` (validated, one-line errors)."""
+    """Parse an entry point's command line (or a config's stage, `--config F`, with the command
+    line's flags on top): common flags plus the chosen method's own; the method's typed options
+    land in `args.options` (validated, one-line errors)."""
+    argv = with_config(parser, argv)
     name = method_of(argv, parser.get_default("method"))
     if name in METHODS:
         add_method_options(parser, METHODS[name])

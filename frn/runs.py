@@ -57,6 +57,18 @@ def run_folder(args: argparse.Namespace, name: str) -> str:
     return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
+def training_run_folder(args: argparse.Namespace) -> str:
+    """The folder a pretrain.py or meta_train.py run writes, named after what trains differently:
+    <Model>_<method's run name>_pretrain, <Model>_<run name>[_ht<N>]_<way>way_<shot>shot_metatrain,
+    or for a weak-shot step <Model>_<run name>."""
+    options = args.options
+    if args.stage == "meta_train":
+        ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
+        return run_folder(args, f"{options.model}_{options.run_name()}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain")
+    suffix = "" if weak_shot(args) else "_pretrain"
+    return run_folder(args, f"{options.model}_{options.run_name()}{suffix}")
+
+
 def build_training(args: argparse.Namespace, model: FewShotMethod, iters_per_epoch: int = 0):
     """Optimiser and LR schedule of the flags; a warm-up or cosine schedule runs per iteration
     (and needs the epoch's length, `iters_per_epoch`)."""
@@ -151,8 +163,7 @@ def pretrain(args: argparse.Namespace) -> None:
         sampler.set_epoch(epoch)
         return loader(base, sampler, args.num_workers), len(sampler)
 
-    run_dir = run_folder(args, f"{args.options.model}_{args.options.run_name()}_pretrain")
-    run_training(args, model, run_dir, make_batches, validate)
+    run_training(args, model, training_run_folder(args), make_batches, validate)
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -190,9 +201,7 @@ def meta_train(args: argparse.Namespace) -> None:
                                 seed=(args.seed, epoch, rank))
         return hard, len(hard)
 
-    ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
-    name = f"{args.options.model}_{args.options.run_name()}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain"
-    run_training(args, model, run_folder(args, name), make_batches, validate, step=episode_step(*shape))
+    run_training(args, model, training_run_folder(args), make_batches, validate, step=episode_step(*shape))
 
 
 def test(args: argparse.Namespace) -> List[float]:

@@ -22,7 +22,7 @@ from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import extract_features, loader, progress
-from frn.runs import build_model, build_training, image_list, run_folder, run_training
+from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
 from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
                               WeightedClassifierOptions)
@@ -285,8 +285,7 @@ def train(args: argparse.Namespace) -> None:
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = build_training(args, model, iters_per_epoch)
     holder["optimizer"] = optimizer
-    run_dir = run_folder(args, f"{args.options.model}_{args.options.run_name()}")
-    run_training(args, model, run_dir, make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
+    run_training(args, model, training_run_folder(args), make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
                  optimizer_and_schedule=(optimizer, scheduler))
 
 

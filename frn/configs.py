@@ -1,0 +1,276 @@
+"""Paper rows as data: one YAML file per published table row (configs/<method>/<row>.yaml),
+inheriting a per-method base, read by the entry scripts (`--config F`) and run stage by stage
+by `python -m frn.configs F` (or `bash scripts/run.sh F`).
+
+    _base_: _base_.yaml                  # one file or a list, merged first (this file wins)
+    row: FRN, mini-ImageNet, ResNet-12   # what the row is
+    paper: {source: "FRN (CVPR 2021) Table 7", 1-shot: "66.45 +- 0.19", 5-shot: "82.83 +- 0.13"}
+    data: "mini-ImageNet in the CSV layout; filelists: python write_miniImagenet_filelist.py ..."
+    variables: {CKPT: ./checkpoints}     # ${NAME} is replaced by the environment's value, else this
+    common: {dataset: mini_imagenet, data_path: "${DATA}", model: ResNet12, gpu: true}
+    stages:                              # run in this order
+      pretrain: {script: pretrain.py, flags: {method: stl_frn, lr: 0.1, ...}}
+      meta_train: {script: meta_train.py, flags: {..., pretrain_path: "{pretrain}/best_model.pdparams"}}
+      test_1shot: {script: test.py, flags: {n_shot: 1, model_path: "{meta_train}/best_model.pdparams"}}
+
+Flags are written without dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-" is kept
+as written, e.g. `-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list gives
+several values. `{stage}` is the run folder the stage of that name writes (computed by the same
+code the entry script uses), so each stage's output is the next one's input by construction.
+`common` flags go to every entry-point stage. A stage may run another tool of the repository
+(`script: write_miniImagenet_filelist.py` or `module: data.weakshot` with `args: [...]`).
+"""
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from utils.errors import OneLineParser, UserError, exit_on_user_error
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY_SCRIPTS = ("pretrain.py", "meta_train.py", "test.py")
+TRAINING_SCRIPTS = ("pretrain.py", "meta_train.py")
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+_STAGE = re.compile(r"\{(\w+)\}")
+
+
+# ----------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict:
+    import yaml
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError:
+        raise UserError(f"config {path} does not exist; pass a file of configs/") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping (keys such as stages, common, paper)")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, mappings merged key by key (a stage's flags too)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str) -> dict:
+    """A config with its `_base_` files merged under it (paths relative to the config)."""
+    path_ = Path(path)
+    data = _read_yaml(path_)
+    bases = data.pop("_base_", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = merge(merged, load_config(str(path_.parent / base)))
+    merged = merge(merged, data)
+    merged["_path"] = str(path_)
+    return merged
+
+
+def stages_of(config: dict) -> Dict[str, dict]:
+    stages = config.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise UserError(f"config {config.get('_path')} has no stages")
+    return stages
+
+
+# ----------------------------------------------------------------------------------------
+# command lines
+# ----------------------------------------------------------------------------------------
+def variable(name: str, config: dict) -> str:
+    """${NAME}: the environment's value, else the config's `variables`, else a one-line error."""
+    if name in os.environ:
+        return os.environ[name]
+    defaults = config.get("variables") or {}
+    if name in defaults:
+        return expand(str(defaults[name]), config, {})
+    raise UserError(f"config {config.get('_path')} needs ${{{name}}}: set it, e.g. {name}=/path/to/dataset")
+
+
+def expand(value: str, config: dict, folders: Dict[str, str]) -> str:
+    """Replace ${VARIABLE}s and {stage} references in one value."""
+    value = _VARIABLE.sub(lambda m: variable(m.group(1), config), value)
+
+    def folder(match) -> str:
+        name = match.group(1)
+        if name not in folders:
+            raise UserError(f"config {config.get('_path')}: {{{name}}} names no earlier training stage "
+                            f"(stages: {', '.join(stages_of(config))})")
+        return folders[name]
+    return _STAGE.sub(folder, value)
+
+
+def flag_words(flags: Dict[str, Any], config: dict, folders: Dict[str, str]) -> List[str]:
+    """The command-line words of a stage's flags."""
+    words: List[str] = []
+    for key, value in flags.items():
+        option = key if key.startswith("-") else f"--{key}"
+        if value is False or value is None:
+            continue
+        words.append(option)
+        if value is True:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            words.append(expand(str(item), config, folders))
+    return words
+
+
+def stage_command(config: dict, name: str, folders: Dict[str, str]) -> Tuple[List[str], Optional[str]]:
+    """(argv after `python`, the stage's entry script or None) of one stage."""
+    stage = stages_of(config)[name]
+    if "module" in stage:
+        return ["-m", stage["module"], *[expand(str(a), config, folders) for a in stage.get("args", [])],
+                *flag_words(stage.get("flags") or {}, config, folders)], None
+    script = stage.get("script")
+    if not script:
+        raise UserError(f"config {config.get('_path')}: stage {name!r} names neither a script nor a module")
+    flags = dict(stage.get("flags") or {})
+    if script in ENTRY_SCRIPTS:
+        flags = {**(config.get("common") or {}), **flags}
+    args = [expand(str(a), config, folders) for a in stage.get("args", [])]
+    return [script, *args, *flag_words(flags, config, folders)], script if script in ENTRY_SCRIPTS else None
+
+
+def parsed_stage(script: str, argv: Sequence[str]) -> argparse.Namespace:
+    """A stage's flags parsed by the entry script's own parser (its errors are one line)."""
+    from frn.args import meta_train_parser, parse, pretrain_parser, test_parser
+    parser = {"pretrain.py": pretrain_parser, "meta_train.py": meta_train_parser, "test.py": test_parser}[script]
+    return parse(parser(), list(argv))
+
+
+def plan(config: dict, extra: Sequence[str] = ()) -> List[Tuple[str, List[str], Optional[str]]]:
+    """Every stage as (name, argv after `python`, run folder of a training stage or None), each
+    training stage's folder computed from its parsed flags, so later stages get it."""
+    from frn.runs import training_run_folder
+    folders: Dict[str, str] = {}
+    steps = []
+    for name in stages_of(config):
+        argv, script = stage_command(config, name, folders)
+        run_dir = None
+        if script is not None:
+            argv = argv + [w for w in accepted(script, extra)]
+            if script in TRAINING_SCRIPTS:
+                run_dir = training_run_folder(parsed_stage(script, argv[1:]))
+                folders[name] = run_dir
+            else:
+                parsed_stage(script, argv[1:])  # a test stage's flags are checked before anything runs
+        steps.append((name, argv, run_dir))
+    return steps
+
+
+def accepted(script: str, extra: Sequence[str]) -> List[str]:
+    """The words of `extra` whose flags the entry script knows (a training-only flag such as
+    --epoch is not passed to test.py)."""
+    from frn.args import meta_train_parser, pretrain_parser, test_parser
+    from utils.flags import parser_flags
+    parser = {"pretrain.py": pretrain_parser, "meta_train.py": meta_train_parser, "test.py": test_parser}[script]()
+    known = set(parser_flags(parser))
+    words, keep = [], False
+    for word in extra:
+        if word.startswith("-") and not _is_number(word):
+            keep = word.split("=")[0] in known or _method_flag(word)
+        if keep:
+            words.append(word)
+    return words
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def _method_flag(word: str) -> bool:
+    """A flag of some method's options (checked by the stage's own parser once added)."""
+    from methods import METHODS
+    from utils.options import method_fields
+    name = word.lstrip("-").split("=")[0]
+    return any(f.name == name for method in METHODS.values() for f in method_fields(method.Options))
+
+
+def config_argv(path: str, script: str, stage: Optional[str]) -> List[str]:
+    """The flags a config gives an entry script (`--config F [--stage S]`)."""
+    config = load_config(path)
+    names = [n for n, s in stages_of(config).items() if s.get("script") == script]
+    if stage is not None and stage not in names:
+        raise UserError(f"config {path} has no {script} stage {stage!r} (its {script} stages: {', '.join(names) or 'none'})")
+    if stage is None and len(names) != 1:
+        raise UserError(f"config {path} has {len(names) or 'no'} {script} stages ({', '.join(names)}); "
+                        f"pick one with --stage")
+    wanted = stage or names[0]
+    for name, argv, _ in plan(config):
+        if name == wanted:
+            return argv[1:]
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------------------
+# running
+# ----------------------------------------------------------------------------------------
+def done(run_dir: Optional[str]) -> bool:
+    """Whether a training stage has finished before (its best model exists)."""
+    return run_dir is not None and os.path.isfile(os.path.join(run_dir, "best_model.pdparams"))
+
+
+def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
+    """Run a config's stages in order; a training stage whose best model exists is skipped."""
+    config = load_config(config_path)
+    for line in describe(config):
+        print(line)
+    for name, argv, run_dir in plan(config, extra):
+        if only and name not in only:
+            continue
+        command = " ".join(shlex.quote(w) for w in ["python", *argv])
+        if done(run_dir):
+            print(f"[{name}] done before ({run_dir}/best_model.pdparams exists): skipped", flush=True)
+            continue
+        print(f"[{name}] {command}", flush=True)
+        if dry_run:
+            continue
+        result = subprocess.run([sys.executable, *argv], cwd=REPO)
+        if result.returncode != 0:
+            raise UserError(f"stage {name} failed (exit code {result.returncode}); its output is above")
+
+
+def describe(config: dict) -> List[str]:
+    """The row, its paper numbers and its data, as lines."""
+    lines = [f"row: {config.get('row', config['_path'])}"]
+    paper = config.get("paper") or {}
+    if paper:
+        numbers = ", ".join(f"{k} {v}" for k, v in paper.items() if k != "source")
+        lines.append(f"paper ({paper.get('source', 'reported')}): {numbers}")
+    if config.get("data"):
+        lines.append(f"data: {config['data']}")
+    return lines
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+    parser = OneLineParser(prog="python -m frn.configs",
+                           description="Run the stages of a paper-row config (configs/<method>/<row>.yaml).")
+    parser.add_argument("config", help="the row's YAML file")
+    parser.add_argument("--dry_run", action="store_true", help="print the stages' commands, run nothing")
+    parser.add_argument("--stages", nargs="*", default=[], help="run only these stages (names of the config)")
+    args, extra = parser.parse_known_args(argv)
+    return args, extra
+
+
+@exit_on_user_error
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """python -m frn.configs CONFIG [--dry_run] [--stages a b] [extra flags for every stage that knows them]"""
+    args, extra = parse_args(argv)
+    run(args.config, extra, args.dry_run, args.stages)
+
+
+if __name__ == "__main__":
+    main()

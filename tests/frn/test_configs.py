@@ -1,0 +1,108 @@
+"""Paper-row configs (configs/): every row parses with the entry scripts' own parsers, each
+stage's input folder is the output folder of the stage before it, and `--config` on an entry
+script gives the same flags the runner passes."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from frn.configs import load_config, plan, stages_of
+from tests.conftest import ROOT
+from utils.errors import UserError
+
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not p.name.startswith("_"))
+#: flags through which a stage reads what an earlier training stage wrote
+INPUT_FLAGS = ("--pretrain_path", "--model_path", "--similarity_pretrained", "--similarity_net", "--load_dir",
+               "--init_weights", "--eval_weights")
+
+
+@pytest.fixture
+def data_variables(monkeypatch, tmp_path):
+    for name in ("DATA", "SPLITS", "WS", "IMAGENET", "WEBVISION"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+
+
+def test_there_are_configs():
+    assert CONFIGS, "configs/ holds no paper row"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
+def test_every_row_parses_and_chains(path, data_variables):
+    config = load_config(str(path))
+    assert config.get("row"), f"{path}: say which row it is (row:)"
+    steps = plan(config)          # parses every entry-point stage with its own parser
+    written = {run_dir for _, _, run_dir in steps if run_dir}
+    for name, argv, _ in steps:
+        for flag in INPUT_FLAGS:
+            if flag in argv:
+                value = argv[argv.index(flag) + 1]
+                earlier = [d for d in written if value.startswith(d)]
+                stage = stages_of(config)[name]
+                if "{" in str(stage.get("flags", {}).get(flag.lstrip("-"), "")):
+                    assert earlier, f"{path}: stage {name} reads {value}, which no training stage writes"
+
+
+def test_a_reference_to_a_missing_stage_is_one_line(tmp_path, data_variables):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("row: x\nstages:\n  test:\n    script: test.py\n"
+                   "    flags: {method: protonet, model_path: '{nowhere}/best_model.pdparams'}\n")
+    with pytest.raises(UserError, match="nowhere"):
+        plan(load_config(str(bad)))
+
+
+def test_a_missing_variable_names_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOMEDATA", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("row: x\nstages:\n  test:\n    script: test.py\n    flags: {method: protonet, data_path: '${SOMEDATA}'}\n")
+    with pytest.raises(UserError, match="SOMEDATA"):
+        plan(load_config(str(bad)))
+
+
+def test_base_files_merge_under_the_row(tmp_path):
+    (tmp_path / "_base_.yaml").write_text("common: {model: Conv4, gpu: true}\nstages:\n  test:\n    script: test.py\n"
+                                          "    flags: {n_shot: 1, method: protonet}\n")
+    (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\ncommon: {model: ResNet12}\n"
+                                       "stages:\n  test:\n    flags: {n_shot: 5}\n")
+    config = load_config(str(tmp_path / "row.yaml"))
+    assert config["common"] == {"model": "ResNet12", "gpu": True}
+    assert config["stages"]["test"] == {"script": "test.py", "flags": {"n_shot": 5, "method": "protonet"}}
+
+
+def test_training_only_flags_do_not_reach_the_test_stage(tmp_path, data_variables):
+    (tmp_path / "row.yaml").write_text("row: r\ncommon: {data_path: '${DATA}', model: Conv4}\nstages:\n"
+                                       "  train:\n    script: pretrain.py\n    flags: {method: protonet}\n"
+                                       "  test:\n    script: test.py\n"
+                                       "    flags: {method: protonet, model_path: '{train}/best_model.pdparams'}\n")
+    steps = plan(load_config(str(tmp_path / "row.yaml")), ["--epoch", "3", "--num_workers", "0"])
+    train_argv, test_argv = steps[0][1], steps[1][1]
+    assert "--epoch" in train_argv and "--epoch" not in test_argv
+    assert "--num_workers" in test_argv
+
+
+def test_entry_script_reads_its_stage_of_a_config(tmp_path, data_variables):
+    """`test.py --config F --stage S --help` works and an ambiguous config asks for --stage."""
+    path = tmp_path / "row.yaml"
+    path.write_text("row: r\ncommon: {model: Conv4}\nstages:\n"
+                    "  one:\n    script: test.py\n    flags: {method: protonet, n_shot: 1}\n"
+                    "  five:\n    script: test.py\n    flags: {method: protonet, n_shot: 5}\n")
+    from frn.args import parse, test_parser
+    assert parse(test_parser(), ["--config", str(path), "--stage", "five"]).n_shot == 5
+    assert parse(test_parser(), ["--config", str(path), "--stage", "five", "--n_shot", "3"]).n_shot == 3
+    with pytest.raises(UserError, match="--stage"):
+        parse(test_parser(), ["--config", str(path)])
+    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config", str(path)], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "--stage" in result.stderr
+
+
+def test_runner_dry_run_prints_every_stage(data_variables):
+    row = next((p for p in CONFIGS if "frn" in p.parts), None)
+    if row is None:
+        pytest.skip("no FRN row")
+    result = subprocess.run([sys.executable, "-m", "frn.configs", str(row), "--dry_run"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    names = list(stages_of(load_config(str(row))))
+    assert all(f"[{name}]" in result.stdout for name in names)
+    assert Path(row).exists()
