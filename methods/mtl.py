@@ -221,6 +221,7 @@ class MTL(FewShotMethod):
     Options = MTLOptions
     options: MTLOptions
     checkpoint_rules = MTLRules()
+    supports_unequal_shots = True
 
     def __init__(self, backbone: nn.Layer, options: MTLOptions, num_classes: Optional[int] = None):
         super().__init__(backbone, options, num_classes)

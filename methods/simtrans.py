@@ -196,7 +196,7 @@ class ClassifierRules(CheckpointRules):
         key = ("." + key).replace(".module.", ".")[1:]
         if key.startswith("backbone."):
             key = key[len("backbone."):]
-        return key if key.startswith("fc.") else "feature_extractor." + key
+        return key if key.startswith(("fc.", "feature_extractor.")) else "feature_extractor." + key
 
     def reference_settings(self, state: Mapping[str, np.ndarray], method: str) -> Dict[str, object]:
         """A reference classifier's class count, from its `fc.weight` [classes, features]."""

@@ -33,7 +33,9 @@ class SimpleBlock(nn.Layer):
         self.conv2 = kaiming_fan_out_conv(out_channels, out_channels, 3, padding=1)
         self.bn2 = batch_norm(out_channels)
         self.shortcut = None
-        if in_channels != out_channels:
+        # the reference has a projection when the widths differ; a halving block needs one too
+        # (same widths, stride 2), which only reduced-width models meet
+        if in_channels != out_channels or half_res:
             self.shortcut = nn.Sequential(kaiming_fan_out_conv(in_channels, out_channels, 1, stride=stride),
                                           batch_norm(out_channels))
         self.relu = nn.ReLU()
