@@ -126,3 +126,19 @@ def test_the_converter_maps_a_method_s_own_keys_onto_themselves(method):
     assert set(converted) == set(own)
     for key, value in own.items():
         np.testing.assert_array_equal(converted[key], value.numpy(), err_msg=key)
+
+
+def test_the_documented_example_method_runs(monkeypatch):
+    """docs/architecture.md's "one file and one registry line" example, executed as written."""
+    import re
+
+    from tests.conftest import ROOT
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    code = re.search(r"```python\n# methods/mynet.py\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "methods/mynet.py", "exec"), namespace)
+    monkeypatch.setitem(METHODS, "mynet", namespace["MyNet"])
+    model = tiny("mynet", temperature=5.0)
+    features = model.extract(episode_images(WAY * (SHOT + QUERY)))
+    scores = model.episode_scores(features[:WAY * SHOT], features[WAY * SHOT:], WAY, SHOT)
+    assert scores.shape == [WAY * QUERY, WAY] and model.options.temperature == 5.0
