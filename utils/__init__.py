@@ -2,6 +2,11 @@
 seeding, optimisers and schedules, statistics). It imports nothing else of the project."""
 import warnings
 
+# Pillow's image codecs are loaded before Paddle can be: with Paddle 2.6 loaded first, Pillow's
+# PNG encoder binds to the zlib inside Paddle's library and crashes (segmentation fault in
+# deflateReset) the first time a PNG is written.
+import PIL.Image  # noqa: F401  (imported for its side effect)
+
 # Paddle warns on every import when ccache is absent, and BatchNorm warns on every train-mode
 # call; neither is actionable for a user, and they would bury the one-line error messages.
 warnings.filterwarnings("ignore", message="No ccache found")
