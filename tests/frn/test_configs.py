@@ -69,6 +69,47 @@ def test_base_files_merge_under_the_row(tmp_path):
     assert config["stages"]["test"] == {"script": "test.py", "flags": {"n_shot": 5, "method": "protonet"}}
 
 
+def test_null_removes_what_the_base_set(tmp_path, data_variables):
+    """`pretrain: null` drops a base stage, `pretrain_path: null` a flag, `1-shot: null` a paper number;
+    the stages keep the base's order."""
+    (tmp_path / "_base_.yaml").write_text(
+        "paper: {1-shot: '1', 5-shot: '5'}\ncommon: {data_path: '${DATA}', model: Conv4}\nstages:\n"
+        "  pretrain: {script: pretrain.py, flags: {method: protonet}}\n"
+        "  meta_train: {script: meta_train.py, flags: {method: protonet, pretrain_path: '{pretrain}/best_model.pdparams'}}\n"
+        "  test: {script: test.py, flags: {method: protonet, model_path: '{meta_train}/best_model.pdparams'}}\n")
+    (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\npaper: {1-shot: null}\nstages:\n"
+                                       "  test: {flags: {n_shot: 5}}\n  pretrain: null\n"
+                                       "  meta_train: {flags: {pretrain_path: null}}\n")
+    config = load_config(str(tmp_path / "row.yaml"))
+    assert config["paper"] == {"5-shot": "5"}
+    steps = plan(config)
+    assert [name for name, _, _ in steps] == ["meta_train", "test"]
+    assert "--pretrain_path" not in steps[0][1]
+    assert steps[1][1][steps[1][1].index("--model_path") + 1] == f"{steps[0][2]}/best_model.pdparams"
+
+
+def test_a_finished_stage_is_found_from_any_folder(tmp_path, monkeypatch):
+    """The stages run in the repository, so a relative run folder is the repository's, not the
+    caller's current folder."""
+    import frn.configs as configs
+    monkeypatch.setattr(configs, "REPO", tmp_path / "repo")
+    (tmp_path / "repo" / "checkpoints" / "run").mkdir(parents=True)
+    (tmp_path / "repo" / "checkpoints" / "run" / "best_model.pdparams").write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert configs.done("./checkpoints/run")
+    assert not configs.done("./checkpoints/other")
+    assert not configs.done(None)
+
+
+def test_an_empty_variable_takes_the_default(tmp_path, monkeypatch):
+    """As the shell's ${CKPT:-./checkpoints}: an empty value is unset."""
+    monkeypatch.setenv("CKPT", "")
+    config = {"_path": "row.yaml", "variables": {"CKPT": "./checkpoints"}}
+    from frn.configs import variable
+    assert variable("CKPT", config) == "./checkpoints"
+
+
 def test_training_only_flags_do_not_reach_the_test_stage(tmp_path, data_variables):
     (tmp_path / "row.yaml").write_text("row: r\ncommon: {data_path: '${DATA}', model: Conv4}\nstages:\n"
                                        "  train:\n    script: pretrain.py\n    flags: {method: protonet}\n"
