@@ -15,7 +15,7 @@ by `python -m frn.configs F` (or `bash scripts/run.sh F`).
 
 A file's mappings merge over its base's key by key, and the stages keep the base's order (a row
 adds stages after them); `null` removes what the base set (`pretrain: null` drops that stage,
-`pretrain_path: null` that flag, `1-shot: null` that paper number). Flags are written without
+`pretrain_path: null` that flag, `1-shot: null` that paper number; an empty section changes nothing). Flags are written without
 dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-" is kept as written, e.g.
 `-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list gives several values. `{stage}` is the run folder the stage of that name writes (computed by the same
 code the entry script uses), so each stage's output is the next one's input by construction.
@@ -74,7 +74,9 @@ def merge(base: dict, override: dict) -> dict:
 def load_config(path: str) -> dict:
     """A config with its `_base_` files merged under it (paths relative to the config)."""
     path_ = Path(path)
-    data = _read_yaml(path_)
+    # a section left empty (`common:` with nothing under it) changes nothing; null removes only
+    # entries inside a section
+    data = {key: value for key, value in _read_yaml(path_).items() if value is not None}
     bases = data.pop("_base_", [])
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
@@ -259,9 +261,11 @@ def describe(config: dict) -> List[str]:
     """The row, its paper numbers and its data, as lines."""
     lines = [f"row: {config.get('row', config['_path'])}"]
     paper = config.get("paper") or {}
-    if paper:
-        numbers = ", ".join(f"{k} {v}" for k, v in paper.items() if k != "source")
+    numbers = ", ".join(f"{k} {v}" for k, v in paper.items() if k != "source")
+    if numbers:
         lines.append(f"paper ({paper.get('source', 'reported')}): {numbers}")
+    elif paper.get("source"):
+        lines.append(f"paper: {paper['source']}")
     if config.get("data"):
         lines.append(f"data: {config['data']}")
     return lines

@@ -77,11 +77,12 @@ def test_null_removes_what_the_base_set(tmp_path, data_variables):
         "  pretrain: {script: pretrain.py, flags: {method: protonet}}\n"
         "  meta_train: {script: meta_train.py, flags: {method: protonet, pretrain_path: '{pretrain}/best_model.pdparams'}}\n"
         "  test: {script: test.py, flags: {method: protonet, model_path: '{meta_train}/best_model.pdparams'}}\n")
-    (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\npaper: {1-shot: null}\nstages:\n"
+    (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\ncommon:\npaper: {1-shot: null}\nstages:\n"
                                        "  test: {flags: {n_shot: 5}}\n  pretrain: null\n"
                                        "  meta_train: {flags: {pretrain_path: null}}\n")
     config = load_config(str(tmp_path / "row.yaml"))
     assert config["paper"] == {"5-shot": "5"}
+    assert config["common"]["model"] == "Conv4", "an empty section must not remove the base's"
     steps = plan(config)
     assert [name for name, _, _ in steps] == ["meta_train", "test"]
     assert "--pretrain_path" not in steps[0][1]
