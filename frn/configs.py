@@ -36,8 +36,8 @@ from utils.errors import OneLineParser, UserError, exit_on_user_error
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPTS = ("pretrain.py", "meta_train.py", "test.py")
 TRAINING_SCRIPTS = ("pretrain.py", "meta_train.py")
-_VARIABLE = re.compile(r"\$\{(\w+)\}")
-_STAGE = re.compile(r"\{(\w+)\}")
+#: ${VARIABLE} or {stage}, replaced in one pass (a value from the environment is never read again)
+_REFERENCE = re.compile(r"\$\{(\w+)\}|\{(\w+)\}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -111,15 +111,20 @@ def variable(name: str, config: dict) -> str:
 
 def expand(value: str, config: dict, folders: Dict[str, str]) -> str:
     """Replace ${VARIABLE}s and {stage} references in one value."""
-    value = _VARIABLE.sub(lambda m: variable(m.group(1), config), value)
-
-    def folder(match) -> str:
-        name = match.group(1)
-        if name not in folders:
-            raise UserError(f"config {config.get('_path')}: {{{name}}} names no earlier training stage "
+    def replace(match: "re.Match[str]") -> str:
+        name, stage = match.groups()
+        if name is not None:
+            return variable(name, config)
+        if stage not in folders:
+            raise UserError(f"config {config.get('_path')}: {{{stage}}} names no earlier training stage "
                             f"(stages: {', '.join(stages_of(config))})")
-        return folders[name]
-    return _STAGE.sub(folder, value)
+        return folders[stage]
+    return _REFERENCE.sub(replace, value)
+
+
+def stage_references(value: Any) -> List[str]:
+    """The stages whose run folder a value names ({stage}; ${VARIABLE}s are not stages)."""
+    return [stage for _, stage in _REFERENCE.findall(str(value)) if stage]
 
 
 def flag_words(flags: Dict[str, Any], config: dict, folders: Dict[str, str]) -> List[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from frn.configs import load_config, plan, stages_of
+from frn.configs import expand, load_config, plan, stage_references, stages_of
 from tests.conftest import ROOT
 from utils.errors import UserError
 
@@ -19,7 +19,7 @@ INPUT_FLAGS = ("--pretrain_path", "--model_path", "--similarity_pretrained", "--
 
 @pytest.fixture
 def data_variables(monkeypatch, tmp_path):
-    for name in ("DATA", "SPLITS", "WS", "IMAGENET", "WEBVISION"):
+    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
 
 
@@ -39,7 +39,7 @@ def test_every_row_parses_and_chains(path, data_variables):
                 value = argv[argv.index(flag) + 1]
                 earlier = [d for d in written if value.startswith(d)]
                 stage = stages_of(config)[name]
-                if "{" in str(stage.get("flags", {}).get(flag.lstrip("-"), "")):
+                if stage_references(stage.get("flags", {}).get(flag.lstrip("-"), "")):
                     assert earlier, f"{path}: stage {name} reads {value}, which no training stage writes"
 
 
@@ -109,6 +109,15 @@ def test_an_empty_variable_takes_the_default(tmp_path, monkeypatch):
     config = {"_path": "row.yaml", "variables": {"CKPT": "./checkpoints"}}
     from frn.configs import variable
     assert variable("CKPT", config) == "./checkpoints"
+
+
+def test_values_from_the_environment_are_not_read_again(monkeypatch):
+    """A variable's value is used as it is, even with braces in it; ${NAME} is not a stage."""
+    monkeypatch.setenv("DATA", "/data/{odd}")
+    config = {"_path": "row.yaml", "stages": {"pretrain": {}}}
+    assert expand("${DATA}/x --{pretrain}", config, {"pretrain": "/runs/p"}) == "/data/{odd}/x --/runs/p"
+    assert stage_references("${DATA}/{pretrain}/best_model.pdparams") == ["pretrain"]
+    assert stage_references("${MODEL_PATH}") == []
 
 
 def test_training_only_flags_do_not_reach_the_test_stage(tmp_path, data_variables):
