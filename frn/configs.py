@@ -15,9 +15,10 @@ by `python -m frn.configs F` (or `bash scripts/run.sh F`).
 
 A file's mappings merge over its base's key by key, and the stages keep the base's order (a row
 adds stages after them); `null` removes what the base set (`pretrain: null` drops that stage,
-`pretrain_path: null` that flag, `1-shot: null` that paper number; an empty section changes nothing). Flags are written without
-dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-" is kept as written, e.g.
-`-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list gives several values. `{stage}` is the run folder the stage of that name writes (computed by the same
+`pretrain_path: null` that flag, `1-shot: null` that paper number; an empty section changes
+nothing). Flags are written without dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-"
+is kept as written, e.g. `-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list
+gives several values. `{stage}` is the run folder the stage of that name writes (computed by the same
 code the entry script uses), so each stage's output is the next one's input by construction.
 `common` flags go to every entry-point stage. A stage may run another tool of the repository
 (`script: write_miniImagenet_filelist.py` or `module: data.weakshot` with `args: [...]`).

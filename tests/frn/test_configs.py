@@ -75,7 +75,8 @@ def test_null_removes_what_the_base_set(tmp_path, data_variables):
     (tmp_path / "_base_.yaml").write_text(
         "paper: {1-shot: '1', 5-shot: '5'}\ncommon: {data_path: '${DATA}', model: Conv4}\nstages:\n"
         "  pretrain: {script: pretrain.py, flags: {method: protonet}}\n"
-        "  meta_train: {script: meta_train.py, flags: {method: protonet, pretrain_path: '{pretrain}/best_model.pdparams'}}\n"
+        "  meta_train: {script: meta_train.py,\n"
+        "               flags: {method: protonet, pretrain_path: '{pretrain}/best_model.pdparams'}}\n"
         "  test: {script: test.py, flags: {method: protonet, model_path: '{meta_train}/best_model.pdparams'}}\n")
     (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\ncommon:\npaper: {1-shot: null}\nstages:\n"
                                        "  test: {flags: {n_shot: 5}}\n  pretrain: null\n"
@@ -92,7 +93,7 @@ def test_null_removes_what_the_base_set(tmp_path, data_variables):
 def test_a_finished_stage_is_found_from_any_folder(tmp_path, monkeypatch):
     """The stages run in the repository, so a relative run folder is the repository's, not the
     caller's current folder."""
-    import frn.configs as configs
+    from frn import configs
     monkeypatch.setattr(configs, "REPO", tmp_path / "repo")
     (tmp_path / "repo" / "checkpoints" / "run").mkdir(parents=True)
     (tmp_path / "repo" / "checkpoints" / "run" / "best_model.pdparams").write_bytes(b"")
