@@ -13,9 +13,12 @@ by `python -m frn.configs F` (or `bash scripts/run.sh F`).
       meta_train: {script: meta_train.py, flags: {..., pretrain_path: "{pretrain}/best_model.pdparams"}}
       test_1shot: {script: test.py, flags: {n_shot: 1, model_path: "{meta_train}/best_model.pdparams"}}
 
-Flags are written without dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-" is kept
-as written, e.g. `-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list gives
-several values. `{stage}` is the run folder the stage of that name writes (computed by the same
+A file's mappings merge over its base's key by key, and the stages keep the base's order (a row
+adds stages after them); `null` removes what the base set (`pretrain: null` drops that stage,
+`pretrain_path: null` that flag, `1-shot: null` that paper number; an empty section changes
+nothing). Flags are written without dashes (`lr: 0.1` is `--lr 0.1`; a key that starts with "-"
+is kept as written, e.g. `-deepemd: fcn`); `true` is a bare switch, `false` leaves it out, a list
+gives several values. `{stage}` is the run folder the stage of that name writes (computed by the same
 code the entry script uses), so each stage's output is the next one's input by construction.
 `common` flags go to every entry-point stage. A stage may run another tool of the repository
 (`script: write_miniImagenet_filelist.py` or `module: data.weakshot` with `args: [...]`).
@@ -34,8 +37,8 @@ from utils.errors import OneLineParser, UserError, exit_on_user_error
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPTS = ("pretrain.py", "meta_train.py", "test.py")
 TRAINING_SCRIPTS = ("pretrain.py", "meta_train.py")
-_VARIABLE = re.compile(r"\$\{(\w+)\}")
-_STAGE = re.compile(r"\{(\w+)\}")
+#: ${VARIABLE} or {stage}, replaced in one pass (a value from the environment is never read again)
+_REFERENCE = re.compile(r"\$\{(\w+)\}|\{(\w+)\}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -56,17 +59,25 @@ def _read_yaml(path: Path) -> dict:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """`override` on top of `base`, mappings merged key by key (a stage's flags too)."""
+    """`override` on top of `base`, mappings merged key by key (a stage's flags too); a key set to
+    None in `override` is removed (a row drops a stage, flag or number its base has)."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            out[key] = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
+        else:
+            out[key] = value
     return out
 
 
 def load_config(path: str) -> dict:
     """A config with its `_base_` files merged under it (paths relative to the config)."""
     path_ = Path(path)
-    data = _read_yaml(path_)
+    # a section left empty (`common:` with nothing under it) changes nothing; null removes only
+    # entries inside a section
+    data = {key: value for key, value in _read_yaml(path_).items() if value is not None}
     bases = data.pop("_base_", [])
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
@@ -87,26 +98,34 @@ def stages_of(config: dict) -> Dict[str, dict]:
 # command lines
 # ----------------------------------------------------------------------------------------
 def variable(name: str, config: dict) -> str:
-    """${NAME}: the environment's value, else the config's `variables`, else a one-line error."""
-    if name in os.environ:
+    """${NAME}: the environment's value, else the config's `variables`, else a one-line error (an
+    empty value counts as unset, as the shell's ${NAME:-default} and ${NAME:?message})."""
+    if os.environ.get(name):
         return os.environ[name]
     defaults = config.get("variables") or {}
     if name in defaults:
         return expand(str(defaults[name]), config, {})
-    raise UserError(f"config {config.get('_path')} needs ${{{name}}}: set it, e.g. {name}=/path/to/dataset")
+    needs = f" (what it needs: {config['data']})" if config.get("data") else ""
+    raise UserError(f"config {config.get('_path')} needs ${{{name}}}: set it, e.g. "
+                    f"{name}=/path bash scripts/run.sh {config.get('_path')}{needs}")
 
 
 def expand(value: str, config: dict, folders: Dict[str, str]) -> str:
     """Replace ${VARIABLE}s and {stage} references in one value."""
-    value = _VARIABLE.sub(lambda m: variable(m.group(1), config), value)
-
-    def folder(match) -> str:
-        name = match.group(1)
-        if name not in folders:
-            raise UserError(f"config {config.get('_path')}: {{{name}}} names no earlier training stage "
+    def replace(match: "re.Match[str]") -> str:
+        name, stage = match.groups()
+        if name is not None:
+            return variable(name, config)
+        if stage not in folders:
+            raise UserError(f"config {config.get('_path')}: {{{stage}}} names no earlier training stage "
                             f"(stages: {', '.join(stages_of(config))})")
-        return folders[name]
-    return _STAGE.sub(folder, value)
+        return folders[stage]
+    return _REFERENCE.sub(replace, value)
+
+
+def stage_references(value: Any) -> List[str]:
+    """The stages whose run folder a value names ({stage}; ${VARIABLE}s are not stages)."""
+    return [stage for _, stage in _REFERENCE.findall(str(value)) if stage]
 
 
 def flag_words(flags: Dict[str, Any], config: dict, folders: Dict[str, str]) -> List[str]:
@@ -219,8 +238,9 @@ def config_argv(path: str, script: str, stage: Optional[str]) -> List[str]:
 # running
 # ----------------------------------------------------------------------------------------
 def done(run_dir: Optional[str]) -> bool:
-    """Whether a training stage has finished before (its best model exists)."""
-    return run_dir is not None and os.path.isfile(os.path.join(run_dir, "best_model.pdparams"))
+    """Whether a training stage has finished before (its best model exists). A relative run folder
+    is the repository's: the stages run there, wherever the runner was started."""
+    return run_dir is not None and os.path.isfile(os.path.join(REPO, run_dir, "best_model.pdparams"))
 
 
 def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
@@ -247,9 +267,11 @@ def describe(config: dict) -> List[str]:
     """The row, its paper numbers and its data, as lines."""
     lines = [f"row: {config.get('row', config['_path'])}"]
     paper = config.get("paper") or {}
-    if paper:
-        numbers = ", ".join(f"{k} {v}" for k, v in paper.items() if k != "source")
+    numbers = ", ".join(f"{k} {v}" for k, v in paper.items() if k != "source")
+    if numbers:
         lines.append(f"paper ({paper.get('source', 'reported')}): {numbers}")
+    elif paper.get("source"):
+        lines.append(f"paper: {paper['source']}")
     if config.get("data"):
         lines.append(f"data: {config['data']}")
     return lines

@@ -45,7 +45,7 @@ PRE_FC_HIDDEN = 1000
 PRE_FC_KEYS = ("pre_fc.0.weight", "pre_fc.0.bias", "pre_fc.2.weight", "pre_fc.2.bias")
 
 #: the official defaults (`main.py`) of the shared flags, per entry point; run_pre.py and
-#: run_meta.py change a few (scripts/mtl/ passes those)
+#: run_meta.py change a few (configs/mtl/ passes those)
 STAGE_DEFAULTS: Dict[str, dict] = {
     "pretrain": dict(model="ResNet25", image_size=80, optimizer="sgd", lr=0.1, momentum=0.9, wd=5e-4, gamma=0.2,
                      step_size=30, epoch=100, batch_size=128, val_n_way=5, n_shot=1, n_query=15, val_n_episode=600),

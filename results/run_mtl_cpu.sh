@@ -4,7 +4,7 @@
 # compared with (Conv-4 ProtoNet and FRN, about the same CPU time) come from run_conv4_cpu.sh:
 #   DATA=... SIZE=40 EPOCHS=4 EPISODES=50 MILESTONE=3 OUT=results/runs/mtl_baselines bash results/run_conv4_cpu.sh
 #
-# The official MTL recipe (scripts/mtl/) trains the full-width ResNet-25 (40.9M parameters,
+# The official MTL recipe (configs/mtl/) trains the full-width ResNet-25 (40.9M parameters,
 # ~9 GMAC per 80x80 image) for 110 + 100 epochs on a GPU. On a shared 2-core CPU that is out of
 # reach, so this run keeps the method and cuts the budget:
 # - encoder widths 32-64-128 (stem 16) instead of 160-320-640, images SIZE x SIZE (40) instead

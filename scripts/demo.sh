@@ -4,7 +4,7 @@
 # commands - pretrain stl_frn, meta-train meta_frn 20-way, test 5-way 1-shot and 5-shot - with a
 # budget sized for a 2-core CPU: Conv-4, 32x32 images, a few epochs (about 3-5 minutes).
 #
-# CPU-budget choices (the paper-scale recipes are in scripts/frn/):
+# CPU-budget choices (the paper-scale recipes are in configs/frn/):
 # - Adam 1e-3 for meta-training, as the official FRN Conv-4 configs for meta-iNat.
 # - stl_frn pre-training is the official recipe for ResNet-12 only (its features are divided by
 #   sqrt(640)). On Conv-4's unnormalised features its class-pool distances are in the tens: with

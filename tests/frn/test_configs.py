@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from frn.configs import load_config, plan, stages_of
+from frn.configs import expand, load_config, plan, stage_references, stages_of
 from tests.conftest import ROOT
 from utils.errors import UserError
 
@@ -19,7 +19,7 @@ INPUT_FLAGS = ("--pretrain_path", "--model_path", "--similarity_pretrained", "--
 
 @pytest.fixture
 def data_variables(monkeypatch, tmp_path):
-    for name in ("DATA", "SPLITS", "WS", "IMAGENET", "WEBVISION"):
+    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
 
 
@@ -39,7 +39,7 @@ def test_every_row_parses_and_chains(path, data_variables):
                 value = argv[argv.index(flag) + 1]
                 earlier = [d for d in written if value.startswith(d)]
                 stage = stages_of(config)[name]
-                if "{" in str(stage.get("flags", {}).get(flag.lstrip("-"), "")):
+                if stage_references(stage.get("flags", {}).get(flag.lstrip("-"), "")):
                     assert earlier, f"{path}: stage {name} reads {value}, which no training stage writes"
 
 
@@ -67,6 +67,58 @@ def test_base_files_merge_under_the_row(tmp_path):
     config = load_config(str(tmp_path / "row.yaml"))
     assert config["common"] == {"model": "ResNet12", "gpu": True}
     assert config["stages"]["test"] == {"script": "test.py", "flags": {"n_shot": 5, "method": "protonet"}}
+
+
+def test_null_removes_what_the_base_set(tmp_path, data_variables):
+    """`pretrain: null` drops a base stage, `pretrain_path: null` a flag, `1-shot: null` a paper number;
+    the stages keep the base's order."""
+    (tmp_path / "_base_.yaml").write_text(
+        "paper: {1-shot: '1', 5-shot: '5'}\ncommon: {data_path: '${DATA}', model: Conv4}\nstages:\n"
+        "  pretrain: {script: pretrain.py, flags: {method: protonet}}\n"
+        "  meta_train: {script: meta_train.py,\n"
+        "               flags: {method: protonet, pretrain_path: '{pretrain}/best_model.pdparams'}}\n"
+        "  test: {script: test.py, flags: {method: protonet, model_path: '{meta_train}/best_model.pdparams'}}\n")
+    (tmp_path / "row.yaml").write_text("_base_: _base_.yaml\nrow: r\ncommon:\npaper: {1-shot: null}\nstages:\n"
+                                       "  test: {flags: {n_shot: 5}}\n  pretrain: null\n"
+                                       "  meta_train: {flags: {pretrain_path: null}}\n")
+    config = load_config(str(tmp_path / "row.yaml"))
+    assert config["paper"] == {"5-shot": "5"}
+    assert config["common"]["model"] == "Conv4", "an empty section must not remove the base's"
+    steps = plan(config)
+    assert [name for name, _, _ in steps] == ["meta_train", "test"]
+    assert "--pretrain_path" not in steps[0][1]
+    assert steps[1][1][steps[1][1].index("--model_path") + 1] == f"{steps[0][2]}/best_model.pdparams"
+
+
+def test_a_finished_stage_is_found_from_any_folder(tmp_path, monkeypatch):
+    """The stages run in the repository, so a relative run folder is the repository's, not the
+    caller's current folder."""
+    from frn import configs
+    monkeypatch.setattr(configs, "REPO", tmp_path / "repo")
+    (tmp_path / "repo" / "checkpoints" / "run").mkdir(parents=True)
+    (tmp_path / "repo" / "checkpoints" / "run" / "best_model.pdparams").write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert configs.done("./checkpoints/run")
+    assert not configs.done("./checkpoints/other")
+    assert not configs.done(None)
+
+
+def test_an_empty_variable_takes_the_default(tmp_path, monkeypatch):
+    """As the shell's ${CKPT:-./checkpoints}: an empty value is unset."""
+    monkeypatch.setenv("CKPT", "")
+    config = {"_path": "row.yaml", "variables": {"CKPT": "./checkpoints"}}
+    from frn.configs import variable
+    assert variable("CKPT", config) == "./checkpoints"
+
+
+def test_values_from_the_environment_are_not_read_again(monkeypatch):
+    """A variable's value is used as it is, even with braces in it; ${NAME} is not a stage."""
+    monkeypatch.setenv("DATA", "/data/{odd}")
+    config = {"_path": "row.yaml", "stages": {"pretrain": {}}}
+    assert expand("${DATA}/x --{pretrain}", config, {"pretrain": "/runs/p"}) == "/data/{odd}/x --/runs/p"
+    assert stage_references("${DATA}/{pretrain}/best_model.pdparams") == ["pretrain"]
+    assert stage_references("${MODEL_PATH}") == []
 
 
 def test_training_only_flags_do_not_reach_the_test_stage(tmp_path, data_variables):
