@@ -30,6 +30,7 @@ DATASET_TRANSFORMS: Dict[str, Tuple[int, int]] = {
     "fc100": (0, 1),          # ours
     "omniglot": (0, 1),       # ours
     "demo": (1, 2),           # the embedded demo dataset: rendered at the target size
+    "custom": (0, 0),         # ours: your own photos (any size), as mini-ImageNet at --image_size
 }
 
 

@@ -6,6 +6,7 @@ project started from, DeepBDC family); the chosen method adds its own from its t
 naming the flag.
 """
 import argparse
+import os
 import sys
 from typing import List, Optional, Type
 
@@ -21,7 +22,8 @@ from network import BACKBONES
 def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -> None:
     add = parser.add_argument
     add("--dataset", default="mini_imagenet", choices=sorted(DATASET_TRANSFORMS),
-        help="dataset name: picks the official transforms")
+        help="dataset name: picks the official transforms (custom: your own images, ImageNet-style "
+             "transforms at --image_size) and the run folder <checkpoint_dir>/<dataset>/<data folder's name>/")
     add("--data_path", default="", help="dataset folder holding base.json/val.json/novel.json")
     add("--model", default="ResNet12", choices=sorted(BACKBONES), help="backbone")
     add("--method", default=method_default, choices=sorted(METHODS), help="few-shot method")
@@ -68,8 +70,16 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--val_freq", type=int, default=1, help="validate every N epochs")
     add("--save_freq", type=int, default=50, help="also keep <epoch>.pdparams every N epochs")
     add("--resume", default="", help="run folder (or its resume.pdstate) to continue")
+    add("--overwrite", action="store_true",
+        help="start afresh in a run folder that holds an earlier run (its checkpoints, log and curves are removed)")
+    add("--run_name", default="",
+        help="name of the run folder (default: from model, method and settings), below "
+             "<checkpoint_dir>/<dataset>/<data folder's name>/")
     add("--train_n_way", type=int, default=20, help="classes per training episode")
     add("--quiet", action="store_true", help="only write output.log, print nothing per epoch")
+    add("--visualdl", default="", metavar="DIR",
+        help="also log loss, accuracy, learning rate and validation for VisualDL below DIR (view: "
+             "visualdl --logdir DIR; needs pip install visualdl)")
     add("--stop_th", type=int, default=0,
         help="stop early once this many validation scores in a row fell (0: never; SimTrans: 10)")
 
@@ -115,6 +125,9 @@ def test_parser() -> argparse.ArgumentParser:
         help="which filelist to test on (web, base_test: weak-shot folders of data/weakshot.py)")
     add("--save_episodes", default="", help="write the drawn episodes to this JSON file")
     add("--episodes_file", default="", help="test on exactly the episodes of this JSON file")
+    add("--result_file", default="",
+        help="JSON list each tested task's result is appended to (default: results.json beside --model_path; "
+             "none: no file)")
     return parser
 
 
@@ -200,5 +213,10 @@ def check(args: argparse.Namespace) -> None:
     if getattr(args, "ht_meta_batch", 0) < 0 or getattr(args, "ht_hard_tasks", 1) < 1:
         raise UserError(f"--ht_meta_batch must be >= 0 (0 = off) and --ht_hard_tasks >= 1 "
                         f"(got {args.ht_meta_batch}, {args.ht_hard_tasks})")
+    if getattr(args, "resume", "") and getattr(args, "overwrite", False):
+        raise UserError("--resume continues a run, --overwrite starts it afresh: pass one of them")
+    run_name = getattr(args, "run_name", "")
+    if run_name and (run_name in (".", "..") or os.sep in run_name or "/" in run_name):
+        raise UserError(f"--run_name {run_name!r} must be a plain folder name (no '/')")
     if getattr(args, "momentum", 0) < 0:
         raise UserError(f"--momentum must be >= 0 (got {args.momentum})")

@@ -179,6 +179,10 @@ def plan(config: dict, extra: Sequence[str] = ()) -> List[Tuple[str, List[str], 
             argv = argv + [w for w in accepted(script, extra)]
             if script in TRAINING_SCRIPTS:
                 run_dir = training_run_folder(parsed_stage(script, argv[1:]))
+                shared = [other for other, folder in folders.items() if folder == run_dir]
+                if shared:  # e.g. one --run_name for every stage: the later one would be skipped as done
+                    raise UserError(f"config {config.get('_path')}: stages {shared[0]} and {name} would both write "
+                                    f"{run_dir}; give --run_name to one entry script, not to the whole config")
                 folders[name] = run_dir
             else:
                 parsed_stage(script, argv[1:])  # a test stage's flags are checked before anything runs

@@ -222,10 +222,17 @@ def unwrap(model) -> paddle.nn.Layer:
     return model._layers if isinstance(model, paddle.DataParallel) else model
 
 
+#: scalars for a dashboard (VisualDL, frn/log.py `ScalarLog`): ({tag: value}, step) -> None
+Scalars = Callable[[Dict[str, float], int], None]
+
+
 def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: int, step: Step,
-                    log: Callable[[str], None], print_freq: int = 100, scheduler=None) -> Tuple[float, float]:
+                    log: Callable[[str], None], print_freq: int = 100, scheduler=None,
+                    scalars: Optional[Scalars] = None) -> Tuple[float, float]:
     """One pass over `batches`, one optimiser step per batch with the loss of `step`; returns
     (mean loss, mean accuracy %). A per-iteration `scheduler` is stepped after every step.
+    Every `print_freq`-th step is logged, and given to `scalars` (the batch's loss and accuracy
+    and the learning rate it was trained with, at step `epoch * n_batches + step`).
 
     Batches that depend on training results (the HT meta-batch, frn/hard_tasks.py) have an
     `observe(logits)` method: it receives the detached logits after every step.
@@ -242,16 +249,21 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
         loss.backward()
         if zero_nans:
             zero_nan_gradients(model.parameters())
+        lr = optimizer.get_lr()  # the rate of this step (a per-iteration schedule moves on below)
         optimizer.step()
         if per_iteration(scheduler):
             scheduler.step()
         if observe is not None:
             observe(logits.detach())
+        batch_acc = accuracy(logits, labels)
         if steps % print_freq == 0:
             log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
+            if scalars is not None:
+                scalars({"train/loss": float(loss), "train/acc": batch_acc, "train/lr": lr},
+                        epoch * n_batches + steps)
         steps += 1
         loss_sum += float(loss)
-        acc_sum += accuracy(logits, labels)
+        acc_sum += batch_acc
         bar.set_postfix(loss=f"{loss_sum / steps:.3f}", acc=f"{acc_sum / steps:.1f}", refresh=False)
     return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
 
@@ -267,7 +279,8 @@ def validation_fell(history: List[Dict], stop_th: int) -> bool:
 
 def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer, scheduler,
           validate: Optional[Callable[[], tuple]], state: TrainState, args, run_dir: str,
-          log, step: Step = whole_class_step, before_epoch: Optional[Callable[[int], None]] = None) -> TrainState:
+          log, step: Step = whole_class_step, before_epoch: Optional[Callable[[int], None]] = None,
+          scalars: Optional[Scalars] = None) -> TrainState:
     """Epoch loop: train with `step`, step the LR schedule, validate, keep best/last/periodic
     checkpoints.
 
@@ -277,7 +290,8 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
     and a resumable state is written atomically after each epoch, so a killed run resumed with
     --resume ends with the weights an uninterrupted run would have. `model` may be a
-    `paddle.DataParallel`; only rank 0 writes.
+    `paddle.DataParallel`; only rank 0 writes. `scalars` receives the logged steps' loss,
+    accuracy and learning rate, and each epoch's means and validation (step: the epoch).
     """
     inner = unwrap(model)
     writes = paddle.distributed.get_rank() == 0
@@ -292,7 +306,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
             before_epoch(epoch)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, step, log,
-                                                scheduler=scheduler)
+                                                scheduler=scheduler, scalars=scalars)
         epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):
             scheduler.step()
@@ -317,6 +331,11 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc, **extra_metrics,
                               "lr": epoch_lr, "minutes": (time.time() - start) / 60})
+        if scalars is not None:
+            validated = {} if val_acc is None else {"val/acc": val_acc, "val/loss": val_loss,
+                                                     **{f"val/{k}": v for k, v in extra_metrics.items()}}
+            scalars({"epoch/train_loss": train_loss, "epoch/train_acc": train_acc, "epoch/lr": epoch_lr,
+                     **validated}, epoch)
         if writes:
             save_model(inner, os.path.join(run_dir, "last_model.pdparams"), epoch)
             if (epoch + 1) % args.save_freq == 0:

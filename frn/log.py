@@ -2,7 +2,7 @@
 its curves (`curves.png`)."""
 import json
 import os
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -31,6 +31,39 @@ class RunLog:
         with open(os.path.join(self.folder, "history.json"), "w") as f:
             json.dump(history, f, indent=1)
         plot_history(history).savefig(os.path.join(self.folder, "curves.png"), dpi=90)
+
+
+class ScalarLog:
+    """Training scalars for VisualDL (`--visualdl DIR`, the PaddleClas convention; view them with
+    `visualdl --logdir DIR`): an optional dependency. Without it (or without a folder) it records
+    nothing; a missing VisualDL is said once, in one line, and training goes on."""
+
+    def __init__(self, folder: str, notice: Callable[[str], None]):
+        self.writer = None
+        if not folder:
+            return
+        try:
+            from visualdl import LogWriter
+        except Exception as err:  # ImportError, or a VisualDL that breaks on import (e.g. its protobuf)
+            missing = isinstance(err, ImportError)
+            state = "not installed" if missing else f"broken ({str(err).splitlines()[0]})"
+            notice(f"--visualdl: VisualDL is {state}; training goes on without it (pip install visualdl to get "
+                   f"the dashboard)")
+            return
+        os.makedirs(folder, exist_ok=True)
+        self.writer = LogWriter(logdir=folder)
+
+    def __call__(self, values: Dict[str, float], step: int) -> None:
+        """Record each {tag: value} at `step`."""
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag=tag, value=float(value), step=int(step))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def load_history(history: Union[str, List[Dict]]) -> List[Dict]:

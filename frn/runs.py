@@ -7,6 +7,7 @@ written, so a failed run never touches an earlier run's files.
 """
 import argparse
 import os
+import time
 from typing import Callable, List, Optional, Tuple
 
 import paddle
@@ -19,7 +20,8 @@ from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSamp
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import TrainState, episode_step, evaluate, loader, resume_path, train, whole_class_step
-from frn.log import RunLog
+from frn.log import RunLog, ScalarLog
+from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
 from network import build_backbone
@@ -52,21 +54,70 @@ def val_episodes(args: argparse.Namespace, dataset: ImageList) -> List[List[int]
                                args.val_n_episode, seed=args.seed, split="val"))
 
 
+def data_folder_name(data_path: str) -> str:
+    """The data folder's own name, the last part of --data_path ("miniImagenet" for
+    /data/miniImagenet/): it tells apart runs of two datasets given the same --dataset."""
+    return os.path.basename(os.path.normpath(os.path.abspath(data_path))) if data_path else "no_data_path"
+
+
 def run_folder(args: argparse.Namespace, name: str) -> str:
-    """checkpoints/<dataset>/<name>: where a training run writes."""
-    return os.path.join(args.checkpoint_dir, args.dataset, name)
+    """<checkpoint_dir>/<dataset>/<data folder's name>/<name>: where a training run writes."""
+    return os.path.join(args.checkpoint_dir, args.dataset, data_folder_name(args.data_path), name)
 
 
 def training_run_folder(args: argparse.Namespace) -> str:
-    """The folder a pretrain.py or meta_train.py run writes, named after what trains differently:
-    <Model>_<method's run name>_pretrain, <Model>_<run name>[_ht<N>]_<way>way_<shot>shot_metatrain,
-    or for a weak-shot step <Model>_<run name>."""
+    """The folder a pretrain.py or meta_train.py run writes, below <checkpoint_dir>/<dataset>/<data
+    folder's name>/, named after what trains differently: <Model>_<method's run name>_pretrain,
+    <Model>_<run name>[_ht<N>]_<way>way_<shot>shot_metatrain, or for a weak-shot step
+    <Model>_<run name>; `--run_name NAME` names it NAME instead."""
     options = args.options
+    if getattr(args, "run_name", ""):
+        return run_folder(args, args.run_name)
     if args.stage == "meta_train":
         ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
         return run_folder(args, f"{options.model}_{options.run_name()}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain")
     suffix = "" if weak_shot(args) else "_pretrain"
     return run_folder(args, f"{options.model}_{options.run_name()}{suffix}")
+
+
+#: what a training run writes in its folder (--overwrite removes an earlier run's)
+RUN_FILES = ("output.log", "history.json", "curves.png")
+CHECKPOINT_SUFFIXES = (".pdparams", ".pdstate")
+
+
+def checkpoints_in(folder: str) -> List[str]:
+    """The checkpoint files (.pdparams, .pdstate) directly inside `folder`."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder) if name.endswith(CHECKPOINT_SUFFIXES))
+
+
+def same_folder(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def new_run_folder(args: argparse.Namespace) -> str:
+    """The training run's folder, refused in one line when it holds an earlier run's checkpoints:
+    nothing is overwritten unless --overwrite is given, and --resume continues the run it names.
+    Checked before anything is read or written."""
+    run_dir = training_run_folder(args)
+    if args.resume:
+        resumed = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
+        if same_folder(resumed, run_dir):
+            return run_dir
+    found = checkpoints_in(run_dir)
+    if found and not args.overwrite:
+        raise UserError(f"{run_dir} holds the checkpoints of an earlier run ({', '.join(found[:3])}"
+                        f"{', ...' if len(found) > 3 else ''}); continue it with --resume {run_dir}, start it "
+                        f"afresh with --overwrite, or give this run another name with --run_name NAME")
+    return run_dir
+
+
+def clear_run_folder(run_dir: str) -> None:
+    """Remove an earlier run's checkpoints, log, history and curves (--overwrite), so that none
+    of them is mistaken for the new run's."""
+    for name in checkpoints_in(run_dir) + [n for n in RUN_FILES if os.path.isfile(os.path.join(run_dir, n))]:
+        os.remove(os.path.join(run_dir, name))
 
 
 def build_training(args: argparse.Namespace, model: FewShotMethod, iters_per_epoch: int = 0):
@@ -115,11 +166,27 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     state = resume_state(args, model, optimizer, scheduler)
     rank, world = rank_and_world()
     net = paddle.DataParallel(model) if world > 1 else model
+    if args.overwrite and not args.resume and rank == 0:
+        clear_run_folder(run_dir)
     log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
     settings = {k: v for k, v in vars(args).items() if k != "options"}
     log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {settings}")
-    state = train(net, make_batches, optimizer, scheduler, validate, state, args, run_dir, log, step, before_epoch)
+    scalars = ScalarLog(visualdl_folder(args, run_dir) if rank == 0 else "", log)
+    try:
+        state = train(net, make_batches, optimizer, scheduler, validate, state, args, run_dir, log, step,
+                      before_epoch, scalars=scalars if scalars.writer is not None else None)
+    finally:
+        scalars.close()
     log(f"done: best val acc {state.best_acc:.2f} at epoch {state.best_epoch}; checkpoints in {run_dir}")
+
+
+def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
+    """Where a run's VisualDL scalars go: below --visualdl DIR, the run folder's path below
+    --checkpoint_dir (<dataset>/<data folder>/<run>), so that `visualdl --logdir DIR` lists
+    every run by name; "" without --visualdl."""
+    if not getattr(args, "visualdl", ""):
+        return ""
+    return os.path.join(args.visualdl, os.path.relpath(os.path.abspath(run_dir), os.path.abspath(args.checkpoint_dir)))
 
 
 def episode_validator(args: argparse.Namespace, model: FewShotMethod):
@@ -144,6 +211,7 @@ def pretrain(args: argparse.Namespace) -> None:
     if weak_shot(args):
         from frn import weakshot
         return weakshot.train(args)
+    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -163,13 +231,14 @@ def pretrain(args: argparse.Namespace) -> None:
         sampler.set_epoch(epoch)
         return loader(base, sampler, args.num_workers), len(sampler)
 
-    run_training(args, model, training_run_folder(args), make_batches, validate)
+    run_training(args, model, run_dir, make_batches, validate)
 
 
 def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
     if not METHODS[args.method].trains_episodically:
         raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
+    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -201,11 +270,12 @@ def meta_train(args: argparse.Namespace) -> None:
                                 seed=(args.seed, epoch, rank))
         return hard, len(hard)
 
-    run_training(args, model, training_run_folder(args), make_batches, validate, step=episode_step(*shape))
+    run_training(args, model, run_dir, make_batches, validate, step=episode_step(*shape))
 
 
 def test(args: argparse.Namespace) -> List[float]:
-    """Few-shot test; prints one `N Test Acc = m% +- ci%` line per task and the mean over tasks."""
+    """Few-shot test; prints one `N Test Acc = m% +- ci%` line per task and the mean over tasks,
+    and appends each task's record to the result file (frn/results.py)."""
     if weak_shot(args):
         from frn import weakshot
         return weakshot.test(args)
@@ -213,6 +283,8 @@ def test(args: argparse.Namespace) -> List[float]:
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
+    results = result_path(args)
+    check_result_file(results)
     dataset = image_list(args, args.split, training=False)
     model = build_model(args.options)
     load_weights(model, args.model_path)
@@ -225,13 +297,22 @@ def test(args: argparse.Namespace) -> List[float]:
     if args.save_episodes:
         episodes, way, shot, query = tasks[0]
         save_episodes(args.save_episodes, episodes, dataset, way, shot, query, split=args.split)
+    shared = run_description(args, sha256(args.model_path)) if results else {}
     means = []
-    for episodes, way, shot, query in tasks:
+    for task, (episodes, way, shot, query) in enumerate(tasks):
+        start = time.time()
         accs, _ = evaluate(model, dataset, episodes, way, shot, query, use_cache=not args.no_feature_cache,
                            num_workers=args.num_workers, desc="test")
         mean, interval = mean_and_interval(accs)
         print(f"{len(accs)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
         means.append(mean)
+        if results:
+            append_result(results, task_record(
+                shared, accuracy=float(mean), interval=float(interval), episodes=len(accs), way=way, shot=shot,
+                query=query, split=args.split, seed=args.seed + task, task=task,
+                episodes_file=args.episodes_file or None, wall_seconds=round(time.time() - start, 3)))
     if len(means) > 1:
         print(f"Mean over {len(means)} tasks: {sum(means) / len(means):.2f}%")
+    if results:
+        print(f"results appended to {results}")
     return means

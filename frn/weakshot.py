@@ -10,6 +10,7 @@ Every check that can fail on user input runs before anything is written.
 """
 import argparse
 import os
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -22,7 +23,8 @@ from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import extract_features, loader, progress
-from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
+from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
+from frn.runs import build_model, build_training, image_list, new_run_folder, run_training
 from methods import METHODS
 from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
                               WeightedClassifierOptions)
@@ -256,6 +258,7 @@ def weak_shot_step(model, batch: list):
 
 def train(args: argparse.Namespace) -> None:
     """pretrain.py for a SimTrans step."""
+    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     weakshot = need_weakshot(args)
@@ -285,7 +288,7 @@ def train(args: argparse.Namespace) -> None:
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = build_training(args, model, iters_per_epoch)
     holder["optimizer"] = optimizer
-    run_training(args, model, training_run_folder(args), make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
+    run_training(args, model, run_dir, make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
                  optimizer_and_schedule=(optimizer, scheduler))
 
 
@@ -298,14 +301,24 @@ def test(args: argparse.Namespace) -> List[float]:
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
+    results = result_path(args)
+    check_result_file(results)
+    start = time.time()
     if issubclass(METHODS[args.method], SimNet):
-        return similarity_step(args)
-    return test_classifier(args)
+        scores, record = similarity_step(args)
+    else:
+        scores, record = test_classifier(args)
+    if results:
+        append_result(results, task_record(run_description(args, sha256(args.model_path)), **record,
+                                           seed=args.seed, wall_seconds=round(time.time() - start, 3)))
+        print(f"results appended to {results}")
+    return scores
 
 
-def test_classifier(args: argparse.Namespace) -> List[float]:
+def test_classifier(args: argparse.Namespace) -> Tuple[List[float], Dict[str, Any]]:
     """eval_model.py: top-1 accuracy of --model_path on the clean test images (--split, default
-    novel), printed as `N Test Acc = m% +- ci%` (ci: 1.96 * binomial standard error)."""
+    novel), printed as `N Test Acc = m% +- ci%` (ci: 1.96 * binomial standard error); returns
+    the accuracy and the result file's record of it."""
     ckpt = read_checkpoint(args.model_path)
     options = args.options
     split = {"novel": options.splits()[1]}.get(args.split, args.split)
@@ -324,13 +337,14 @@ def test_classifier(args: argparse.Namespace) -> List[float]:
     accuracy, _, correct = classify_split(model, test_set, num_workers=args.num_workers, desc="test")
     mean, interval = mean_and_interval(100.0 * correct)
     print(f"{len(test_set)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
-    return [accuracy]
+    return [accuracy], {"accuracy": float(mean), "interval": float(interval), "images": len(test_set), "split": split}
 
 
-def similarity_step(args: argparse.Namespace) -> List[float]:
+def similarity_step(args: argparse.Namespace) -> Tuple[List[float], Dict[str, Any]]:
     """GAN_noise_detection.py: the similarity matrix of each novel class's web images into
     --save_dir; then the pair F1 on novel test images and, on a benchmark, how well the
-    default sample weights separate clean from injected web images (ROC-AUC)."""
+    default sample weights separate clean from injected web images (ROC-AUC). Returns the
+    scores and the result file's record of them."""
     weakshot = need_weakshot(args)
     simnet = load_simnet(args.model_path, "--similarity_net/--model_path", weakshot)
     args.options = replace(args.options, model=simnet.backbone_name, head_type=simnet.options.head_type)
@@ -349,6 +363,8 @@ def similarity_step(args: argparse.Namespace) -> List[float]:
     f1, _ = pair_f1(simnet, novel, f1_batches(novel.labels, args.seed, args.options.f1_batches), args.num_workers)
     print(f"{len(novel)} novel test images: pair F1 = {f1:.2f}%")
     scores = [f1]
+    record: Dict[str, Any] = {"pair_f1": float(f1), "novel_images": len(novel), "web_images": len(web),
+                              "similarity_folder": os.path.abspath(save_dir)}
     injected = injected_files(args.data_path)
     if injected is not None:
         clean = np.asarray([name not in injected for name in web.file_names])
@@ -358,4 +374,5 @@ def similarity_step(args: argparse.Namespace) -> List[float]:
             print(f"denoising ROC-AUC of the {weight_type} weights (clean vs the {int((~clean).sum())} "
                   f"injected web images): {auc:.3f}")
             scores.append(auc)
-    return scores
+            record[f"roc_auc_{weight_type}"] = float(auc)
+    return scores, record

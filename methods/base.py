@@ -199,7 +199,7 @@ class FewShotMethod(nn.Layer):
         counts = np.bincount(labels.numpy(), minlength=way)
         if counts.min() != counts.max():
             raise UnequalShots(counts)
-        order = paddle.argsort(labels, stable=True)
+        order = paddle.to_tensor(np.argsort(labels.numpy(), kind="stable"))  # Paddle 2.6's argsort has no stable=
         return {"support": paddle.gather(support, order), "way": way, "shot": int(counts[0])}
 
     def adapted_scores(self, adapted: Adapted, query: paddle.Tensor) -> paddle.Tensor:

@@ -30,6 +30,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from utils.compat import swapaxes
 from utils.flags import int_list
 from utils.errors import UserError
 from utils.optim import sgd_dampened_step
@@ -80,7 +81,7 @@ def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
     and time (spec §13.14). Nodes are made rows first: Paddle's CPU reductions and products are
     several times faster over a contiguous channel axis."""
     def unit_rows(x):                                       # [..., N, C, n] -> [..., N, n, C]
-        x = paddle.swapaxes(nodes(x), -1, -2)
+        x = swapaxes(nodes(x), -1, -2)
         x = x - x.mean(-1, keepdim=True)
         # sqrt of a sum instead of paddle.linalg.norm, whose CPU kernel is several times slower
         return x / paddle.clip((x * x).sum(-1, keepdim=True).sqrt(), min=1e-8)
@@ -89,7 +90,7 @@ def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
     way, m = p.shape[-3], p.shape[-2]
     sim = paddle.matmul(q.reshape([*batch, n_query * n, channels]), p.reshape([*batch, way * m, channels]),
                         transpose_y=True)
-    return paddle.swapaxes(sim.reshape([*batch, n_query, n, way, m]), -3, -2)
+    return swapaxes(sim.reshape([*batch, n_query, n, way, m]), -3, -2)
 
 
 def normalise_weights(weights: paddle.Tensor, floor: float = OPENCV_FLOOR) -> paddle.Tensor:
@@ -123,7 +124,7 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
     sim = centred_cosine(proto, query)
     *batch, n, m = sim.shape
     supply = weight_1.reshape([-1, n])                                  # row (query node) masses
-    demand = paddle.swapaxes(weight_2, -3, -2).reshape([-1, m])        # column (prototype) masses
+    demand = swapaxes(weight_2, -3, -2).reshape([-1, m])        # column (prototype) masses
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
         sim = sim.reshape([-1, n, m])
