@@ -3,13 +3,11 @@ and a per-iteration schedule, meta-val selection, then test.py with the batched,
 and the uncached fitting (the same accuracies)."""
 import json
 import re
-import shlex
-from pathlib import Path
 
 import paddle
 import pytest
 
-from tests.conftest import ROOT, run_script, tiny_flags
+from tests.conftest import run_script, tiny_flags
 
 ACC_LINE = re.compile(r"^(\d+) Test Acc = ([\d.]+)% \+- ([\d.]+)%$", re.M)
 FIT = ["--finetune_steps", "20"]  # keep the meta-test fits short
@@ -63,24 +61,3 @@ def test_bl0_protocol_with_adam_warmup_cosine_and_lag(tiny_data, tmp_path):
                                             "--metric", "neg-softmax", "--model_path", run / "best_model.pdparams",
                                             "--test_n_episode", "6", "--finetune_epochs", "2"))
     assert out.returncode == 0 and ACC_LINE.search(out.stdout), out.stderr
-
-
-NEG_MARGIN_SCRIPTS = sorted((ROOT / "scripts" / "neg_margin").glob("*.sh"))
-
-
-@pytest.mark.parametrize("script", NEG_MARGIN_SCRIPTS, ids=[s.name for s in NEG_MARGIN_SCRIPTS])
-def test_scripts_test_the_run_folder_their_training_writes(script):
-    """The folder each test.py command reads is the one its pretrain.py command names (run
-    names carry protocol, head and margin: a drift here would test another model)."""
-    from frn.args import parse, pretrain_parser, test_parser
-    from methods import METHODS
-    from tests.e2e.test_scripts import commands
-    trained, tested = set(), set()
-    for entry, arguments in commands(script):
-        args = parse((pretrain_parser if entry == "pretrain.py" else test_parser)(), shlex.split(arguments))
-        if entry == "pretrain.py":
-            trained.add(f"{args.model}_{METHODS[args.method].run_name(args)}_pretrain")
-        else:
-            # (the scripts-test expansion keeps $RUN's value and drops what follows it)
-            tested.add(next((p for p in Path(args.model_path).parts if p.endswith("_pretrain")), args.model_path))
-    assert trained and tested == trained, (trained, tested)
