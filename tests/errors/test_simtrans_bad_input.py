@@ -88,3 +88,10 @@ def test_weakshot_builder_bad_fraction(tiny_data, tmp_path):
     assert code == 2 and err.startswith("error:") and "--outlier_fraction" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
+
+
+def test_a_new_run_into_a_finished_step_is_refused(simtrans_run):
+    """The run-folder rule holds for the weak-shot workflow too: step 0 again, same flags."""
+    assert_refused(simtrans_run, "pretrain.py", simtrans_run["bench"], "--method", "simtrans_naive", "--num_epoch",
+                   "2", "--batch_size", "8", "--lr", "0.02", "--lr_interval", "1", "--lr_decay", "0.5", "--backbone",
+                   "conv4", needles=("Conv4_simtrans_naive", "--resume", "--overwrite"))
