@@ -96,21 +96,20 @@ def same_folder(a: str, b: str) -> bool:
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
-def new_run_folder(args: argparse.Namespace) -> str:
-    """The training run's folder, refused in one line when it holds an earlier run's checkpoints:
-    nothing is overwritten unless --overwrite is given, and --resume continues the run it names.
-    Checked before anything is read or written."""
-    run_dir = training_run_folder(args)
+def check_run_folder(args: argparse.Namespace, run_dir: str) -> None:
+    """Refuse, in one line, a new run into a folder that holds an earlier run's checkpoints:
+    nothing is overwritten unless --overwrite is given; --resume continues the run it names.
+    Checked before the run writes anything (after the checks of flags and data, whose errors
+    say more)."""
     if args.resume:
         resumed = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
         if same_folder(resumed, run_dir):
-            return run_dir
+            return
     found = checkpoints_in(run_dir)
     if found and not args.overwrite:
         raise UserError(f"{run_dir} holds the checkpoints of an earlier run ({', '.join(found[:3])}"
                         f"{', ...' if len(found) > 3 else ''}); continue it with --resume {run_dir}, start it "
                         f"afresh with --overwrite, or give this run another name with --run_name NAME")
-    return run_dir
 
 
 def clear_run_folder(run_dir: str) -> None:
@@ -161,6 +160,7 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     `make_batches(epoch)` returns (the epoch's batches, their number); the LR schedule takes
     epoch 0's number as every epoch's length (an upper bound for the official FRN epoch). The
     batches depend only on (seed, epoch), so building epoch 0's here changes nothing."""
+    check_run_folder(args, run_dir)
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = optimizer_and_schedule or build_training(args, model, iters_per_epoch)
     state = resume_state(args, model, optimizer, scheduler)
@@ -211,7 +211,6 @@ def pretrain(args: argparse.Namespace) -> None:
     if weak_shot(args):
         from frn import weakshot
         return weakshot.train(args)
-    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -231,14 +230,13 @@ def pretrain(args: argparse.Namespace) -> None:
         sampler.set_epoch(epoch)
         return loader(base, sampler, args.num_workers), len(sampler)
 
-    run_training(args, model, run_dir, make_batches, validate)
+    run_training(args, model, training_run_folder(args), make_batches, validate)
 
 
 def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
     if not METHODS[args.method].trains_episodically:
         raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
-    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -270,7 +268,7 @@ def meta_train(args: argparse.Namespace) -> None:
                                 seed=(args.seed, epoch, rank))
         return hard, len(hard)
 
-    run_training(args, model, run_dir, make_batches, validate, step=episode_step(*shape))
+    run_training(args, model, training_run_folder(args), make_batches, validate, step=episode_step(*shape))
 
 
 def test(args: argparse.Namespace) -> List[float]:

@@ -24,7 +24,7 @@ from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batc
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
-from frn.runs import build_model, build_training, image_list, new_run_folder, run_training
+from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
 from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
                               WeightedClassifierOptions)
@@ -258,7 +258,6 @@ def weak_shot_step(model, batch: list):
 
 def train(args: argparse.Namespace) -> None:
     """pretrain.py for a SimTrans step."""
-    run_dir = new_run_folder(args)
     select_device(args.gpu)
     seed_everything(args.seed)
     weakshot = need_weakshot(args)
@@ -288,7 +287,7 @@ def train(args: argparse.Namespace) -> None:
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = build_training(args, model, iters_per_epoch)
     holder["optimizer"] = optimizer
-    run_training(args, model, run_dir, make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
+    run_training(args, model, training_run_folder(args), make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
                  optimizer_and_schedule=(optimizer, scheduler))
 
 

@@ -21,15 +21,17 @@ cd "$(dirname "$0")/.."
 DATA=${DEMO_DIR:-demo_data/glyphs}
 CKPT=${DEMO_CHECKPOINTS:-checkpoints}
 COMMON=(--dataset demo --data_path "$DATA" --model Conv4 --image_size 32 --checkpoint_dir "$CKPT" "$@")
+RUNS="$CKPT/demo/$(basename "$DATA")"  # run folders: <checkpoint_dir>/<dataset>/<data folder's name>/<run>
 
 python -m data.demo --out "$DATA" --image_size 32
 python write_miniImagenet_filelist.py --data_path "$DATA"
-python pretrain.py "${COMMON[@]}" --method stl_frn --epoch 1 --batch_size 64 --optimizer adam --lr 1e-4 \
+# --overwrite: running the demo again starts its runs afresh
+python pretrain.py "${COMMON[@]}" --overwrite --method stl_frn --epoch 1 --batch_size 64 --optimizer adam --lr 1e-4 \
   --milestones 10 --n_shot 1 --n_query 15 --val_n_episode 200
-python meta_train.py "${COMMON[@]}" --method meta_frn --train_n_way 20 --n_shot 1 --n_query 5 \
+python meta_train.py "${COMMON[@]}" --overwrite --method meta_frn --train_n_way 20 --n_shot 1 --n_query 5 \
   --train_n_episode 40 --epoch 5 --optimizer adam --lr 1e-3 --milestones 4 --val_n_episode 200 \
-  --pretrain_path "$CKPT/demo/Conv4_stl_frn_pretrain/best_model.pdparams"
+  --pretrain_path "$RUNS/Conv4_stl_frn_pretrain/best_model.pdparams"
 for SHOT in 1 5; do
   python test.py "${COMMON[@]}" --method meta_frn --n_shot $SHOT --n_query 15 --test_n_episode 600 \
-    --model_path "$CKPT/demo/Conv4_meta_frn_20way_1shot_metatrain/best_model.pdparams"
+    --model_path "$RUNS/Conv4_meta_frn_20way_1shot_metatrain/best_model.pdparams"
 done
