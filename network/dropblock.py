@@ -14,9 +14,8 @@ theorem). When N and b^2 are coprime every seed gets its full block (the documen
 otherwise blocks are partial (e.g. b = 5, N = 40: g = 5 and a seed zeroes one column of its
 block). The reference also keeps the seed grid itself, padded by (b-1)//2 before and b//2 after,
 in the mask: the cell (i + (b-1)//2, j + (b-1)//2) is dropped as well (inside the block when the
-block is full). `block_mask` computes this without a loop over seeds: every seed's residue
-s mod g comes from a cumulative sum of the flattened seeds, and each of the b^2 offsets shifts the
-seeds of its residue class into place.
+block is full). `block_mask` builds the b^2/g cells of every seed at once (tensor ops, no loop
+over seeds) and scatters them into the padded seed grid.
 """
 import math
 from typing import Iterable, Optional
@@ -42,25 +41,25 @@ def seed_probability(drop_rate: float, step: int, block_size: int, feat_size: in
 def block_mask(seeds: paddle.Tensor, block_size: int) -> paddle.Tensor:
     """[N, C, S-b+1, S-b+1] seeds (0/1) -> [N, C, S, S] mask in the seeds' dtype: 0 on every cell
     the reference drops for these seeds (module docstring: the offsets o = s mod gcd(#seeds, b^2)
-    of seed s, and the seed cell shifted by (b-1)//2), 1 elsewhere. Exact: only shifts and sums
-    of 0/1 values."""
+    of seed s, and the seed cell shifted by (b-1)//2), 1 elsewhere. One scatter of 0/1 values."""
     b = block_size
     dtype = seeds.dtype if seeds.is_floating_point() else paddle.float32
     seeds = (seeds != 0).astype(dtype)
-    classes = math.gcd(int(seeds.sum().item()), b * b)
-    if classes == 1:  # coprime: every seed gets its full b x b block, which holds its seed cell
-        covered = F.max_pool2d(F.pad(seeds, [b - 1] * 4), kernel_size=b, stride=1)
-        return 1.0 - covered
     lead, trail = (b - 1) // 2, b // 2
-    covered = F.pad(seeds, [lead, trail, lead, trail])  # the padded seed grid stays in the mask
-    # each seed's rank in row-major order over the whole call, mod `classes` (read at seeds only)
-    residue = ((paddle.cumsum(seeds.flatten().astype("int64")) - 1) % classes).reshape(seeds.shape)
-    for r in range(classes):
-        members = seeds * (residue == r).astype(dtype)
-        for offset in range(r, b * b, classes):  # the offsets this residue class receives
-            row, col = divmod(offset, b)
-            covered = covered + F.pad(members, [col, b - 1 - col, row, b - 1 - row])
-    return (covered == 0).astype(dtype)
+    dropped = F.pad(seeds, [lead, trail, lead, trail])  # the padded seed grid stays in the mask
+    where = paddle.nonzero(seeds)  # [n, 4], row-major: the seeds' ranks s = 0..n-1
+    n = where.shape[0]
+    if n == 0:
+        return 1.0 - dropped
+    classes = math.gcd(n, b * b)
+    # seed s receives the offsets o = s mod classes + classes * t, t = 0..b^2/classes - 1
+    offsets = (paddle.arange(n, dtype="int64") % classes).unsqueeze(1) + classes * paddle.arange(
+        b * b // classes, dtype="int64").unsqueeze(0)
+    rows, cols = where[:, 2:3] + offsets // b, where[:, 3:4] + offsets % b
+    size = dropped.shape[2]
+    flat = ((where[:, 0:1] * seeds.shape[1] + where[:, 1:2]) * size + rows) * size + cols
+    dropped = paddle.scatter(dropped.flatten(), flat.flatten(), paddle.ones([flat.size], dtype=dtype))
+    return (1.0 - dropped).reshape([seeds.shape[0], seeds.shape[1], size, size])
 
 
 def drop_block(x: paddle.Tensor, block_size: int, gamma: float,
