@@ -177,3 +177,34 @@ def test_seed_rate_schedule_at_the_backbones_sizes(backbone_pairs):
             grid = size - b + 1
             assert shape == (2, 3, grid, grid)
             assert p == pytest.approx((1 - keep) / b ** 2 * size ** 2 / grid ** 2, rel=1e-6)
+
+
+def test_the_parity_checker_takes_other_sizes_from_the_entry(tmp_path):
+    """A fixture entry of kind neg_margin/dropblock with sizes the shared fixtures lack (21 with
+    block 5, 7 with block 3, seed counts sharing a factor with b^2), written from the numpy
+    rule above, is read and compared by the parity checker without any change."""
+    from tests.parity.checkers import Entry
+    from tests.parity.neg_margin_checks import check_dropblock
+    rng = np.random.RandomState(6)
+    arrays, cases = {}, []
+    for b, size, n in ((5, 21, 40), (3, 7, 27), (5, 10, 21)):
+        grid = size - b + 1
+        seeds = seeds_with_count(rng, (2, 3, grid, grid), n)
+        x = rng.randn(2, 3, size, size).astype(np.float32)
+        mask = reference_mask(seeds, b).astype(np.float32)
+        suffix = f"_b{b}_S{size}"
+        arrays.update({"x" + suffix: x, "seed_mask" + suffix: seeds, "block_mask" + suffix: mask,
+                       "y" + suffix: (mask * x * np.float32(mask.size / mask.sum())).astype(np.float32)})
+        cases.append({"block_size": b, "feat_size": size, "seed_prob": 0.1})
+    steps = np.array([0, 100, 20000, 50000])
+    arrays["gamma_t"] = steps
+    for rate, b, size in ((0.1, 5, 21), (0.2, 3, 7)):
+        keep = np.maximum(1 - rate / 40000 * steps, 1 - rate)
+        arrays[f"gamma_r{rate}_b{b}_S{size}"] = ((1 - keep) / b ** 2 * size ** 2 / (size - b + 1) ** 2).astype(np.float32)
+    np.savez(tmp_path / "dropblock_other.npz", **arrays)
+    spec = {"name": "dropblock_other.npz", "file": "dropblock_other.npz", "kind": "neg_margin/dropblock",
+            "config": {"cases": cases}, "arrays": {k: {} for k in arrays},
+            "tolerance": {"block_mask": "exact", "y": {"rtol": 1e-6, "atol": 1e-6}, "gamma": {"rtol": 1e-6, "atol": 0}}}
+    entry = Entry(tmp_path, spec)
+    check_dropblock(entry)
+    entry.assert_all_outputs_checked()
