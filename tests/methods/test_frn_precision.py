@@ -11,8 +11,9 @@ The reference's float32 comes from two sources:
   leaky d = 640 maps divided by sqrt(640) inside the head), run through `reference_head`, a
   numpy float32 transcription of models/FRN.py + auxrank + NLLLoss with the backward PyTorch's
   autograd runs, operation by operation (explicit inverse of G + lam I, then (G + lam I)^-1 G,
-  Q_bar = (Q hat) * rho, error summed over d). Its float64 run must agree with ours to 1e-9,
-  which checks the transcription.
+  Q_bar = (Q hat) * rho, error summed over d). Its float64 run must agree with ours to 1e-9 of
+  each array's scale, which checks the transcription (a wrong one would make the yardstick
+  huge and the test toothless).
 - the fixture manifest's `f32_vs_f64_max_abs_err_in_reference` (the official code's own gap,
   measured with PyTorch), for every frn/head_episode and frn/head_pretrain entry (skipped
   without ../shared).
@@ -29,6 +30,11 @@ sit 10-1000x below the reference's (the ridge algebra runs in float64, see
 methods/frn.reconstruction_matrix) except at the float32 floor (ResNet-like 1-shot episodes,
 where both are at rounding level), so BLAS or thread-count changes of the summation order --
 which move an error by a small factor, not by orders of magnitude -- cannot flip a verdict.
+The worst case measured here is our gap at 0.37 of its bound (median 0.01).
+
+The Conv-4 training step (backbone in train mode + head) is checked the same way against the
+manifest's step-0 gradient gaps, with the ReLU / max-pool branches of the float64 run pinned
+to those of the float32 run (see `test_conv4_train_step_is_as_precise_as_the_reference`).
 """
 import json
 import math
@@ -233,7 +239,7 @@ CONFIGS = [
     (5, 5, 15, 64, False, 0.4, -0.1, 23.3, range(3)),
     # the real Conv-4 training support (20-way 5-shot); 3 queries per class keep it quick
     (20, 5, 3, 64, False, 0.1, -0.05, 38.5, range(1)),
-    (5, 1, 2, 640, True, 0.0, 0.0, 1.0, range(2)),
+    (5, 1, 2, 640, True, 0.0, 0.0, 1.0, range(1)),
     (5, 5, 2, 640, True, -0.5, 0.3, 12.0, range(1)),
 ]
 
