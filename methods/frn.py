@@ -34,15 +34,15 @@ def reconstruction_matrix(support: paddle.Tensor, alpha: paddle.Tensor, beta: pa
     Why float64: G + lam I is badly conditioned for Conv-4 features (condition numbers in the
     thousands), and in float32 its inverse -- and (G + lam I)^-1 G, a product of entries of
     size ||G|| that cancel to O(1) -- carries a relative error of about eps32 * cond ~ 1e-4.
-    That error, not the rest of the head, is what the reference's float32 numbers are made
-    of. The matrix is small (way * d^2 entries) and its inputs are exact in float64, so
-    computing it there costs little and leaves only ordinary float32 rounding in the large
-    [queries x d] products; the gradients flow back through the same float64 algebra.
+    That error dominates the reference's float32 results (and did ours). The matrix is small
+    (way * d^2 entries) and its inputs are exact in float64, so computing it there costs
+    little and leaves only ordinary float32 rounding in the large [queries x d] products; the
+    gradients flow back through the same float64 algebra.
 
     The matrix is the same in exact arithmetic whichever side is inverted; with n < d (1-shot,
     ResNet-12's d = 640, pre-training's 25-row class matrices) the n x n kernel form
     S^T (S S^T + lam I_n)^-1 S is the cheaper one, otherwise the reference's d x d form. In
-    float64 both are exact to far below float32 resolution (eps64 * cond < 1e-11).
+    float64 both are exact to far below float32 resolution (eps64 * cond ~ 1e-11).
     """
     n, d = support.shape[1], support.shape[2]
     s = support.astype(RIDGE_DTYPE)
