@@ -44,7 +44,7 @@ import numpy as np
 import paddle
 import pytest
 
-from methods import METHODS
+from methods import METHODS, options_for
 from methods.base import split_episode
 from tests.conftest import FIXTURES
 
@@ -176,11 +176,11 @@ def our_head(support_maps: np.ndarray, query_maps: np.ndarray, target: np.ndarra
 
 
 def _head(d: int, resnet: bool, dtype: str, num_classes=None, positions: int = 25):
-    import argparse
-    args = argparse.Namespace(model="ResNet12" if resnet else "Conv4", image_size=16 * math.isqrt(positions))
+    method = "meta_frn" if num_classes is None else "stl_frn"
+    options = options_for(method, model="ResNet12" if resnet else "Conv4", image_size=16 * math.isqrt(positions))
     paddle.set_default_dtype(dtype)
     try:
-        model = METHODS["meta_frn" if num_classes is None else "stl_frn"](_Identity(d), args, num_classes=num_classes)
+        model = METHODS[method](_Identity(d), options, num_classes=num_classes)
     finally:
         paddle.set_default_dtype("float32")
     model.train()
@@ -371,7 +371,7 @@ def _train_step_gradients(state: Dict[str, np.ndarray], images: np.ndarray, way:
     try:
         width = state["feature_extractor.layers.0.layers.0.weight"].shape[0]
         model = METHODS["meta_frn"](build_backbone("Conv4", width=width),
-                                    argparse.Namespace(model="Conv4", image_size=16 * 5))
+                                    options_for("meta_frn", model="Conv4", image_size=16 * 5))
     finally:
         paddle.set_default_dtype("float32")
     converted = torch_state_to_paddle(state, model)
