@@ -39,6 +39,7 @@ VARIANTS = ("fcn", "grid", "sampling")
 SOLVERS = ("opencv", "qpth", "exact")
 EVAL_SOLVERS = ("exact", "opencv")
 FORMS = ("QP", "L2")
+QP_MODES = ("qpth", "converged")   # methods.qp_layer.MODES (not imported: it loads scipy)
 WEIGHT_FLOOR = 1e-3     # added to the ReLU'd cross-reference weights (Network.get_weight_vector)
 OPENCV_FLOOR = 1e-5     # added again before cv2.EMD (emd_inference_opencv)
 
@@ -111,13 +112,14 @@ def opencv_flows(cost: np.ndarray, supply: np.ndarray, demand: np.ndarray) -> np
 
 def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv", temperature: float = 12.5,
                form: str = "L2", l2_strength: float = 1e-6, weight_gradient: bool = False,
-               qp_iterations: int = 20) -> paddle.Tensor:
+               qp_iterations: Optional[int] = None, qp_mode: str = "qpth") -> paddle.Tensor:
     """Class scores [..., Q, W] of the queries [..., Q, C, h, w] against the prototypes
     [..., W, C, h, w] (spec §4-6); leading dimensions are episodes solved in one batch.
 
     With `solver="exact"` and `weight_gradient` the node weights receive the gradient of the
     transport objective (its dual potentials); otherwise `exact` behaves as `opencv`: flows and
-    weights are constants and the gradient flows through the similarity only."""
+    weights are constants and the gradient flows through the similarity only. `qp_mode` and
+    `qp_iterations` choose how the `qpth` solver runs (see methods.qp_layer.emd_flow_qp)."""
     weight_1, weight_2 = cross_reference_weights(proto, query)
     sim = centred_cosine(proto, query)
     *batch, n, m = sim.shape
@@ -126,7 +128,8 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
         sim = sim.reshape([-1, n, m])
-        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations)
+        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations,
+                           mode=qp_mode)
         score = (flow * sim.astype("float64")).sum([1, 2]).astype(sim.dtype)
     else:
         if not weight_gradient:
@@ -233,7 +236,8 @@ class DeepEMD(FewShotMethod):
         self.eval_solver = getattr(args, "eval_solver", "exact")
         self.form = getattr(args, "form", "L2")
         self.l2_strength = getattr(args, "l2_strength", 1e-6)
-        self.qp_iterations = getattr(args, "qp_iterations", 20)
+        self.qp_iterations = getattr(args, "qp_iterations", None)
+        self.qp_mode = getattr(args, "qp_mode", "qpth")
         self.temperature = getattr(args, "temperature", 12.5)
         self.pyramid = int_list(getattr(args, "feature_pyramid", None) or "", "-feature_pyramid")
         self.sfc_lr = getattr(args, "sfc_lr", 100.0)
@@ -256,8 +260,11 @@ class DeepEMD(FewShotMethod):
             help="EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)")
         add("form", default="L2", choices=FORMS, help="qpth formulation")
         add("l2_strength", type=float, default=1e-6, help="weight of the quadratic term of form L2")
-        add("qp_iterations", type=int, default=20,
-            help="qpth interior-point iterations (ours; the reference's 20 do not always converge)")
+        add("qp_mode", default="qpth", choices=QP_MODES,
+            help="qpth solver (ours): 'qpth' runs qpth's 20 iterations as the reference, converged or not; "
+                 "'converged' iterates until each problem's optimum is certified")
+        add("qp_iterations", type=int, default=None,
+            help="qpth solver iteration budget (ours; default 20 in mode qpth, 60 in mode converged)")
         add("temperature", type=float, default=12.5, help="logit scale T (divided by the node count)")
         add("metric", default="cosine", choices=["cosine"], help="node similarity (the reference allows cosine)")
         add("norm", default="center", choices=["center"], help="node normalisation (channel centring)")
@@ -280,7 +287,7 @@ class DeepEMD(FewShotMethod):
             raise UserError(f"-num_patch must be at least 1 (got {args.num_patch})")
         if args.sfc_update_step < 0 or args.sfc_bs < 1:
             raise UserError("-sfc_update_step must be >= 0 and -sfc_bs >= 1")
-        if args.qp_iterations < 1:
+        if args.qp_iterations is not None and args.qp_iterations < 1:
             raise UserError(f"-qp_iterations must be at least 1 (got {args.qp_iterations})")
         if args.l2_strength <= 0:
             raise UserError(f"-l2_strength must be positive (got {args.l2_strength})")
@@ -320,7 +327,7 @@ class DeepEMD(FewShotMethod):
         with `-solver exact` (evaluation, SFC included, keeps the reference's OpenCV gradient)."""
         weight_gradient = self.training and self.solver == "exact"
         return emd_logits(proto, query, self.active_solver(), self.temperature, self.form, self.l2_strength,
-                          weight_gradient, self.qp_iterations)
+                          weight_gradient, self.qp_iterations, self.qp_mode)
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         proto = support if shot == 1 else self.sfc(support[None], way, shot)[0]
