@@ -159,7 +159,7 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     else:
         raise ValueError(f"unknown solver {solver!r}")
     if sim.stop_gradient:
-        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(np.float32))
+        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(values.dtype))
     else:
         score = (paddle.to_tensor(flow).reshape(sim.shape) * sim).sum([-2, -1]).reshape([-1])
     if solution is None or (supply.stop_gradient and demand.stop_gradient):
