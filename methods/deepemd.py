@@ -264,7 +264,7 @@ class DeepEMD(FewShotMethod):
             help="qpth solver (ours): 'qpth' runs qpth's 20 iterations as the reference, converged or not; "
                  "'converged' iterates until each problem's optimum is certified")
         add("qp_iterations", type=int, default=None,
-            help="qpth solver iteration budget (ours; default 20 in mode qpth, 60 in mode converged)")
+            help="qpth solver iteration budget (ours; default 20 in mode qpth, 64 in mode converged)")
         add("temperature", type=float, default=12.5, help="logit scale T (divided by the node count)")
         add("metric", default="cosine", choices=["cosine"], help="node similarity (the reference allows cosine)")
         add("norm", default="center", choices=["center"], help="node normalisation (channel centring)")
