@@ -17,7 +17,8 @@ certificate proves the optimum, `methods.qp_layer.Certificate`). The checks are:
    mix all problems of a setting, so they are excused only when some problem of that setting
    is. Any other mismatch fails.
 """
-from typing import List, Tuple
+import re
+from typing import Dict, Tuple
 
 import numpy as np
 import paddle
@@ -25,10 +26,24 @@ import paddle.nn.functional as F
 
 from tests.parity.checkers import Entry, _np, _t, register
 
-#: (form, l2_strength) of each setting name used in the fixture's keys
-SETTINGS = {"QP": ("QP", 1e-4), "L2_1e-06": ("L2", 1e-6), "L2_0.0001": ("L2", 1e-4)}
+#: a setting's name in the fixture's keys: form QP, or form L2 with its l2_strength ("L2_1e-06")
+SETTING = re.compile(r"^(QP|L2_([0-9.eE+-]+))$")
 #: the manifest's note: "compared with the *_converged arrays (flows atol 1e-4)"
 CONVERGED_FLOW_ATOL = 1e-4
+
+
+def settings(entry: Entry) -> Dict[str, Tuple[str, float]]:
+    """{setting name: (form, l2_strength)} of the settings the entry holds, read from its keys
+    `<setting>/logits` (model level) and `direct/<setting>/flow` (form QP's identity weight is
+    the reference's fixed 1e-4)."""
+    names = {key.split("/")[0] for key in entry.outputs() if key.endswith("/logits") and "/" in key}
+    names |= {key.split("/")[1] for key in entry.outputs() if key.startswith("direct/") and key.endswith("/flow")}
+    found = {}
+    for name in names:
+        match = SETTING.match(name)
+        if match:
+            found[name] = ("QP", 1e-4) if name == "QP" else ("L2", float(match.group(2)))
+    return found
 
 
 def qp_objective(flow: np.ndarray, cost: np.ndarray, form: str, l2_strength: float) -> np.ndarray:
@@ -98,32 +113,44 @@ def check_or_excuse(entry: Entry, key: str, actual, problems_of_element: np.ndar
 
 @register("deepemd/emd_qpth")
 def check_emd_qpth(entry: Entry) -> None:
-    """Training-mode logits, flows, loss and gradients with the qpth solver in its three
-    settings, the OpenCV logits of the same episode, and the direct solver calls."""
+    """Training-mode logits, flows, loss and gradients with the qpth solver in every setting the
+    entry holds, the OpenCV logits of the same episode, and the direct solver calls."""
+    found = settings(entry)
+    assert found, f"{entry.file}: no qpth setting found in the keys"
+    for name, (form, strength) in sorted(found.items()):
+        if f"{name}/logits" in entry:
+            check_qpth_model(entry, name, form, strength)
+        if f"direct/{name}/flow" in entry:
+            check_qpth_direct(entry, name, form, strength)
+    if "opencv/logits" in entry:
+        from tests.parity.deepemd_checks import deepemd_model
+        model = deepemd_model()
+        model.eval()
+        with paddle.no_grad():
+            logits = model.logits_against(_t(entry.use("proto")), _t(entry.use("query")))
+        entry.check("opencv/logits", _np(logits), tol_key="logits")
+
+
+def check_qpth_model(entry: Entry, name: str, form: str, strength: float) -> None:
+    """One setting at model level: the episode's logits, flows, loss and feature gradients."""
     from tests.parity.deepemd_checks import deepemd_model
     proto_np, query_np, label = entry.use("proto"), entry.use("query"), _t(entry.use("label"))
-    for name, (form, strength) in SETTINGS.items():
-        model = deepemd_model(solver="qpth", form=form, l2_strength=strength)
-        model.train()
-        proto, query = _t(proto_np, grad=True), _t(query_np, grad=True)
-        logits = model.logits_against(proto, query)
-        loss = F.cross_entropy(logits, label)
-        loss.backward()
-        qp = QPProblems(entry, f"{name}/flows", f"{name}/flows_converged", *episode_problems(proto_np, query_np),
-                        form, strength)
-        n_query, way = logits.shape
-        per_problem = np.arange(n_query * way).reshape(n_query, way)
-        check_or_excuse(entry, f"{name}/flows", qp.ours.reshape(entry[f"{name}/flows"].shape),
-                        per_problem[:, :, None, None], qp, "flows")
-        check_or_excuse(entry, f"{name}/logits", _np(logits), per_problem, qp, "logits")
-        check_or_excuse(entry, f"{name}/loss", _np(loss), np.array(-1), qp, "logits")
-        check_or_excuse(entry, f"{name}/grad_proto", _np(proto.grad), np.array(-1), qp, "grads")
-        check_or_excuse(entry, f"{name}/grad_query", _np(query.grad), np.array(-1), qp, "grads")
-        check_qpth_direct(entry, name)
-    model = deepemd_model()
-    model.eval()
-    with paddle.no_grad():
-        entry.check("opencv/logits", _np(model.logits_against(_t(proto_np), _t(query_np))), tol_key="logits")
+    model = deepemd_model(solver="qpth", form=form, l2_strength=strength)
+    model.train()
+    proto, query = _t(proto_np, grad=True), _t(query_np, grad=True)
+    logits = model.logits_against(proto, query)
+    loss = F.cross_entropy(logits, label)
+    loss.backward()
+    qp = QPProblems(entry, f"{name}/flows", f"{name}/flows_converged", *episode_problems(proto_np, query_np),
+                    form, strength)
+    n_query, way = logits.shape
+    per_problem = np.arange(n_query * way).reshape(n_query, way)
+    check_or_excuse(entry, f"{name}/flows", qp.ours.reshape(entry[f"{name}/flows"].shape),
+                    per_problem[:, :, None, None], qp, "flows")
+    check_or_excuse(entry, f"{name}/logits", _np(logits), per_problem, qp, "logits")
+    check_or_excuse(entry, f"{name}/loss", _np(loss), np.array(-1), qp, "logits")
+    check_or_excuse(entry, f"{name}/grad_proto", _np(proto.grad), np.array(-1), qp, "grads")
+    check_or_excuse(entry, f"{name}/grad_query", _np(query.grad), np.array(-1), qp, "grads")
 
 
 def episode_problems(proto_np: np.ndarray, query_np: np.ndarray) -> Tuple[np.ndarray, ...]:
@@ -138,12 +165,11 @@ def episode_problems(proto_np: np.ndarray, query_np: np.ndarray) -> Tuple[np.nda
             _np(weight_2.transpose([1, 0, 2]).reshape([-1, n])))
 
 
-def check_qpth_direct(entry: Entry, name: str) -> None:
+def check_qpth_direct(entry: Entry, name: str, form: str, strength: float) -> None:
     """`emd_inference_qpth(cost, weight1, weight2, form, l2_strength)` on its own: flows, the
     score Σ flow·(1 − cost), and the gradients of that score w.r.t. the cost and both weights;
     then the converged solution and the QP objective."""
     from methods.qp_layer import emd_flow_qp
-    form, strength = SETTINGS[name]
     prefix = f"direct/{name}/"
     cost_np, w1_np, w2_np = entry.use("direct/cost"), entry.use("direct/weight1"), entry.use("direct/weight2")
     qp = QPProblems(entry, prefix + "flow", prefix + "flow_converged", cost_np, w1_np, w2_np, form, strength)
