@@ -6,6 +6,7 @@ The fixtures lay episodes out class-fastest (index = shot * way + class); where 
 class-major order matters (the SFC), the checker maps between the two.
 """
 import argparse
+import re
 from typing import Dict, Optional
 
 import numpy as np
@@ -124,7 +125,7 @@ def check_opencv_raw(entry: Entry) -> None:
 def sfc_outputs(entry: Entry, dtype: str) -> Dict[str, np.ndarray]:
     """Our SFC fine-tuning of the entry's episode in `dtype` through `DeepEMD.sfc`, the episode
     re-ordered class-major (the recorded permutations mapped to the new positions): the initial
-    SFC and logits, the snapshots the manifest records, the first 20 losses, the final SFC and
+    SFC and logits, the snapshots the entry records, the losses of every step, the final SFC and
     the query logits after."""
     cfg = entry.config
     way, shot = int(cfg["way"]), int(cfg["shot"])
@@ -148,14 +149,12 @@ def sfc_outputs(entry: Entry, dtype: str) -> Dict[str, np.ndarray]:
     with paddle.no_grad():
         out["logits_init"] = _np(model.logits_against(init, query))
 
-    steps_per_epoch = -(-way * shot // int(cfg["sfc_bs"]))
-    snapshots = {1: "sfc_after_opt_step_1", steps_per_epoch: "sfc_after_outer_step_1",
-                 2 * steps_per_epoch: "sfc_after_outer_step_2", 10 * steps_per_epoch: "sfc_after_outer_step_10"}
+    snapshots = {step: key for key, step in sfc_snapshots(entry).items()}
     losses = []
 
     def on_step(sfc, episode_losses):
         losses.append(float(episode_losses[0]))
-        if len(losses) in snapshots and snapshots[len(losses)] in entry:
+        if len(losses) in snapshots:
             out[snapshots[len(losses)]] = _np(sfc[0])
 
     with paddle.no_grad():  # as in evaluation: fit_sfc turns gradients on by itself
@@ -165,11 +164,42 @@ def sfc_outputs(entry: Entry, dtype: str) -> Dict[str, np.ndarray]:
     return out
 
 
-#: outputs of the first SGD step, compared without excuse (see `check_sfc`)
-SFC_STRICT = ("sfc_init", "logits_init", "sfc_after_opt_step_1")
-#: the manifest's tolerance key of each compared output (arrays without one of their own)
-SFC_TOLERANCE_KEYS = {"sfc_init": "sfc_after_opt_step_1", "logits_init": "logits",
-                      "sfc_after_outer_step_10": "sfc_after_outer_step_2", "losses": "losses_first_20"}
+SNAPSHOT = re.compile(r"sfc_after_(opt|outer)_step_(\d+)$")
+
+
+def sfc_snapshots(entry: Entry) -> Dict[str, int]:
+    """{array name: SGD steps taken} of the SFC snapshots the entry records, read from the names
+    `sfc_after_opt_step_<k>` (k SGD steps) and `sfc_after_outer_step_<k>` (k epochs)."""
+    cfg = entry.config
+    steps_per_epoch = -(-int(cfg["way"]) * int(cfg["shot"]) // int(cfg["sfc_bs"]))
+    found = {}
+    for key in entry.outputs():
+        match = SNAPSHOT.match(key)
+        if match:
+            found[key] = int(match.group(2)) * (1 if match.group(1) == "opt" else steps_per_epoch)
+    return found
+
+
+def sfc_tolerance_key(entry: Entry, key: str, snapshots: Dict[str, int]) -> str:
+    """The tolerance of an SFC output: its own, else (a snapshot, or the initial SFC at step 0)
+    that of the latest earlier snapshot with one, or the earliest; the losses `losses_first_<k>`,
+    the initial logits those of the logits."""
+    tolerances = entry.spec.get("tolerance") or {}
+    if key in tolerances:
+        return key
+    if key == "losses":
+        return next(k for k in tolerances if k.startswith("losses_first_"))
+    if key == "logits_init":
+        return "logits"
+    step = 0 if key == "sfc_init" else snapshots[key]
+    ranked = sorted((s, k) for k, s in snapshots.items() if k in tolerances)
+    earlier = [k for s, k in ranked if s <= step]
+    return earlier[-1] if earlier else ranked[0][1]
+
+
+def sfc_strict(snapshots: Dict[str, int]):
+    """Outputs of the first SGD step, compared without excuse (see `check_sfc`)."""
+    return {"sfc_init", "logits_init"} | {k for k, step in snapshots.items() if step <= 1}
 
 
 @register("deepemd/sfc")
@@ -183,32 +213,34 @@ def check_sfc(entry: Entry) -> None:
     reference with exact flows: as close to float64 as ours); at sfc_lr 100 such a step moves
     the SFC by ~1e-4 and more. A mismatch is accepted (xfail, with the comparison printed) only
     where, element by element, the reference is farther from float64 than we are, and never in
-    the outputs before amplification (`SFC_STRICT`): they show that our float64 fit is the
+    the outputs before amplification (`sfc_strict`): they show that our float64 fit is the
     reference's computation, so that a bug shared by our float32 and float64 runs cannot pass
     as the reference's imprecision."""
     ours = sfc_outputs(entry, "float32")
     assert len(ours["losses"]) == len(entry["losses"]), \
         f"{len(ours['losses'])} SGD steps, the reference took {len(entry['losses'])}"
-    n_losses = min(20, len(ours["losses"]))
+    snapshots = sfc_snapshots(entry)
+    tol_keys = {key: sfc_tolerance_key(entry, key, snapshots) for key in ours}
+    n_losses = int(tol_keys["losses"].rsplit("_", 1)[1])      # losses_first_<k>
     references = {key: entry[key] for key in ours if key != "losses"}
     references["losses"] = entry["losses"][:n_losses]
     ours["losses"] = ours["losses"][:n_losses].astype(np.float32)
     mismatched = []
     for key, value in ours.items():
         try:
-            entry.check(key, value, expected=references[key], tol_key=SFC_TOLERANCE_KEYS.get(key, key))
+            entry.check(key, value, expected=references[key], tol_key=tol_keys[key])
         except AssertionError:
-            if key in SFC_STRICT:
+            if key in sfc_strict(snapshots):
                 raise
             mismatched.append(key)
     predictions_differ = (ours["logits"].argmax(1) != entry["logits"].argmax(1)).any()
     if mismatched or predictions_differ:
-        _excuse_by_float64(entry, ours, references, mismatched)
+        _excuse_by_float64(entry, ours, references, mismatched, tol_keys)
     entry.checked.add("losses")
 
 
 def _excuse_by_float64(entry: Entry, ours: Dict[str, np.ndarray], references: Dict[str, np.ndarray],
-                       mismatched) -> None:
+                       mismatched, tol_keys: Dict[str, str]) -> None:
     """Record the mismatches as the reference's imprecision if the float64 fit shows the
     reference farther from it than ours at every mismatching element (and, for predictions, the
     float64 argmax ours); else fail with the ordinary assertion."""
@@ -216,11 +248,11 @@ def _excuse_by_float64(entry: Entry, ours: Dict[str, np.ndarray], references: Di
     exact["losses"] = exact["losses"][:len(ours["losses"])]
     for key in mismatched:
         ref, got, truth = (np.asarray(a, dtype=np.float64) for a in (references[key], ours[key], exact[key]))
-        rtol, atol = entry.tolerance(SFC_TOLERANCE_KEYS.get(key, key))
+        rtol, atol = entry.tolerance(tol_keys[key])
         bad = np.abs(got - ref) > atol + rtol * np.abs(ref)
         ref_error, our_error = np.abs(ref - truth)[bad], np.abs(got - truth)[bad]
         if not (ref_error > our_error).all():
-            entry.check(key, ours[key], expected=references[key], tol_key=SFC_TOLERANCE_KEYS.get(key, key))
+            entry.check(key, ours[key], expected=references[key], tol_key=tol_keys[key])
         entry.noise_issues.append(
             f"{key}: {int(bad.sum())}/{bad.size} element(s) differ beyond the tolerance; there the float64 fit is "
             f"up to {ref_error.max():.3g} from the reference and up to {our_error.max():.3g} from ours (everywhere: "
