@@ -215,7 +215,8 @@ def test_converged_mode_certifies_1000_random_problems(n, form, strength):
     lp_flow, lp_value = exact_lp(cost, h, total)
     lp_objective, *_ = transport_terms(lp_flow, cost, h, total, form, strength)
     linear = (flow * cost).sum((1, 2))
-    # a flow violating the constraints by v can undercut LP* by at most ‖c‖∞·(n² + 2n)·v
+    # a flow violating its n² + 2n + 1 constraints by at most v misplaces at most (n² + 2n)·v of
+    # mass, each unit changing the cost by at most ‖c‖∞ = 2: its cost can undercut LP* that much
     undercut = 2 * (n * n + 2 * n) * primal
     assert (linear >= lp_value - undercut - 1e-12 * n).all()
     assert (objective <= lp_objective + gap + EVALUATION_SLACK * scale).all()
