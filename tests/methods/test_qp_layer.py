@@ -1,7 +1,6 @@
 """The differentiable QP layer (methods/qp_layer.py): structured vs dense Newton solves, the
 certified optimum on many random problems, and implicit gradients against finite differences.
 Fixture parity is in tests/parity/deepemd_qp_checks.py."""
-import time
 import warnings
 
 import numpy as np
