@@ -41,6 +41,7 @@ VARIANTS = ("fcn", "grid", "sampling")
 SOLVERS = ("opencv", "qpth", "exact")
 EVAL_SOLVERS = ("exact", "opencv")
 FORMS = ("QP", "L2")
+QP_MODES = ("qpth", "converged")   # methods.qp_layer.MODES (not imported: it loads scipy)
 WEIGHT_FLOOR = 1e-3     # added to the ReLU'd cross-reference weights (Network.get_weight_vector)
 OPENCV_FLOOR = 1e-5     # added again before cv2.EMD (emd_inference_opencv)
 
@@ -113,13 +114,14 @@ def opencv_flows(cost: np.ndarray, supply: np.ndarray, demand: np.ndarray) -> np
 
 def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv", temperature: float = 12.5,
                form: str = "L2", l2_strength: float = 1e-6, weight_gradient: bool = False,
-               qp_iterations: int = 20) -> paddle.Tensor:
+               qp_iterations: Optional[int] = None, qp_mode: str = "qpth") -> paddle.Tensor:
     """Class scores [..., Q, W] of the queries [..., Q, C, h, w] against the prototypes
     [..., W, C, h, w] (spec §4-6); leading dimensions are episodes solved in one batch.
 
     With `solver="exact"` and `weight_gradient` the node weights receive the gradient of the
     transport objective (its dual potentials); otherwise `exact` behaves as `opencv`: flows and
-    weights are constants and the gradient flows through the similarity only."""
+    weights are constants and the gradient flows through the similarity only. `qp_mode` and
+    `qp_iterations` choose how the `qpth` solver runs (see methods.qp_layer.emd_flow_qp)."""
     weight_1, weight_2 = cross_reference_weights(proto, query)
     sim = centred_cosine(proto, query)
     *batch, n, m = sim.shape
@@ -128,7 +130,8 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
     if solver == "qpth":
         from methods.qp_layer import emd_flow_qp
         sim = sim.reshape([-1, n, m])
-        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations)
+        flow = emd_flow_qp(1 - sim, supply, demand, form=form, l2_strength=l2_strength, max_iter=qp_iterations,
+                           mode=qp_mode)
         score = (flow * sim.astype("float64")).sum([1, 2]).astype(sim.dtype)
     else:
         if not weight_gradient:
@@ -158,7 +161,7 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     else:
         raise ValueError(f"unknown solver {solver!r}")
     if sim.stop_gradient:
-        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(np.float32))
+        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(values.dtype))
     else:
         score = (paddle.to_tensor(flow).reshape(sim.shape) * sim).sum([-2, -1]).reshape([-1])
     if solution is None or (supply.stop_gradient and demand.stop_gradient):
@@ -231,8 +234,11 @@ class DeepEMDOptions(MethodOptions):
                               choices=EVAL_SOLVERS, flags=("-eval_solver", "--eval_solver"))
     form: str = option("L2", "qpth formulation", choices=FORMS, flags=("-form", "--form"))
     l2_strength: float = option(1e-6, "weight of the quadratic term of form L2", flags=("-l2_strength", "--l2_strength"))
-    qp_iterations: int = option(20, "qpth interior-point iterations (ours; the reference's 20 do not always converge)",
-                                flags=("-qp_iterations", "--qp_iterations"))
+    qp_mode: str = option("qpth", "qpth solver (ours): 'qpth' runs qpth's 20 iterations as the reference, converged "
+                                  "or not; 'converged' iterates until each problem's optimum is certified",
+                          choices=QP_MODES, flags=("-qp_mode", "--qp_mode"))
+    qp_iterations: Optional[int] = option(None, "qpth solver iteration budget (ours; none: 20 in mode qpth, 64 in "
+                                                "mode converged)", flags=("-qp_iterations", "--qp_iterations"))
     temperature: float = option(12.5, "logit scale T (divided by the node count)",
                                 flags=("-temperature", "--temperature"))
     metric: str = option("cosine", "node similarity (the reference allows cosine only)", choices=("cosine",),
@@ -335,8 +341,8 @@ class DeepEMD(FewShotMethod):
         """EMD logits with the active solver; the node weights get a gradient only when training
         with `-solver exact` (evaluation, SFC included, keeps the reference's OpenCV gradient)."""
         weight_gradient = self.training and self.options.solver == "exact"
-        return emd_logits(proto, query, self.active_solver(), self.options.temperature, self.options.form, self.options.l2_strength,
-                          weight_gradient, self.options.qp_iterations)
+        return emd_logits(proto, query, self.active_solver(), self.options.temperature, self.options.form,
+                          self.options.l2_strength, weight_gradient, self.options.qp_iterations, self.options.qp_mode)
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         proto = support if shot == 1 else self.sfc(support[None], way, shot)[0]

@@ -13,6 +13,7 @@ from typing import Optional
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from network.common import batch_norm, torch_default_conv_init
 
@@ -35,7 +36,17 @@ class ConvBlock(nn.Layer):
         self.layers = nn.Sequential(conv, batch_norm(out_channels))
 
     def forward(self, x):
-        return self.layers(x)
+        conv, bn = self.layers[0], self.layers[1]
+        if conv.bias is None or not (bn.training and not bn._use_global_stats):
+            return self.layers(x)
+        # BatchNorm on batch statistics subtracts each channel's batch mean, which cancels the
+        # conv bias exactly: its true gradient is 0. Computed in float32 it is the rounding
+        # noise of that cancellation (~1e-5), which weight decay and Adam's sign-like steps
+        # would act upon. `b.detach() + 0 * b` has the value b and the exact gradient 0.
+        bias = conv.bias.detach() + 0.0 * conv.bias
+        out = F.conv2d(x, conv.weight, bias, stride=conv._stride, padding=conv._padding,
+                       dilation=conv._dilation, groups=conv._groups, data_format=conv._data_format)
+        return bn(out)
 
 
 class Conv4(nn.Layer):

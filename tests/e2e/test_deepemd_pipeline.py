@@ -20,11 +20,12 @@ def pretrained(tiny_data, tmp_path_factory):
     return ckpt, ckpt / "demo" / "glyphs" / "Conv4_deepemd_fcn_pretrain" / "best_model.pdparams"
 
 
-@pytest.mark.parametrize("solver", ["opencv", "exact", "qpth"])
-def test_meta_training_with_each_solver(tiny_data, pretrained, solver):
+@pytest.mark.parametrize("solver,extra", [("opencv", ()), ("exact", ()), ("qpth", ()),
+                                          ("qpth", ("-qp_mode", "converged"))])
+def test_meta_training_with_each_solver(tiny_data, pretrained, solver, extra):
     ckpt, pre = pretrained
     result = run_script("meta_train.py", *tiny_flags(
-        tiny_data, ckpt, *EMD, "-solver", solver, "-way", "5", "-shot", "1", "-query", "2", "--epoch", "1",
+        tiny_data, ckpt, *EMD, "-solver", solver, *extra, "-way", "5", "-shot", "1", "-query", "2", "--epoch", "1",
         "--train_n_episode", "2", "--val_n_episode", "5", "--lr", "5e-4", "--pretrain_path", pre))
     assert result.returncode == 0, result.stderr
     suffix = "" if solver == "opencv" else f"_{solver}"

@@ -167,6 +167,7 @@ def test_resume_from_a_model_file_instead_of_a_resume_state(previous_run, tiny_d
     (["-solver", "gurobi"], ["-solver", "gurobi"]),
     (["-eval_solver", "qpth"], ["-eval_solver"]),
     (["-qp_iterations", "0"], ["-qp_iterations"]),
+    (["-qp_mode", "exact"], ["-qp_mode", "exact"]),
 ])
 def test_deepemd_bad_flag(previous_run, tiny_data, flags, needles):
     result = run_script("meta_train.py", *tiny_flags(tiny_data, previous_run, "--method", "deepemd", *flags,

@@ -6,7 +6,7 @@ import pytest
 
 from methods import METHODS, options_for
 from methods.base import FewShotMethod, query_labels, split_episode
-from methods.frn import aux_loss, reconstruction_distance
+from methods.frn import aux_loss, reconstruct, reconstruction_distance
 from network import build_backbone
 
 
@@ -33,19 +33,20 @@ def test_protonet_logits_are_scaled_negative_squared_distances():
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_frn_ridge_form_equals_the_direct_kr_by_kr_solution():
+@pytest.mark.parametrize("n", [8, 24])  # fewer (kernel form) and more (d x d form) support rows than d = 16
+def test_frn_ridge_form_equals_the_direct_kr_by_kr_solution(n):
     rng = np.random.RandomState(0)
-    support = rng.rand(3, 8, 16).astype("float64")   # way 3, 8 support vectors, d 16
+    support = rng.rand(3, n, 16).astype("float64")   # way 3, n support vectors, d 16
     query = rng.rand(5, 16).astype("float64")
     alpha, beta = 0.3, -0.2
-    ours = reconstruction_distance(paddle.to_tensor(query), paddle.to_tensor(support),
-                                   paddle.to_tensor(alpha, dtype="float64"), paddle.to_tensor(beta, dtype="float64"))
-    lam = 8 / 16 * np.exp(alpha) + 1e-6
-    expected = []
-    for s in support:   # q S^T (S S^T + lam I)^-1 S, the paper's Eq. 8
-        recon = np.exp(beta) * query @ s.T @ np.linalg.inv(s @ s.T + lam * np.eye(8)) @ s
-        expected.append(((recon - query) ** 2).sum(1))
-    np.testing.assert_allclose(ours.numpy(), np.stack(expected, 1), rtol=1e-9)
+    args = (paddle.to_tensor(query), paddle.to_tensor(support), paddle.to_tensor(alpha, dtype="float64"),
+            paddle.to_tensor(beta, dtype="float64"))
+    lam = n / 16 * np.exp(alpha) + 1e-6
+    recons = np.stack([np.exp(beta) * query @ s.T @ np.linalg.inv(s @ s.T + lam * np.eye(n)) @ s
+                       for s in support])   # q S^T (S S^T + lam I)^-1 S, the paper's Eq. 8
+    np.testing.assert_allclose(reconstruct(*args).numpy(), recons, rtol=1e-9)
+    expected = ((recons - query[None]) ** 2).sum(2).T
+    np.testing.assert_allclose(reconstruction_distance(*args).numpy(), expected, rtol=1e-9)
 
 
 def test_aux_loss_counts_each_unordered_class_pair_once():

@@ -12,7 +12,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from tests.parity.checkers import Entry, _np, _t, formula_weights, register
+from tests.parity.checkers import Entry, _np, _t, check_or_reference_farther, formula_weights, register
 from tests.parity.frn_checks import BNRecorder, BNVarianceReplay, load_reference, paddle_key
 
 
@@ -299,19 +299,33 @@ def formula_state(entry: Entry, model) -> Dict[str, np.ndarray]:
     return state
 
 
+#: why the train-mode outputs of the formula ResNet-50 are float32 noise at the 1e-2 level
+TRAIN_MODE_NOISE = ("train-mode BatchNorm over 2 images, after convolutions whose formula weights have rank 2 "
+                    "(sin of the flat index), amplifies float32 rounding ~1e5-fold; in both frameworks the "
+                    "convolutions' accumulation rounding dominates")
+
+
 @register("simtrans/backbone_resnet50_formula")
 def check_backbone_resnet50(entry: Entry) -> None:
     model = resnet50_classifier(entry.config["num_classes"])
     state = formula_state(entry, model)
     load_reference(model, state)
     x = _t(entry.use("x"))
+    exact: Dict[str, np.ndarray] = {}  # the float64 outputs, computed once per mode if needed
+
+    def exact_of(mode: str, key: str) -> np.ndarray:
+        if key not in exact:
+            exact.update(float64_outputs(entry, state, mode))
+        return exact[key]
+
     for mode in ("eval", "train"):
         model.train() if mode == "train" else model.eval()
         with paddle.no_grad():
             features = model.extract(x)
             outputs = {f"feature_{mode}": _np(features), f"logits_{mode}": _np(model.fc(features))}
         for key, actual in outputs.items():
-            check_or_float64_noise(entry, key, actual, lambda: float64_outputs(entry, state, mode)[key])
+            check_or_reference_farther(entry, key, actual, lambda: exact_of(mode, key),
+                                       note=TRAIN_MODE_NOISE if mode == "train" else "")
 
 
 def float64_outputs(entry: Entry, state: Dict[str, np.ndarray], mode: str) -> Dict[str, np.ndarray]:
@@ -324,29 +338,3 @@ def float64_outputs(entry: Entry, state: Dict[str, np.ndarray], mode: str) -> Di
     with paddle.no_grad():
         features = model.extract(paddle.to_tensor(entry["x"].astype(np.float64)))
         return {f"feature_{mode}": _np(features), f"logits_{mode}": _np(model.fc(features))}
-
-
-def check_or_float64_noise(entry: Entry, key: str, actual: np.ndarray, exact_of) -> None:
-    """`entry.check` at the manifest's tolerance, with one diagnosed exception: when the
-    reference's own float32 values are further from the float64 values of the same computation
-    than the tolerance (so no float32 computation can be held to it), and ours are no further
-    from them than twice the reference's distance (the same order), the mismatch is the
-    reference's float32 noise (recorded as `Entry.noise_issues`, an xfail of the entry).
-    Train-mode BatchNorm over a batch of 2 images amplifies rounding from block to block."""
-    try:
-        entry.check(key, actual)
-        return
-    except AssertionError:
-        pass
-    exact = exact_of().astype(np.float64)
-    rtol, atol = entry.tolerance(key)
-    reference_off = np.abs(entry[key].astype(np.float64) - exact) > atol + rtol * np.abs(exact)
-    ref_error = np.abs(entry[key].astype(np.float64) - exact).max()
-    our_error = np.abs(actual.astype(np.float64) - exact).max()
-    if not (reference_off.any() and our_error <= 2 * ref_error):
-        entry.check(key, actual)  # not explained: re-raise the complete assertion message
-    entry.noise_issues.append(
-        f"{key}: the reference misses the float64 values of its own computation beyond the tolerance in "
-        f"{int(reference_off.sum())} elements; max |reference - float64| = {ref_error:.3g}, "
-        f"max |ours - float64| = {our_error:.3g}")
-    entry.checked.add(key)

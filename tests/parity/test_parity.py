@@ -1,9 +1,10 @@
 """Parity with the official implementations, driven by the fixture manifests.
 
-One test case per manifest entry (its id the entry's file name), dispatched on the entry's
-`kind` to the checkers of `tests/parity/<method>_checks.py`. A folder that is absent (a user's clone without
-../shared) skips; an entry whose kind no checker claims fails; so does an entry whose outputs
-a checker left uncompared. Fixture folders of the methods listed in `PARITY_METHODS` are tested.
+One test case per manifest entry (its id `<method>/<file name>`: `-k deepemd` selects a folder),
+dispatched on the entry's `kind` to the checkers of `tests/parity/<method>_checks.py`. A folder
+that is absent (a user's clone without ../shared) skips; an entry whose kind no checker claims
+fails; so does an entry whose outputs a checker left uncompared. Fixture folders of the
+methods listed in `PARITY_METHODS` are tested.
 
 An entry whose only mismatches were diagnosed by its checker as the reference's own imprecision
 (`Entry.noise_issues`: float32 noise deciding a sign, an iterative solver stopped short of its
@@ -33,7 +34,7 @@ def _cases():
             continue
         assert specs, f"{FIXTURES / method}/manifest.json lists no fixtures"
         for spec in specs:
-            yield pytest.param(method, spec, id=spec["file"])
+            yield pytest.param(method, spec, id=f"{method}/{spec['file']}")  # -k <method> selects a folder
 
 
 @pytest.mark.parametrize("method,spec", list(_cases()))
