@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from methods.deepemd import (OPENCV_FLOOR, DeepEMD, centred_cosine, cross_reference_weights,  # noqa: E402
                              normalise_weights, transport_score)
 from methods.emd_exact import backend, solve_emd  # noqa: E402
+from utils.compat import swapaxes  # noqa: E402
 
 TEMPERATURE = 12.5
 
@@ -68,7 +69,7 @@ def batched(sim: paddle.Tensor, weight_1: paddle.Tensor, weight_2: paddle.Tensor
     """Our path: every problem of the episodes (leading dimensions) in one call (`transport_score`)."""
     *batch, n, m = sim.shape
     supply = normalise_weights(weight_1.reshape([-1, n]))
-    demand = normalise_weights(paddle.swapaxes(weight_2, -3, -2).reshape([-1, m]))
+    demand = normalise_weights(swapaxes(weight_2, -3, -2).reshape([-1, m]))
     score = transport_score(sim, supply, demand, solver)
     return (score * (TEMPERATURE / n)).reshape(batch)
 
@@ -107,7 +108,7 @@ def bench_problems(quick: bool) -> Dict[int, float]:
         sim = centred_cosine(proto, query)
         cost = (1 - sim).reshape([-1, nodes, nodes]).numpy()
         w1 = normalise_weights(weight_1.reshape([-1, nodes])).numpy()
-        w2 = normalise_weights(paddle.swapaxes(weight_2, -3, -2).reshape([-1, nodes])).numpy()
+        w2 = normalise_weights(swapaxes(weight_2, -3, -2).reshape([-1, nodes])).numpy()
         one_episode = n_query * 5
         with paddle.no_grad():
             # same scores from both paths; this first call of each is also the warm-up of its timing
