@@ -278,8 +278,11 @@ class DeepEMDOptions(MethodOptions):
         return int_list(self.feature_pyramid or "", "-feature_pyramid")
 
     def run_name(self) -> str:
-        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth / _exact when trained with that solver)."""
-        return f"deepemd_{self.deepemd}" + ("" if self.solver == "opencv" else f"_{self.solver}")
+        """deepemd_fcn, deepemd_grid, deepemd_sampling (+ _qpth / _exact when trained with that solver,
+        + _converged for qpth solved to convergence: it trains differently, so it never shares a folder)."""
+        solver = "" if self.solver == "opencv" else f"_{self.solver}"
+        mode = f"_{self.qp_mode}" if self.solver == "qpth" and self.qp_mode != "qpth" else ""
+        return f"deepemd_{self.deepemd}{solver}{mode}"
 
 
 class DeepEMDRules(CheckpointRules):

@@ -28,7 +28,7 @@ def test_meta_training_with_each_solver(tiny_data, pretrained, solver, extra):
         tiny_data, ckpt, *EMD, "-solver", solver, *extra, "-way", "5", "-shot", "1", "-query", "2", "--epoch", "1",
         "--train_n_episode", "2", "--val_n_episode", "5", "--lr", "5e-4", "--pretrain_path", pre))
     assert result.returncode == 0, result.stderr
-    suffix = "" if solver == "opencv" else f"_{solver}"
+    suffix = ("" if solver == "opencv" else f"_{solver}") + "".join(f"_{value}" for value in extra[1::2])
     run = ckpt / "demo" / "glyphs" / f"Conv4_deepemd_fcn{suffix}_5way_1shot_metatrain"
     assert (run / "best_model.pdparams").is_file() and (run / "output.log").is_file()
 
