@@ -248,15 +248,17 @@ def done(run_dir: Optional[str]) -> bool:
 
 
 def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
-    """Run a config's stages in order; a training stage whose best model exists is skipped."""
+    """Run a config's stages in order; a training stage whose best model exists is skipped, unless
+    --overwrite is among the extra flags (then every stage trains afresh)."""
     config = load_config(config_path)
     for line in describe(config):
         print(line)
+    afresh = "--overwrite" in extra
     for name, argv, run_dir in plan(config, extra):
         if only and name not in only:
             continue
         command = " ".join(shlex.quote(w) for w in ["python", *argv])
-        if done(run_dir):
+        if done(run_dir) and not afresh:
             print(f"[{name}] done before ({run_dir}/best_model.pdparams exists): skipped", flush=True)
             continue
         print(f"[{name}] {command}", flush=True)

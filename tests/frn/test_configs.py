@@ -158,3 +158,20 @@ def test_runner_dry_run_prints_every_stage(data_variables):
     names = list(stages_of(load_config(str(row))))
     assert all(f"[{name}]" in result.stdout for name in names)
     assert Path(row).exists()
+
+
+def test_overwrite_reruns_finished_stages(tmp_path, monkeypatch, capsys):
+    """A finished training stage is skipped, unless --overwrite asks for every stage afresh."""
+    from frn import configs
+    monkeypatch.setattr(configs, "REPO", tmp_path / "repo")
+    row = tmp_path / "row.yaml"
+    row.write_text("row: r\nstages:\n  pretrain:\n    script: pretrain.py\n"
+                   "    flags: {method: protonet, model: Conv4, data_path: /data/mine}\n")
+    finished = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "mine" / "Conv4_protonet_pretrain"
+    finished.mkdir(parents=True)
+    (finished / "best_model.pdparams").write_bytes(b"")
+    configs.run(str(row), dry_run=True)
+    assert "skipped" in capsys.readouterr().out
+    configs.run(str(row), ["--overwrite"], dry_run=True)
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "pretrain.py" in out and "--overwrite" in out
