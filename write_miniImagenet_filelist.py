@@ -8,6 +8,8 @@ folder) or point it at one:
         --split_dir fewshot_splits
     python write_miniImagenet_filelist.py --dataset cub_cropped --data_path /data/CUB_200_2011 \\
         --out_dir /data/CUB_fewshot_cropped
+    python write_miniImagenet_filelist.py --dataset cub --split closerlook --data_path /data/CUB_200_2011 \\
+        --out_dir /data/CUB_closerlook
     python write_miniImagenet_filelist.py --dataset folder --data_path /data/dogs \\
         --train_classes train.txt --val_classes val.txt --test_classes test.txt
 
@@ -59,8 +61,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--split_dir", default=None,
         help="folder of the split files (train/val/test .txt class lists, or cub_feat .csv files); "
              "the root of the fewshot_splits archive works too (default: --data_path)")
-    add("--split", default="frn", choices=("frn", "feat"),
-        help="CUB split: frn (class id even/1 mod 4/3 mod 4) or feat (FEAT/DeepEMD CSVs in --split_dir)")
+    add("--split", default=None, choices=filelists.CUB_SPLITS,
+        help="CUB split of the official CUB-200-2011 layout: frn (default; FRN: 1-based class id even -> base, "
+             "1 mod 4 -> val, 3 mod 4 -> novel), closerlook (CloserLookFewShot, the Negative-Margin code, "
+             "mmfewshot: 0-based position of the sorted class folder even -> base, 1 mod 4 -> val, 3 mod 4 -> "
+             "novel) or feat (FEAT/DeepEMD CSVs in --split_dir)")
     add("--out_dir", default=None,
         help="where the json files go (default: --data_path); with cub_cropped or --crop also the "
              "folder of the cropped copies (default: <data_path>/cropped)")
@@ -93,11 +98,17 @@ def write(args: argparse.Namespace) -> Dict[str, dict]:
     """Run the writer of `args.dataset`; returns {json path: filelist}."""
     data_path = filelists.dataset_folder(args.data_path)
     dataset = args.dataset
+    if args.split is not None and dataset not in ("cub", "cub_cropped"):
+        raise UserError(f"--split chooses a CUB class split; --dataset {dataset} has its own, drop --split")
     if dataset in CSV_ONLY or (dataset in CSV_TOO and filelists.has_csv_layout(data_path)):
+        if args.split is not None:
+            raise UserError(f"--split {args.split} needs the official CUB-200-2011 layout (images/, images.txt, "
+                            f"classes.txt); {data_path} is in the CSV layout, whose train/val/test.csv fix the "
+                            f"split: drop --split or point --data_path at CUB_200_2011")
         return filelists.write_csv_layout(data_path, args.out_dir)
     if dataset in ("cub", "cub_cropped"):
         crops = crop_dir(args, data_path) if dataset == "cub_cropped" else None
-        return filelists.write_cub(data_path, args.split, args.split_dir, crops, args.out_dir)
+        return filelists.write_cub(data_path, args.split or "frn", args.split_dir, crops, args.out_dir)
     if dataset == "tiered_imagenet":
         return filelists.write_tiered_imagenet(data_path, args.out_dir)
     if dataset == "aircraft" and filelists.aircraft_root(data_path):

@@ -345,6 +345,14 @@ def frn_split(index: int) -> str:
     return "train" if index % 2 == 0 else ("val" if index % 4 == 1 else "test")
 
 
+def closerlook_split(position: int) -> str:
+    """CloserLookFewShot's CUB split (also the Negative-Margin code's and mmfewshot's CUBDataset) by
+    the 0-based position of the class folder in sorted order: even → train (base), 1 mod 4 → val,
+    3 mod 4 → test (novel). On CUB-200-2011, position = class id - 1, so this is FRN's rule
+    shifted by one: FRN's novel classes are CloserLook's base classes."""
+    return frn_split(position)
+
+
 def photo_splits(chosen: Dict[str, Tuple[str, List[Photo]]], crop_dir: Optional[str],
                  boxes: Dict[str, Box], box_source: str) -> Tuple[List[Split], List[Crop]]:
     """Splits of the chosen photos {split: (source, photos)}, pointing at cropped copies inside
@@ -415,6 +423,24 @@ def cub_frn_photos(root: str, index: Dict[str, str]) -> Dict[str, Tuple[str, Lis
     return chosen
 
 
+def cub_closerlook_photos(root: str, index: Dict[str, str]) -> Dict[str, Tuple[str, List[Photo]]]:
+    """CloserLookFewShot's CUB split: the class folders of images/ in sorted order, position i
+    (0-based) even → train, 1 mod 4 → val, 3 mod 4 → test (its write_CUB_filelist.py)."""
+    images = need_folder(os.path.join(root, "images"), CUB_FIX)
+    folders = sorted(name for name in os.listdir(images)
+                     if not name.startswith(".") and os.path.isdir(os.path.join(images, name)))
+    position = {name: i for i, name in enumerate(folders)}
+    source = f"{images} (CloserLook split: sorted class folders)"
+    chosen: Dict[str, Tuple[str, List[Photo]]] = {split: (source, []) for split in SPLITS}
+    for rel_path, image_id in index.items():
+        photo = cub_photo(root, image_id, rel_path)
+        if photo.class_name not in position:
+            raise UserError(f"image {rel_path} of images.txt is in class folder {photo.class_name!r}, which "
+                            f"{images} does not hold; restore the dataset's original files")
+        chosen[closerlook_split(position[photo.class_name])][1].append(photo)
+    return chosen
+
+
 def cub_feat_photos(root: str, index: Dict[str, str], split_dir: str) -> Dict[str, Tuple[str, List[Photo]]]:
     """The FEAT/DeepEMD CUB split: cub_feat/{train,val,test}.csv rows 'filename, label, ...'."""
     chosen = {}
@@ -447,17 +473,29 @@ def cub_boxes(root: str) -> Dict[str, Box]:
     return boxes
 
 
+#: the CUB class splits of `write_cub`
+CUB_SPLITS = ("frn", "closerlook", "feat")
+
+
 def write_cub(data_path: str, split: str = "frn", split_dir: Optional[str] = None,
               crop_dir: Optional[str] = None, out_dir: Optional[str] = None) -> Dict[str, dict]:
-    """Filelists of CUB-200-2011 in its official layout with the FRN split or (`split='feat'`)
-    the FEAT/DeepEMD split read from `split_dir`. With `crop_dir`, bounding-box crops are saved
-    there as images/<class folder>/<name>.png (FRN's "CUB cropped") and the filelists, written
-    to `out_dir` or `crop_dir`, point at them."""
+    """Filelists of CUB-200-2011 in its official layout with the FRN split (1-based class id even →
+    train), the CloserLook split (`split='closerlook'`: 0-based sorted position even → train; the
+    Negative-Margin code's and mmfewshot's) or the FEAT/DeepEMD split read from `split_dir`
+    (`split='feat'`). With `crop_dir`, bounding-box crops are saved there as
+    images/<class folder>/<name>.png (FRN's "CUB cropped") and the filelists, written to
+    `out_dir` or `crop_dir`, point at them."""
+    if split not in CUB_SPLITS:
+        raise UserError(f"--split {split!r} is not a CUB split; pick one of {', '.join(CUB_SPLITS)}")
     root = dataset_folder(data_path)
     crop_dir = crop_folder(crop_dir, root)
     index = cub_index(root)
-    chosen = (cub_feat_photos(root, index, split_dir or root) if split == "feat"
-              else cub_frn_photos(root, index))
+    if split == "feat":
+        chosen = cub_feat_photos(root, index, split_dir or root)
+    elif split == "closerlook":
+        chosen = cub_closerlook_photos(root, index)
+    else:
+        chosen = cub_frn_photos(root, index)
     boxes = cub_boxes(root) if crop_dir else {}
     splits, crops = photo_splits(chosen, crop_dir, boxes, os.path.join(root, "bounding_boxes.txt"))
     return write_filelists(splits, out_dir or crop_dir or root, crops)

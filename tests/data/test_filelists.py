@@ -345,6 +345,36 @@ def test_cub_frn_split_by_class_id(tmp_path):
     assert val["image_names"][0] == str(tmp_path / "CUB_200_2011" / "images" / "001.Alpha" / "Alpha_0000.jpg")
 
 
+def test_cub_closerlook_split_by_sorted_folder_position(tmp_path):
+    """CloserLookFewShot's rule (bl0's write_CUB_filelist.py, mmfewshot's CUBDataset): 0-based position
+    of the sorted class folder even -> base, 1 mod 4 -> val, 3 mod 4 -> novel. FRN's rule counts class
+    ids from 1, so its novel classes are CloserLook base classes."""
+    root = cub_dataset(tmp_path)
+    closerlook = classes_of(run("--dataset", "cub", "--split", "closerlook", "--data_path", root,
+                                "--out_dir", tmp_path / "closerlook"))
+    assert closerlook == [["001.Alpha", "003.Gamma", "005.Eps", "007.Eta"], ["002.Beta", "006.Zeta"],
+                          ["004.Delta", "008.Theta"]]
+    frn = classes_of(run("--dataset", "cub", "--split", "frn", "--data_path", root, "--out_dir", tmp_path / "frn"))
+    assert set(frn[2]) < set(closerlook[0])
+
+
+def test_cub_closerlook_follows_the_folders_not_classes_txt(tmp_path):
+    """bl0 sorts the folders of images/; classes.txt ids play no part (here they run backwards)."""
+    root = cub_dataset(tmp_path)
+    write_lines(root / "classes.txt", [f"{i} {cls}" for i, cls in enumerate(reversed(CUB_CLASSES), 1)])
+    lists = run("--dataset", "cub", "--split", "closerlook", "--data_path", root, "--out_dir", tmp_path / "out")
+    assert lists["base.json"]["label_names"] == ["001.Alpha", "003.Gamma", "005.Eps", "007.Eta"]
+
+
+def test_a_cub_split_is_refused_where_it_would_be_ignored(tmp_path, capsys):
+    """The CSV layout's train/val/test.csv fix the split: --split there would be silently ignored."""
+    root = csv_dataset(tmp_path / "cub_csv")
+    err = fails(capsys, "--dataset", "cub", "--split", "closerlook", "--data_path", root)
+    assert "CSV layout" in err and "--split" in err
+    assert not (root / "base.json").exists()
+    assert "--split" in fails(capsys, "--dataset", "aircraft", "--split", "closerlook", "--data_path", root)
+
+
 def feat_csvs(folder: Path, splits: Dict[str, List[str]]) -> Path:
     for split, classes in splits.items():
         rows = ["filename, label, concept_label"] + [f"{cls[4:]}_{i:04d}.jpg,{cls},3,1"

@@ -1,0 +1,44 @@
+"""The official protocol of the paper rows (configs/), pinned row by row: the class split, the
+validation episodes, the starting weights, the headline numbers and the data each row needs, as the
+specifications of the reference implementations state them."""
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from frn.configs import load_config, parsed_stage, plan, stages_of
+from tests.conftest import ROOT
+
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not p.name.startswith("_"))
+
+
+def rows(method: str) -> List[Path]:
+    return [p for p in CONFIGS if p.parent.name == method]
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT / "configs"))
+
+
+@pytest.fixture
+def data_variables(monkeypatch, tmp_path):
+    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION", "CUB", "IMAGENET_R50"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.delenv("CKPT", raising=False)
+
+
+def parsed_stages(path: Path) -> Dict[str, object]:
+    """{stage name: its parsed flags} of every entry-point stage of a row."""
+    config = load_config(str(path))
+    return {name: parsed_stage(stages_of(config)[name]["script"], argv[1:])
+            for name, argv, _ in plan(config) if stages_of(config)[name].get("script", "").endswith(".py")
+            and stages_of(config)[name]["script"] in ("pretrain.py", "meta_train.py", "test.py")}
+
+
+@pytest.mark.parametrize("path", [p for p in rows("neg_margin") if load_config(str(p)).get("common", {}).get("dataset")
+                                  == "cub"], ids=relative)
+def test_negative_margin_cub_rows_use_the_closerlook_split(path):
+    """bl0 and mmfewshot split CUB by the sorted folder position (0-based even -> base); FRN's split
+    (1-based class id even -> base) would test on their base classes."""
+    data = load_config(str(path))["data"]
+    assert "--split closerlook" in data and "--split frn" not in data
