@@ -67,6 +67,9 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
     add("--val_n_way", type=int, default=5)
     add("--val_n_episode", type=int, default=600)
+    add("--val_n_query", type=int, default=None,
+        help="query images per class of the validation episodes (default: --n_query; the official FRN "
+             "validation uses 16 while training episodes have 15)")
     add("--val_freq", type=int, default=1, help="validate every N epochs")
     add("--save_freq", type=int, default=50, help="also keep <epoch>.pdparams every N epochs")
     add("--resume", default="", help="run folder (or its resume.pdstate) to continue")
@@ -191,7 +194,7 @@ def method_options(args: argparse.Namespace, **overrides) -> MethodOptions:
 
 def check(args: argparse.Namespace) -> None:
     """Value checks argparse cannot express; one line per problem."""
-    positive = ["n_shot", "n_query", "image_size", "epoch", "batch_size", "train_n_way", "val_n_way",
+    positive = ["n_shot", "n_query", "val_n_query", "image_size", "epoch", "batch_size", "train_n_way", "val_n_way",
                 "test_n_way", "val_n_episode", "test_n_episode", "test_task_nums", "val_freq", "save_freq"]
     for name in positive:
         value = getattr(args, name, None)

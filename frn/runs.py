@@ -48,9 +48,15 @@ def image_list(args: argparse.Namespace, split: str, training: bool) -> ImageLis
     return ImageList(filelist_path(args.data_path, split), transform)
 
 
+def validation_queries(args: argparse.Namespace) -> int:
+    """Query images per class of the validation episodes: --val_n_query, else --n_query."""
+    value = getattr(args, "val_n_query", None)
+    return args.n_query if value is None else value
+
+
 def val_episodes(args: argparse.Namespace, dataset: ImageList) -> List[List[int]]:
     """The fixed validation episodes (same every epoch and every run of a seed)."""
-    return list(EpisodeSampler(dataset.labels, args.val_n_way, args.n_shot, args.n_query,
+    return list(EpisodeSampler(dataset.labels, args.val_n_way, args.n_shot, validation_queries(args),
                                args.val_n_episode, seed=args.seed, split="val"))
 
 
@@ -195,7 +201,7 @@ def episode_validator(args: argparse.Namespace, model: FewShotMethod):
     episodes = val_episodes(args, val)
 
     def validate():
-        accs, loss = evaluate(model, val, episodes, args.val_n_way, args.n_shot, args.n_query,
+        accs, loss = evaluate(model, val, episodes, args.val_n_way, args.n_shot, validation_queries(args),
                               use_cache=not args.no_feature_cache, num_workers=args.num_workers, desc="val")
         return float(accs.mean()), loss
     return validate

@@ -61,3 +61,28 @@ def test_aliases_keep_the_official_spellings_and_their_choices():
     assert (args.model, args.optimizer, args.epoch) == ("ResNet50", "adam", 3)
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         parse(pretrain_parser(), ["--method", "simtrans_naive", "--optim", "rmsprop"])
+
+
+def test_validation_queries_have_their_own_flag():
+    """--val_n_query sizes the validation episodes; without it they keep --n_query (the seed's
+    commands), and the training episodes keep --n_query either way."""
+    import numpy as np
+    from frn.runs import val_episodes, validation_queries
+
+    class Labels:
+        labels = np.repeat(np.arange(6), 30)
+    base = ["--method", "meta_frn", "--n_shot", "5", "--n_query", "15", "--val_n_episode", "3"]
+    args = parse(meta_train_parser(), base)
+    assert validation_queries(args) == 15
+    assert {len(e) for e in val_episodes(args, Labels)} == {5 * (5 + 15)}
+    args = parse(meta_train_parser(), base + ["--val_n_query", "16"])
+    assert (args.n_query, validation_queries(args)) == (15, 16)
+    assert {len(e) for e in val_episodes(args, Labels)} == {5 * (5 + 16)}
+    with pytest.raises(UserError, match="--val_n_query"):
+        parse(meta_train_parser(), base + ["--val_n_query", "0"])
+
+
+def test_mtl_training_and_validation_queries_are_apart():
+    """The official MTL has --train_query and --val_query; each sets its own episodes."""
+    args = parse(meta_train_parser(), ["--method", "mtl", "--train_query", "15", "--val_query", "10"])
+    assert (args.n_query, args.val_n_query) == (15, 10)

@@ -42,3 +42,17 @@ def test_negative_margin_cub_rows_use_the_closerlook_split(path):
     (1-based class id even -> base) would test on their base classes."""
     data = load_config(str(path))["data"]
     assert "--split closerlook" in data and "--split frn" not in data
+
+
+@pytest.mark.parametrize("path", [p for p in rows("frn")], ids=relative)
+def test_frn_rows_validate_with_16_queries(path, data_variables):
+    """The official FRN trainer validates on 1,000 episodes with 16 queries per class (its evaluation
+    sampler fixes 16), while its training episodes have 15; the seed README's commands keep 15."""
+    from frn.runs import validation_queries
+    expected = 15 if path.name == "seed_mini_imagenet.yaml" else 16
+    training = {name: args for name, args in parsed_stages(path).items() if args.stage != "test"}
+    assert training
+    for name, args in training.items():
+        assert validation_queries(args) == expected, f"{relative(path)} {name}"
+        if args.stage == "meta_train" and expected == 16:
+            assert args.n_query == 15 and args.val_n_episode == 1000, f"{relative(path)} {name}"
