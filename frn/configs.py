@@ -22,8 +22,14 @@ gives several values. `{stage}` is the run folder the stage of that name writes 
 code the entry script uses), so each stage's output is the next one's input by construction.
 `common` flags go to every entry-point stage. A stage may run another tool of the repository
 (`script: write_miniImagenet_filelist.py` or `module: data.weakshot` with `args: [...]`).
+
+The runner skips a training stage whose run folder holds a finished run (history.json has the
+stage's epochs, or the run stopped early), resumes one that stopped before (--resume), and refuses a
+stage that reads an unfinished training's model; extra flags reach only the stages whose parser
+(with the stage's method) knows them.
 """
 import argparse
+import json
 import os
 import re
 import shlex
@@ -176,7 +182,7 @@ def plan(config: dict, extra: Sequence[str] = ()) -> List[Tuple[str, List[str], 
         argv, script = stage_command(config, name, folders)
         run_dir = None
         if script is not None:
-            argv = argv + [w for w in accepted(script, extra)]
+            argv = argv + accepted(script, extra, argv[1:])
             if script in TRAINING_SCRIPTS:
                 run_dir = training_run_folder(parsed_stage(script, argv[1:]))
                 shared = [other for other, folder in folders.items() if folder == run_dir]
@@ -190,17 +196,22 @@ def plan(config: dict, extra: Sequence[str] = ()) -> List[Tuple[str, List[str], 
     return steps
 
 
-def accepted(script: str, extra: Sequence[str]) -> List[str]:
-    """The words of `extra` whose flags the entry script knows (a training-only flag such as
-    --epoch is not passed to test.py)."""
-    from frn.args import meta_train_parser, pretrain_parser, test_parser
+def accepted(script: str, extra: Sequence[str], argv: Sequence[str] = ()) -> List[str]:
+    """The words of `extra` whose flags the entry script knows for the method its stage runs
+    (`argv`, the stage's own words): a training-only flag such as --epoch does not reach test.py,
+    nor a flag of another method's options (MTL's --pre_max_epoch) an FRN stage."""
+    from frn.args import add_method_options, meta_train_parser, method_of, pretrain_parser, test_parser
+    from methods import METHODS
     from utils.flags import parser_flags
     parser = {"pretrain.py": pretrain_parser, "meta_train.py": meta_train_parser, "test.py": test_parser}[script]()
+    method = method_of([*argv, *extra], parser.get_default("method"))
+    if method in METHODS:
+        add_method_options(parser, METHODS[method])
     known = set(parser_flags(parser))
     words, keep = [], False
     for word in extra:
         if word.startswith("-") and not _is_number(word):
-            keep = word.split("=")[0] in known or _method_flag(word)
+            keep = word.split("=")[0] in known
         if keep:
             words.append(word)
     return words
@@ -212,14 +223,6 @@ def _is_number(word: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _method_flag(word: str) -> bool:
-    """A flag of some method's options (checked by the stage's own parser once added)."""
-    from methods import METHODS
-    from utils.options import method_fields
-    name = word.lstrip("-").split("=")[0]
-    return any(f.name == name for method in METHODS.values() for f in method_fields(method.Options))
 
 
 def config_argv(path: str, script: str, stage: Optional[str]) -> List[str]:
@@ -242,25 +245,105 @@ def config_argv(path: str, script: str, stage: Optional[str]) -> List[str]:
 # running
 # ----------------------------------------------------------------------------------------
 def done(run_dir: Optional[str]) -> bool:
-    """Whether a training stage has finished before (its best model exists). A relative run folder
-    is the repository's: the stages run there, wherever the runner was started."""
+    """Whether a training stage has a best model (it trained before). A relative run folder is the
+    repository's: the stages run there, wherever the runner was started."""
     return run_dir is not None and os.path.isfile(os.path.join(REPO, run_dir, "best_model.pdparams"))
 
 
+#: what `training_status` finds in a training stage's run folder
+ABSENT, FINISHED, UNFINISHED, GIVEN = "absent", "finished", "unfinished", "given"
+
+
+def epochs_trained(folder: str) -> Optional[int]:
+    """Epochs a run folder's history.json records (None without one)."""
+    path = os.path.join(folder, "history.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            history = json.load(f)
+        return 1 + max((int(h["epoch"]) for h in history), default=-1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stopped_early(folder: str) -> bool:
+    """Whether the run's log says it stopped early (--stop_th) after its last start."""
+    path = os.path.join(folder, "output.log")
+    if not os.path.isfile(path):
+        return False
+    with open(path, errors="replace") as f:
+        events = [line for line in f if line.startswith(("start", "resuming", "early stop"))]
+    return bool(events) and events[-1].startswith("early stop")
+
+
+def training_status(run_dir: str, epochs: int) -> Tuple[str, str]:
+    """(status, what it is in words) of a training stage's run folder: ABSENT (no model), FINISHED
+    (its history.json has the stage's `epochs` or the run stopped early), UNFINISHED (a model of a run
+    that stopped before: killed, or a shorter --epoch) or GIVEN (a best model without any training
+    record: put there by hand, e.g. a converted official checkpoint)."""
+    folder = os.path.join(REPO, run_dir)
+    has_model = os.path.isfile(os.path.join(folder, "best_model.pdparams"))
+    has_resume = os.path.isfile(os.path.join(folder, "resume.pdstate"))
+    trained = epochs_trained(folder)
+    if not has_model and not has_resume:
+        return ABSENT, "no model yet"
+    if trained is None:
+        return (GIVEN, "a best model without training history") if not has_resume else \
+               (UNFINISHED, "a resume state without history.json")
+    if trained >= epochs or stopped_early(folder):
+        return FINISHED, f"{trained} epochs"
+    return UNFINISHED, f"{trained} of {epochs} epochs"
+
+
+def stage_epochs(script: str, argv: Sequence[str]) -> int:
+    """The --epoch of a training stage (each method's spelling of it lands there)."""
+    return int(parsed_stage(script, argv[1:]).epoch)
+
+
+def check_inputs_finished(config: dict, name: str, statuses: Dict[str, Tuple[str, str, str]]) -> None:
+    """Refuse, in one line, a stage that reads the model of a training stage that did not finish
+    (and is not trained by this run): its best model would be a partial run's."""
+    stage = stages_of(config)[name]
+    values = list((stage.get("flags") or {}).values()) + list(stage.get("args") or [])
+    for source in dict.fromkeys(ref for value in values for ref in stage_references(value)):
+        status, words, run_dir = statuses.get(source, (ABSENT, "", ""))
+        if status == UNFINISHED:
+            raise UserError(f"stage {name} reads the model of stage {source}, whose training in {run_dir} did not "
+                            f"finish ({words}); run the config again to resume it, or retrain it with --overwrite")
+
+
 def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
-    """Run a config's stages in order; a training stage whose best model exists is skipped, unless
-    --overwrite is among the extra flags (then every stage trains afresh)."""
+    """Run a config's stages in order. A training stage that finished before is skipped; one that
+    stopped before its last epoch is resumed (--resume its run folder); with --overwrite among the
+    extra flags every stage trains afresh. A stage that reads an unfinished training stage's model
+    (left out with --stages) is refused."""
     config = load_config(config_path)
     for line in describe(config):
         print(line)
     afresh = "--overwrite" in extra
+    statuses: Dict[str, Tuple[str, str, str]] = {}  # training stage -> (status, words, run folder)
     for name, argv, run_dir in plan(config, extra):
+        if run_dir is not None:
+            status, words = training_status(run_dir, stage_epochs(argv[0], argv))
+            statuses[name] = (status, words, run_dir)
         if only and name not in only:
             continue
+        check_inputs_finished(config, name, statuses)
+        if run_dir is not None and not afresh:
+            status, words, _ = statuses[name]
+            if status in (FINISHED, GIVEN):
+                print(f"[{name}] done before ({run_dir}/best_model.pdparams, {words}): skipped", flush=True)
+                continue
+            if status == UNFINISHED:
+                if not os.path.isfile(os.path.join(REPO, run_dir, "resume.pdstate")):
+                    raise UserError(f"stage {name}: {run_dir} holds an unfinished run ({words}) without resume.pdstate; "
+                                    f"train it afresh with --overwrite")
+                argv = argv + ["--resume", run_dir]
+                print(f"[{name}] resuming the unfinished run in {run_dir} ({words})", flush=True)
+        if run_dir is not None:
+            statuses[name] = (FINISHED, "trained by this run", run_dir)
         command = " ".join(shlex.quote(w) for w in ["python", *argv])
-        if done(run_dir) and not afresh:
-            print(f"[{name}] done before ({run_dir}/best_model.pdparams exists): skipped", flush=True)
-            continue
         print(f"[{name}] {command}", flush=True)
         if dry_run:
             continue

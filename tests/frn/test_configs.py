@@ -1,6 +1,7 @@
 """Paper-row configs (configs/): every row parses with the entry scripts' own parsers, each
 stage's input folder is the output folder of the stage before it, and `--config` on an entry
 script gives the same flags the runner passes."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,105 @@ def test_overwrite_reruns_finished_stages(tmp_path, monkeypatch, capsys):
     configs.run(str(row), ["--overwrite"], dry_run=True)
     out = capsys.readouterr().out
     assert "skipped" not in out and "pretrain.py" in out and "--overwrite" in out
+
+
+# ---------------------------------------------------------------- unfinished training
+
+def protonet_row(tmp_path) -> Path:
+    row = tmp_path / "row.yaml"
+    row.write_text("row: r\ncommon: {method: protonet, model: Conv4, data_path: /data/mine}\nstages:\n"
+                   "  train:\n    script: meta_train.py\n    flags: {epoch: 5}\n"
+                   "  test:\n    script: test.py\n    flags: {model_path: '{train}/best_model.pdparams'}\n")
+    return row
+
+
+def trained_folder(tmp_path, epochs: int, resume: bool = True, log: str = "start: {}\n", history: bool = True) -> Path:
+    """The run folder of protonet_row's training stage after `epochs` epochs."""
+    import json
+    folder = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "mine" / "Conv4_protonet_20way_5shot_metatrain"
+    folder.mkdir(parents=True)
+    (folder / "best_model.pdparams").write_bytes(b"")
+    if resume:
+        (folder / "resume.pdstate").write_bytes(b"")
+    if history:
+        (folder / "history.json").write_text(json.dumps([{"epoch": e, "val_acc": 50.0} for e in range(epochs)]))
+    (folder / "output.log").write_text(log)
+    return folder
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    from frn import configs
+    monkeypatch.setattr(configs, "REPO", tmp_path / "repo")
+    return configs
+
+
+def test_an_unfinished_training_stage_is_resumed_not_skipped(tmp_path, repo, capsys):
+    folder = trained_folder(tmp_path, epochs=2)
+    repo.run(str(protonet_row(tmp_path)), dry_run=True)
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "resuming the unfinished run" in out and "2 of 5 epochs" in out
+    train_line = next(line for line in out.splitlines() if line.startswith("[train] python"))
+    assert train_line.split()[-2] == "--resume"
+    assert os.path.normpath(train_line.split()[-1]) == os.path.relpath(folder, tmp_path / "repo")
+
+
+def test_a_test_of_an_unfinished_training_is_refused(tmp_path, repo):
+    trained_folder(tmp_path, epochs=2)
+    with pytest.raises(UserError, match="did not finish .2 of 5 epochs.*resume it"):
+        repo.run(str(protonet_row(tmp_path)), dry_run=True, only=["test"])
+
+
+def test_an_unfinished_run_without_resume_state_asks_for_overwrite(tmp_path, repo):
+    trained_folder(tmp_path, epochs=2, resume=False)
+    with pytest.raises(UserError, match="--overwrite"):
+        repo.run(str(protonet_row(tmp_path)), dry_run=True)
+
+
+@pytest.mark.parametrize("kind", ["all epochs", "early stop", "given"])
+def test_a_finished_or_given_training_is_skipped_and_tested(tmp_path, repo, capsys, kind):
+    if kind == "all epochs":
+        trained_folder(tmp_path, epochs=5)
+    elif kind == "early stop":
+        trained_folder(tmp_path, epochs=3, log="start: {}\nearly stop: the last 10 validation scores fell\n")
+    else:  # a converted official checkpoint put in the folder by hand
+        trained_folder(tmp_path, epochs=0, resume=False, history=False, log="")
+    repo.run(str(protonet_row(tmp_path)), dry_run=True)
+    out = capsys.readouterr().out
+    assert "[train] done before" in out and "skipped" in out and "[test] python" in out
+    repo.run(str(protonet_row(tmp_path)), dry_run=True, only=["test"])
+
+
+def test_a_resumed_then_killed_run_is_unfinished_again(tmp_path, repo):
+    """An early stop before a later resume does not count: the last start or resume decides."""
+    from frn.configs import UNFINISHED, training_status
+    folder = trained_folder(tmp_path, epochs=3, log="start: {}\nearly stop: x\nresuming at epoch 3: {}\n")
+    assert training_status(os.path.relpath(folder, tmp_path / "repo"), 5)[0] == UNFINISHED
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if any(s.get("script") == "test.py"
+                                                           for s in stages_of(load_config(str(p))).values())],
+                         ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS
+                              if any(s.get("script") == "test.py" for s in stages_of(load_config(str(p))).values())])
+def test_training_flags_never_reach_a_rows_test_stage(path, data_variables):
+    """Extra flags of the runner go only to the stages whose parser knows them (the scripts passed
+    "$@" to test.py too, so a training-only flag broke the test stage)."""
+    training_only = ["--epoch", "1", "--lr", "0.5", "--val_n_episode", "2", "--resume", "x"]
+    config = load_config(str(path))
+    for name, argv, folder in plan(config, training_only + ["--num_workers", "0"]):
+        script = stages_of(config)[name].get("script")
+        if script == "test.py":
+            assert not {"--epoch", "--lr", "--val_n_episode", "--resume"} & set(argv), f"{name}: {argv}"
+            assert "--num_workers" in argv
+        elif folder:
+            assert "--epoch" in argv
+
+
+def test_a_flag_of_another_methods_options_stays_with_its_method(tmp_path, data_variables):
+    """MTL's --pre_max_epoch reaches MTL's pre-training, never an FRN or ProtoNet stage."""
+    row = tmp_path / "row.yaml"
+    row.write_text("row: r\ncommon: {data_path: '${DATA}'}\nstages:\n"
+                   "  mtl:\n    script: pretrain.py\n    flags: {method: mtl, model: ResNet25}\n"
+                   "  proto:\n    script: meta_train.py\n    flags: {method: protonet, model: Conv4}\n")
+    steps = {name: argv for name, argv, _ in plan(load_config(str(row)), ["--pre_max_epoch", "2"])}
+    assert "--pre_max_epoch" in steps["mtl"] and "--pre_max_epoch" not in steps["proto"]
