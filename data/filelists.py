@@ -235,14 +235,24 @@ CSV_FIX = ("expected the mini-ImageNet layout (images/ + train.csv, val.csv, tes
            "point --data_path at that folder")
 
 
+def csv_folder(data_path: str) -> str:
+    """Where the split CSVs of a CSV layout are: `data_path` itself, or its split/ folder (DeepEMD's
+    mini-ImageNet release: images/ + split/train.csv, val.csv, test.csv)."""
+    nested = os.path.join(data_path, "split")
+    if not os.path.isfile(os.path.join(data_path, "train.csv")) and os.path.isfile(os.path.join(nested, "train.csv")):
+        return nested
+    return data_path
+
+
 def has_csv_layout(data_path: str) -> bool:
-    """Whether `data_path` holds the mini-ImageNet CSV layout (judged by train.csv)."""
-    return os.path.isfile(os.path.join(data_path, "train.csv"))
+    """Whether `data_path` holds the mini-ImageNet CSV layout (judged by train.csv, beside images/
+    or in split/)."""
+    return os.path.isfile(os.path.join(csv_folder(data_path), "train.csv"))
 
 
 def read_split_csv(root: str, split: str) -> Split:
     """One split of the CSV layout: `<split>.csv` rows `filename,label` of images in `images/`."""
-    path = os.path.join(root, f"{split}.csv")
+    path = os.path.join(csv_folder(root), f"{split}.csv")
     header, rows = read_csv_rows(path, CSV_FIX)
     if header != CSV_HEADER:
         found = repr(header) if header else "no header (empty file)"

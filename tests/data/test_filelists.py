@@ -483,3 +483,14 @@ def test_real_mini_imagenet_archive(tmp_path):
     dataset = ImageList(str(root / "novel.json"))
     image, label = dataset[len(dataset) - 1]
     assert image.size == (84, 84) and label == 19
+
+
+def test_csv_layout_with_the_csvs_in_split_like_deepemds_release(tmp_path):
+    """DeepEMD's mini-ImageNet release keeps its CSVs in split/ beside images/."""
+    root = csv_dataset(tmp_path / "miniimagenet")
+    (root / "split").mkdir()
+    for name in ("train.csv", "val.csv", "test.csv"):
+        (root / name).rename(root / "split" / name)
+    lists = run("--data_path", root)
+    assert classes_of(lists) == [["ant", "wolf"], ["cat"], ["bee", "dog"]]
+    assert lists["base.json"]["image_names"][0] == str(root / "images" / "ant0.jpg")

@@ -56,3 +56,32 @@ def test_frn_rows_validate_with_16_queries(path, data_variables):
         assert validation_queries(args) == expected, f"{relative(path)} {name}"
         if args.stage == "meta_train" and expected == 16:
             assert args.n_query == 15 and args.val_n_episode == 1000, f"{relative(path)} {name}"
+
+
+def headline(value: str) -> str:
+    """The first number of a paper entry ("61.2 +- 1.8 with HT ..." -> "61.2")."""
+    import re
+    return re.search(r"\d+(\.\d+)?", str(value)).group(0)
+
+
+@pytest.mark.parametrize("shot, number", [("1shot", "61.2"), ("5shot", "75.5")])
+def test_mtl_ht_rows_headline_the_ht_number(shot, number):
+    """The HT rows' first number is MTL + HT's (the mini-imagenet-tools README), not plain MTL's."""
+    key = f"{shot[0]}-shot"
+    ht = load_config(str(ROOT / "configs" / "mtl" / f"mini_imagenet_ht_{shot}.yaml"))["paper"]
+    plain = load_config(str(ROOT / "configs" / "mtl" / f"mini_imagenet_{shot}.yaml"))["paper"]
+    assert headline(ht[key]) == number != headline(plain[key])
+    assert "HT" in ht["source"]
+
+
+@pytest.mark.parametrize("path", [p for p in rows("deepemd") + rows("neg_margin")
+                                  if load_config(str(p)).get("common", {}).get("dataset") == "mini_imagenet"
+                                  and "bl0" not in p.name], ids=relative)
+def test_mini_imagenet_rows_name_the_image_release(path):
+    """DeepEMD's maintainers trace 57% vs 66.5% to the mini-ImageNet copy; mmfewshot reads the original
+    ImageNet JPEGs: the row must say which images its numbers are for."""
+    data = load_config(str(path))["data"]
+    if path.parent.name == "deepemd":
+        assert "DeepEMD's own mini-ImageNet release" in data and "57%" in data and "66.5%" in data
+    else:
+        assert "original ImageNet" in data and "84x84" in data
