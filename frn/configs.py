@@ -313,38 +313,69 @@ def check_inputs_finished(config: dict, name: str, statuses: Dict[str, Tuple[str
                             f"finish ({words}); run the config again to resume it, or retrain it with --overwrite")
 
 
-def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
-    """Run a config's stages in order. A training stage that finished before is skipped; one that
-    stopped before its last epoch is resumed (--resume its run folder); with --overwrite among the
-    extra flags every stage trains afresh. A stage that reads an unfinished training stage's model
-    (left out with --stages) is refused."""
-    config = load_config(config_path)
-    for line in describe(config):
-        print(line)
-    afresh = "--overwrite" in extra
+#: one stage of a run: (name, argv after `python` or None when skipped, what the runner says of it)
+Action = Tuple[str, Optional[List[str]], str]
+
+
+def decide(config: dict, steps, afresh: bool, only: Sequence[str] = ()) -> List[Action]:
+    """What each stage of a run does: a training stage that finished before is skipped, one that
+    stopped before its last epoch resumes (--resume its run folder), every stage trains afresh with
+    --overwrite (`afresh`); a stage that reads an unfinished training's model is refused."""
     statuses: Dict[str, Tuple[str, str, str]] = {}  # training stage -> (status, words, run folder)
-    for name, argv, run_dir in plan(config, extra):
+    actions: List[Action] = []
+    for name, argv, run_dir in steps:
         if run_dir is not None:
             status, words = training_status(run_dir, stage_epochs(argv[0], argv))
             statuses[name] = (status, words, run_dir)
         if only and name not in only:
             continue
         check_inputs_finished(config, name, statuses)
+        note = ""
         if run_dir is not None and not afresh:
             status, words, _ = statuses[name]
             if status in (FINISHED, GIVEN):
-                print(f"[{name}] done before ({run_dir}/best_model.pdparams, {words}): skipped", flush=True)
+                actions.append((name, None, f"done before ({run_dir}/best_model.pdparams, {words}): skipped"))
                 continue
             if status == UNFINISHED:
                 if not os.path.isfile(os.path.join(REPO, run_dir, "resume.pdstate")):
-                    raise UserError(f"stage {name}: {run_dir} holds an unfinished run ({words}) without resume.pdstate; "
-                                    f"train it afresh with --overwrite")
+                    raise UserError(f"stage {name}: {run_dir} holds an unfinished run ({words}) without "
+                                    f"resume.pdstate; train it afresh with --overwrite")
                 argv = argv + ["--resume", run_dir]
-                print(f"[{name}] resuming the unfinished run in {run_dir} ({words})", flush=True)
+                note = f"resuming the unfinished run in {run_dir} ({words})"
         if run_dir is not None:
             statuses[name] = (FINISHED, "trained by this run", run_dir)
-        command = " ".join(shlex.quote(w) for w in ["python", *argv])
-        print(f"[{name}] {command}", flush=True)
+        actions.append((name, argv, note))
+    return actions
+
+
+def preflight(actions: Sequence[Action], produced: Sequence[str]) -> None:
+    """Check, before any stage writes anything, what the stages to run read from outside the run:
+    e.g. a SimTrans step's ImageNet start (a converted file that must exist, or Paddle's weights,
+    downloaded now: offline, one line). Inputs below a run folder of the config (`produced`) are
+    written by earlier stages and not checked here."""
+    from frn.runs import preflight as check_stage
+    for name, argv, _ in actions:
+        if argv is not None and argv[0] in ENTRY_SCRIPTS:
+            check_stage(parsed_stage(argv[0], argv[1:]), produced)
+
+
+def run(config_path: str, extra: Sequence[str] = (), dry_run: bool = False, only: Sequence[str] = ()) -> None:
+    """Run a config's stages in order (`decide` says which run, resume or are skipped); the
+    external inputs of the stages to run are checked first (`preflight`)."""
+    config = load_config(config_path)
+    for line in describe(config):
+        print(line)
+    steps = plan(config, extra)
+    actions = decide(config, steps, "--overwrite" in extra, only)
+    if not dry_run:
+        preflight(actions, [run_dir for _, _, run_dir in steps if run_dir])
+    for name, argv, note in actions:
+        if argv is None:
+            print(f"[{name}] {note}", flush=True)
+            continue
+        if note:
+            print(f"[{name}] {note}", flush=True)
+        print(f"[{name}] {' '.join(shlex.quote(w) for w in ['python', *argv])}", flush=True)
         if dry_run:
             continue
         result = subprocess.run([sys.executable, *argv], cwd=REPO)

@@ -8,7 +8,7 @@ written, so a failed run never touches an earlier run's files.
 import argparse
 import os
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import paddle
 
@@ -209,6 +209,15 @@ def episode_validator(args: argparse.Namespace, model: FewShotMethod):
 
 def weak_shot(args: argparse.Namespace) -> bool:
     return METHODS[args.method].workflow == "weak_shot"
+
+
+def preflight(args: argparse.Namespace, produced: Sequence[str] = ()) -> None:
+    """Check what a stage reads from outside its config's runs before any stage writes (the config
+    runner, frn/configs.py): the few-shot stages read only their data and earlier stages' models,
+    which they check themselves; a weak-shot step also needs its ImageNet start."""
+    if weak_shot(args):
+        from frn import weakshot
+        weakshot.preflight(args, produced)
 
 
 def pretrain(args: argparse.Namespace) -> None:

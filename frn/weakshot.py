@@ -11,7 +11,7 @@ Every check that can fail on user input runs before anything is written.
 import argparse
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -29,7 +29,7 @@ from methods import METHODS
 from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
                               WeightedClassifierOptions)
 from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
-from network.resnet50 import imagenet_state
+from network.resnet50 import imagenet_state, imagenet_weights_file
 from utils.device import seed_everything, select_device
 from utils.errors import UserError
 from utils.options import replace
@@ -82,6 +82,46 @@ def load_backbone_weights(model: SimTransStage, source: str, flag: str,
         raise UserError(f"{flag} {source} has no backbone weights that fit --model {model.backbone_name} "
                         f"(first misfit: {wrong[0]!r})")
     model.feature_extractor.set_state_dict({k: state[k] for k in own})
+
+
+def imagenet_start(args: argparse.Namespace) -> Optional[Tuple[str, str]]:
+    """(flag, source) of the ImageNet weights a training step starts from, or None: steps 0 and 3a
+    read --imagenet_pretrained (unless --pretrain_path), the SimNet --similarity_pretrained when it
+    is 'imagenet'; step 3b starts from step 3a."""
+    if args.stage != "pretrain" or getattr(args, "pretrain_path", ""):
+        return None
+    method = METHODS[args.method]
+    if issubclass(method, GraphRegularisedClassifier):
+        return None
+    if issubclass(method, SimNet):
+        source = args.options.similarity_pretrained
+        return ("--similarity_pretrained", source) if source == "imagenet" else None
+    return "--imagenet_pretrained", str(args.options.imagenet_pretrained)
+
+
+def check_start(flag: str, source: str) -> None:
+    """One line unless the starting weights are there: a converted file must exist; Paddle's
+    weights ('1', 'imagenet') are downloaded now (once, into Paddle's cache)."""
+    if source in ("none", "0", ""):
+        return
+    if source in ("imagenet", "1"):
+        imagenet_weights_file()
+    elif not os.path.isfile(source):
+        raise UserError(f"{flag} {source} is not a file: convert torchvision's ImageNet ResNet-50 (the official start) "
+                        f"with python -m frn.convert --model ResNet50 --method simtrans_naive resnet50-19c8e357.pth "
+                        f"{source}, or pass 1 (Paddle's ImageNet weights, downloaded) or 0 (random)")
+
+
+def preflight(args: argparse.Namespace, produced: Sequence[str] = ()) -> None:
+    """The config runner's check of a weak-shot step's ImageNet start, before any stage writes
+    (a source below a run folder of the config, `produced`, comes from an earlier stage)."""
+    start = imagenet_start(args)
+    if start is None:
+        return
+    flag, source = start
+    inside = [folder for folder in produced if os.path.abspath(source).startswith(os.path.abspath(folder) + os.sep)]
+    if not inside:
+        check_start(flag, source)
 
 
 def load_simnet(path: str, flag: str, weakshot: WeakShot) -> SimNet:
@@ -245,7 +285,10 @@ def start_weights(args: argparse.Namespace, model: SimTransStage, weakshot: Weak
             raise UserError("--similarity_net is required: the step-1 run's best_model.pdparams")
         model.use_similarity_net(load_simnet(model.options.similarity_net, "--similarity_net", weakshot))
     elif not args.pretrain_path:
-        load_backbone_weights(model, args.options.imagenet_pretrained, "--imagenet_pretrained")
+        source = str(args.options.imagenet_pretrained)
+        if source not in ("imagenet", "1"):  # Paddle's weights are fetched (or refused) by the load itself
+            check_start("--imagenet_pretrained", source)
+        load_backbone_weights(model, source, "--imagenet_pretrained")
     if args.pretrain_path:  # the reference's --resume: a model to start from
         load_weights(model, args.pretrain_path, "--pretrain_path")
 

@@ -26,8 +26,8 @@ class ResNet50(ResNet):
         self.out_channels = 2048
 
 
-def imagenet_state() -> dict:
-    """Paddle's ImageNet weights of ResNet-50 (downloaded once into ~/.cache/paddle), without `fc`.
+def imagenet_weights_file() -> str:
+    """The file of Paddle's ImageNet weights of ResNet-50, downloaded once into ~/.cache/paddle.
 
     Offline this stops with one line instead of Paddle's retries and traceback."""
     from paddle.utils.download import get_weights_path_from_url
@@ -44,4 +44,9 @@ def imagenet_state() -> dict:
                         f"or --imagenet_pretrained 0") from None
     finally:
         downloader.setLevel(level)
-    return {k: v for k, v in paddle.load(path).items() if not k.startswith("fc.")}
+    return path
+
+
+def imagenet_state() -> dict:
+    """Paddle's ImageNet weights of ResNet-50 (`imagenet_weights_file`), without `fc`."""
+    return {k: v for k, v in paddle.load(imagenet_weights_file()).items() if not k.startswith("fc.")}

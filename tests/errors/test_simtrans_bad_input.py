@@ -95,3 +95,23 @@ def test_a_new_run_into_a_finished_step_is_refused(simtrans_run):
     assert_refused(simtrans_run, "pretrain.py", simtrans_run["bench"], "--method", "simtrans_naive", "--num_epoch",
                    "2", "--batch_size", "8", "--lr", "0.02", "--lr_interval", "1", "--lr_decay", "0.5", "--backbone",
                    "conv4", needles=("Conv4_simtrans_naive", "--resume", "--overwrite"))
+
+
+def test_a_missing_converted_imagenet_start_is_refused_before_anything_is_written(simtrans_run, tmp_path):
+    """The rows start from torchvision's ImageNet ResNet-50 converted to a file: a wrong path stops
+    the step in one line that says how to make the file."""
+    assert_refused(simtrans_run, "pretrain.py", simtrans_run["bench"], "--method", "simtrans_naive",
+                   "--imagenet_pretrained", tmp_path / "r50.pdparams", needles=("--imagenet_pretrained", "frn.convert"))
+
+
+def test_paddles_imagenet_weights_offline_are_refused_before_the_run_folder(simtrans_run, monkeypatch):
+    """Paddle's weights are downloaded before the run folder is created: offline, one line and no
+    folder (the run folder of this step would be <checkpoints>/demo/bench/ResNet50_simtrans_naive)."""
+    import paddle.utils.download as download
+
+    def offline(*_args, **_kwargs):
+        raise RuntimeError("Download from https://example failed. Retry limit reached")
+    monkeypatch.setattr(download, "get_weights_path_from_url", offline)
+    assert_refused(simtrans_run, "pretrain.py", simtrans_run["bench"], "--method", "simtrans_naive", "--model",
+                   "ResNet50", "--imagenet_pretrained", "1", needles=("cannot download", "--imagenet_pretrained"))
+    assert not (simtrans_run["runs"] / "ResNet50_simtrans_naive").exists()

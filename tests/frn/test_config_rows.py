@@ -15,7 +15,7 @@ FORMER_ROWS = yaml.safe_load((ROOT / "tests" / "frn" / "former_rows.yaml").read_
 @pytest.fixture
 def no_checkpoint_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("CKPT", raising=False)
-    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH"):
+    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION", "CUB", "IMAGENET_R50"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
 
 

@@ -20,7 +20,7 @@ INPUT_FLAGS = ("--pretrain_path", "--model_path", "--similarity_pretrained", "--
 
 @pytest.fixture
 def data_variables(monkeypatch, tmp_path):
-    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION"):
+    for name in ("DATA", "SPLITS", "WS", "MODEL_PATH", "IMAGENET", "WEBVISION", "CUB", "IMAGENET_R50"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
 
 
@@ -278,3 +278,32 @@ def test_a_flag_of_another_methods_options_stays_with_its_method(tmp_path, data_
                    "  proto:\n    script: meta_train.py\n    flags: {method: protonet, model: Conv4}\n")
     steps = {name: argv for name, argv, _ in plan(load_config(str(row)), ["--pre_max_epoch", "2"])}
     assert "--pre_max_epoch" in steps["mtl"] and "--pre_max_epoch" not in steps["proto"]
+
+
+def test_the_imagenet_start_is_checked_before_the_first_stage_writes(tmp_path, repo, monkeypatch, data_variables):
+    """A SimTrans row's first stage writes the weak-shot folder; a missing converted ResNet-50 (or
+    Paddle's weights offline) must stop the run before that stage, in one line."""
+    import paddle.utils.download as download
+    ran = []
+    from types import SimpleNamespace
+    monkeypatch.setattr(repo.subprocess, "run", lambda *a, **k: ran.append(a) or SimpleNamespace(returncode=0))
+    row = tmp_path / "row.yaml"
+    row.write_text("row: r\ncommon: {data_path: '${WS}', model: ResNet50}\nstages:\n"
+                   "  weakshot_data: {module: data.weakshot, args: [cub], flags: {data_path: '${DATA}', out_dir: '${WS}'}}\n"
+                   "  naive: {script: pretrain.py, flags: {method: simtrans_naive, imagenet_pretrained: '${IMAGENET_R50}'}}\n"
+                   "  simnet: {script: pretrain.py, flags: {method: simtrans_simnet,\n"
+                   "           similarity_pretrained: '{naive}/best_model.pdparams'}}\n")
+    with pytest.raises(UserError, match="--imagenet_pretrained .*r50.* is not a file.*frn.convert"):
+        repo.run(str(row))
+    monkeypatch.setenv("IMAGENET_R50", "1")
+
+    def offline(*_args, **_kwargs):
+        raise RuntimeError("Download failed")
+    monkeypatch.setattr(download, "get_weights_path_from_url", offline)
+    with pytest.raises(UserError, match="cannot download Paddle's ImageNet ResNet-50"):
+        repo.run(str(row))
+    assert not ran, "no stage may run before the starting weights are there"
+    (tmp_path / "r50.pdparams").write_bytes(b"")
+    monkeypatch.setenv("IMAGENET_R50", str(tmp_path / "r50.pdparams"))
+    repo.run(str(row))  # the SimNet's start is the naive stage's output: not checked up front
+    assert len(ran) == 3

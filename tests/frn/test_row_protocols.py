@@ -1,6 +1,7 @@
 """The official protocol of the paper rows (configs/), pinned row by row: the class split, the
 validation episodes, the starting weights, the headline numbers and the data each row needs, as the
 specifications of the reference implementations state them."""
+import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -85,3 +86,22 @@ def test_mini_imagenet_rows_name_the_image_release(path):
         assert "DeepEMD's own mini-ImageNet release" in data and "57%" in data and "66.5%" in data
     else:
         assert "original ImageNet" in data and "84x84" in data
+
+
+SIMTRANS_TRAINING_ROWS = [p for p in rows("simtrans") if "naive" in stages_of(load_config(str(p)))]
+
+
+@pytest.mark.parametrize("path", SIMTRANS_TRAINING_ROWS, ids=relative)
+def test_simtrans_rows_start_from_torchvisions_imagenet_weights(path, data_variables, monkeypatch):
+    """The official code starts steps 0 and 3a from torchvision's ImageNet ResNet-50: the rows read
+    it converted (${IMAGENET_R50}), with no silent fallback to Paddle's weights."""
+    from frn.weakshot import imagenet_start
+    from utils.errors import UserError
+    starts = {name: imagenet_start(args) for name, args in parsed_stages(path).items()}
+    converted = os.environ["IMAGENET_R50"]
+    assert starts["naive"] == ("--imagenet_pretrained", converted)
+    assert starts["main"] == ("--imagenet_pretrained", converted)
+    assert starts["simnet"] is None and starts["alternate"] is None  # from step 0 and from step 3a
+    monkeypatch.delenv("IMAGENET_R50")
+    with pytest.raises(UserError, match="IMAGENET_R50.*frn.convert"):
+        plan(load_config(str(path)))
