@@ -7,13 +7,20 @@ they are:
     base_test.json  clean test images of the base classes              (SimNet's base-class F1)
     web.json        web images of the novel classes, labelled by query  (steps 0, 2, 3)
     novel.json      clean test images of the novel classes             (evaluation)
+    novel_train.json  clean training images of the novel classes, where the dataset has them (the
+                    oracle --exp_type CleanAll, the SimNet's --source_set clean_novel)
+    base_web.json   web images of the base classes, where the crawl has them (CompCars; the SimNet's
+                    --source_set noisy_base)
     weakshot.json   what was built, from what, and the counts
     injected.json   benchmarks only: the outliers put into web.json, with their true class
 
 Builders (python -m data.weakshot <layout> --help):
     cub       CUB-200-2011 + CUB_web/<class>/ (SimTrans's 150/50 split, cub_simtrans/*.txt)
     aircraft  fgvc-aircraft-2013b + hardest_new_set/<variant>/ (SimTrans's 25 novel variants)
-    cars      CompCars ("CampCar") + web_data/<model>/ (novel = every 4th sorted web class)
+    cars      CompCars ("CampCar") + web_data/<model>/ (novel = every 4th sorted web class, or with
+              --novel_split n the first n of SimTrans's explicit list of 431 models)
+    webvision ImageNet (882 base classes, clean) + WebVision 2.0 (118 novel classes, web images), the
+              reference's WebVision setting
     folder    WebVision-style: clean train/ and test/ folders of class folders + a web/ folder
     inject    a benchmark from any labelled dataset with filelists or CSVs (e.g. the shared
               archives): base = train classes, novel = test classes (or --novel_classes), and a
@@ -37,7 +44,7 @@ import numpy as np
 from data.datasets import filelist_path, load_filelist
 from data.filelists import (aircraft_variant_images, aircraft_variants, cub_index, cub_train_test, dataset_folder,
                             has_csv_layout, list_images, need_folder, read_class_list, read_lines, read_split_csv,
-                            write_json_files)
+                            read_table, write_json_files)
 from utils.errors import OneLineParser, UserError, exit_on_user_error
 
 INFO_FILE = "weakshot.json"
@@ -119,9 +126,16 @@ def filelist(classes: Sequence[str], items: Sequence[Item]) -> dict:
             "image_labels": [label_of[cls] for cls, _, _ in items], "file_names": [name for _, _, name in items]}
 
 
+#: optional parts of a weak-shot folder, written when the dataset has them (an earlier folder's copy is removed)
+OPTIONAL_PARTS = ("novel_train", "base_web")
+
+
 def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item], web: Sequence[Item],
-                   novel_test: Sequence[Item], info: dict, injected: Optional[List[dict]] = None) -> Dict[str, dict]:
-    """Check the parts, then write the folder's files (each to a temporary name first)."""
+                   novel_test: Sequence[Item], info: dict, injected: Optional[List[dict]] = None,
+                   novel_train: Sequence[Item] = (), base_web: Sequence[Item] = ()) -> Dict[str, dict]:
+    """Check the parts, then write the folder's files (each to a temporary name first).
+    `novel_train` (clean training images of the novel classes) and `base_web` (web images of the
+    base classes) are written when given."""
     base_classes = sorted({cls for cls, _, _ in base})
     novel_classes = sorted({cls for cls, _, _ in web} | {cls for cls, _, _ in novel_test})
     shared = sorted(set(base_classes) & set(novel_classes))
@@ -146,6 +160,10 @@ def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item]
              "novel.json": filelist(novel_classes, novel_test)}
     if base_test:
         lists["base_test.json"] = filelist(base_classes, base_test)
+    if novel_train:
+        lists["novel_train.json"] = filelist(novel_classes, novel_train)
+    if base_web:
+        lists["base_web.json"] = filelist(base_classes, base_web)
     info = dict(info, base_classes=len(base_classes), novel_classes=len(novel_classes),
                 images={name[:-5]: len(meta["image_names"]) for name, meta in lists.items()})
     files = {os.path.join(out_dir, name): meta for name, meta in lists.items()}
@@ -153,9 +171,12 @@ def write_weakshot(out_dir: str, base: Sequence[Item], base_test: Sequence[Item]
     if injected is not None:
         files[os.path.join(out_dir, INJECTED_FILE)] = {"injected": injected}
     write_json_files(files)
-    stale = os.path.join(out_dir, INJECTED_FILE)
-    if injected is None and os.path.exists(stale):
-        os.remove(stale)  # a real-data folder written over a benchmark must not keep its outlier list
+    # a folder written over another must not keep parts this dataset lacks (an outlier list, say)
+    stale = [f"{part}.json" for part in OPTIONAL_PARTS if f"{part}.json" not in lists]
+    stale += [INJECTED_FILE] if injected is None else []
+    for name in stale:
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
     return lists
 
 
@@ -273,7 +294,8 @@ def build_benchmark(data_path: str, out_dir: str, fraction: float = 0.3, open_sh
     info = {"layout": "inject", "source": root, "novel_classes": novel_classes, "outlier_fraction": fraction,
             "open_set_share": open_share, "test_per_class": test_per_class,
             "base_test_per_class": base_test_per_class, "seed": seed, "injected": len(records)}
-    return write_weakshot(out_dir, base, base_test, web, novel_test, info, records)
+    # novel_train: the novel classes' training images before any was replaced (the clean oracle's)
+    return write_weakshot(out_dir, base, base_test, web, novel_test, info, records, novel_train=novel_train)
 
 
 def write_oracle(data_path: str, out_dir: str) -> Dict[str, dict]:
@@ -283,7 +305,7 @@ def write_oracle(data_path: str, out_dir: str) -> Dict[str, dict]:
     if injected is None:
         raise UserError(f"{data_path} has no {INJECTED_FILE}: only a benchmark knows its outliers")
     parts = {}
-    for split in ("base", "base_test", "web", "novel"):
+    for split in ("base", "base_test", "web", "novel", *OPTIONAL_PARTS):
         path = os.path.join(data_path, f"{split}.json")
         meta = load_filelist(path) if os.path.isfile(path) else None
         parts[split] = [] if meta is None else [
@@ -291,7 +313,8 @@ def write_oracle(data_path: str, out_dir: str) -> Dict[str, dict]:
             for label, image, name in zip(meta["image_labels"], meta["image_names"], meta["file_names"])
             if not (split == "web" and name in injected)]
     info = {"layout": "oracle", "source": os.path.abspath(data_path), "removed": len(injected)}
-    return write_weakshot(out_dir, parts["base"], parts["base_test"], parts["web"], parts["novel"], info)
+    return write_weakshot(out_dir, parts["base"], parts["base_test"], parts["web"], parts["novel"], info,
+                          novel_train=parts["novel_train"], base_web=parts["base_web"])
 
 
 # ---------------------------------------------------------------- real web data
@@ -336,10 +359,11 @@ def weakshot_cub(data_path: str, out_dir: str, split_dir: Optional[str] = None,
     for rel, image_id in cub_index(cub).items():
         item = (rel.split("/")[0], os.path.join(cub, "images", rel), rel)
         (train if is_train.get(image_id) else test).append(item)
-    base, _ = split_by_classes(train, base_classes, novel_classes)
+    base, novel_train = split_by_classes(train, base_classes, novel_classes)
     base_test, novel_test = split_by_classes(test, base_classes, novel_classes)
     web = web_items(os.path.join(root, "CUB_web"), novel_classes, root, excluded(exclude))
-    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cub", "source": root})
+    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cub", "source": root},
+                          novel_train=novel_train)
 
 
 def weakshot_aircraft(data_path: str, out_dir: str) -> Dict[str, dict]:
@@ -357,10 +381,11 @@ def weakshot_aircraft(data_path: str, out_dir: str) -> Dict[str, dict]:
     for part in ("trainval", "test"):
         parts[part] = [(variant, os.path.join(data, "images", f"{image_id}.jpg"), f"{image_id}.jpg")
                        for image_id, variant in aircraft_variant_images(data, part, set(variants))]
-    base, _ = split_by_classes(parts["trainval"], base_classes, AIRCRAFT_NOVEL)
+    base, novel_train = split_by_classes(parts["trainval"], base_classes, AIRCRAFT_NOVEL)
     base_test, novel_test = split_by_classes(parts["test"], base_classes, AIRCRAFT_NOVEL)
     web = web_items(os.path.join(root, "hardest_new_set"), AIRCRAFT_NOVEL, root)
-    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "aircraft", "source": root})
+    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "aircraft", "source": root},
+                          novel_train=novel_train)
 
 
 def every_fourth(classes: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -373,13 +398,38 @@ def subfolders(folder: str) -> List[str]:
     return sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
 
 
-def weakshot_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
+#: SimTrans's explicit CompCars model list (`data/car_helper.py`): --novel_split n takes its first n as novel
+COMPCARS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splits", "compcars_novel_split.txt")
+
+
+def compcars_models() -> List[str]:
+    """The 431 model names of SimTrans's explicit CompCars list, in its order (two of them have a
+    double space, kept: they name web_data/ folders)."""
+    with open(COMPCARS_LIST, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def cars_classes(web_classes: Sequence[str], novel_split: int = -1) -> Tuple[List[str], List[str]]:
+    """(base, novel) CompCars models: with `novel_split` -1 every 4th sorted web folder is novel;
+    with n >= 1 the first n models of the explicit list are novel and the rest of it base."""
+    if novel_split == -1:
+        return every_fourth(web_classes)
+    models = compcars_models()
+    if not 1 <= novel_split < len(models):
+        raise UserError(f"--novel_split {novel_split} does not split the {len(models)} models of SimTrans's CompCars "
+                        f"list: pass 1..{len(models) - 1} (novel: the first n), or -1 (every 4th web folder)")
+    return models[novel_split:], models[:novel_split]
+
+
+def weakshot_cars(data_path: str, out_dir: str, novel_split: int = -1) -> Dict[str, dict]:
     """CompCars classification split ("CampCar" folder) with web images in web_data/<model name>/;
-    the categories are the sorted web folders, every 4th novel."""
+    the categories are the sorted web folders, every 4th novel, or (`novel_split` n) the first n
+    models of SimTrans's explicit list novel and its others base. Web images of the base classes
+    go to base_web.json (the SimNet's --source_set noisy_base)."""
     root = dataset_folder(data_path)
     camp = need_folder(os.path.join(root, "CampCar"), "--data_path must hold CampCar/ and web_data/")
     web_root = need_folder(os.path.join(root, "web_data"), "--data_path must hold CampCar/ and web_data/")
-    base_classes, novel_classes = every_fourth(subfolders(web_root))
+    base_classes, novel_classes = cars_classes(subfolders(web_root), novel_split)
     try:
         from scipy.io import loadmat
     except ImportError:
@@ -392,10 +442,151 @@ def weakshot_cars(data_path: str, out_dir: str) -> Dict[str, dict]:
                              "restore CompCars' train_test_split/classification files")
         parts[part] = [(model_name.get(int(rel.split("/")[1]), "unknown"), os.path.join(camp, "image", rel), rel)
                        for rel in (line.strip() for line in listed) if rel]
-    base, _ = split_by_classes(parts["train"], base_classes, novel_classes)
+    base, novel_train = split_by_classes(parts["train"], base_classes, novel_classes)
     base_test, novel_test = split_by_classes(parts["test"], base_classes, novel_classes)
     web = web_items(web_root, novel_classes, root)
-    return write_weakshot(out_dir, base, base_test, web, novel_test, {"layout": "cars", "source": root})
+    base_web = web_items(web_root, [c for c in base_classes if os.path.isdir(os.path.join(web_root, c))], root)
+    return write_weakshot(out_dir, base, base_test, web, novel_test,
+                          {"layout": "cars", "source": root, "novel_split": novel_split},
+                          novel_train=novel_train, base_web=base_web)
+
+
+# ---------------------------------------------------------------- WebVision / ImageNet
+
+WEBVISION_NOVEL = 118  # the reference's only split: the first 118 WNIDs in sorted order are novel
+IMAGENET_FIX = ("--imagenet must be the ImageNet folder of the reference's layout: train/<WNID>/, train_files.txt, "
+                "val/, ILSVRC2012_validation_ground_truth.txt and meta.mat")
+WEBVISION_FIX = ("--webvision must be the WebVision folder of the reference's layout: train_files_118.txt, "
+                 "info/queries_synsets_map.txt, info/synsets.txt and the images below subset118/")
+
+
+def need_file(path: str, fix: str) -> str:
+    if not os.path.isfile(path):
+        raise UserError(f"file {path} is missing; {fix}")
+    return path
+
+
+def webvision_classes(imagenet: str, novel_split: int = WEBVISION_NOVEL) -> Tuple[List[str], List[str]]:
+    """(base, novel) WNIDs: the class folders of ImageNet's train/ in sorted order, the first
+    `novel_split` novel (-1: the reference's 118)."""
+    wnids = subfolders(need_folder(os.path.join(imagenet, "train"), IMAGENET_FIX))
+    novel_split = WEBVISION_NOVEL if novel_split == -1 else novel_split
+    if not 1 <= novel_split < len(wnids):
+        raise UserError(f"--novel_split {novel_split} does not split the {len(wnids)} class folders of "
+                        f"{os.path.join(imagenet, 'train')}: pass 1..{len(wnids) - 1} (the reference: 118 of 1,000)")
+    return wnids[novel_split:], wnids[:novel_split]
+
+
+def imagenet_train(imagenet: str, classes: Sequence[str]) -> List[Item]:
+    """ImageNet training images of `classes` as train_files.txt lists them ('<path below the ImageNet
+    folder>,<WNID>' per line)."""
+    path = need_file(os.path.join(imagenet, "train_files.txt"), IMAGENET_FIX)
+    wanted, items = set(classes), []
+    for number, line in enumerate(read_lines(path, IMAGENET_FIX), start=1):
+        if not line.strip():
+            continue
+        rel, sep, wnid = line.strip().rpartition(",")
+        if not sep or not rel:
+            raise UserError(f"{path} line {number} is {line!r}; expected '<image path>,<WNID>'")
+        if wnid in wanted:
+            image = os.path.join(imagenet, rel)
+            if not os.path.isfile(image):
+                raise UserError(f"image {image} listed in {path} line {number} is missing; re-extract ImageNet")
+            items.append((wnid, image, rel))
+    return items
+
+
+def ilsvrc_synsets(meta_path: str) -> Dict[int, str]:
+    """{ILSVRC2012_ID: WNID} of the development kit's meta.mat."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise UserError("reading ImageNet's meta.mat needs scipy: pip install scipy") from None
+    try:
+        synsets = loadmat(meta_path)["synsets"]
+        ids, wnids = synsets["ILSVRC2012_ID"].ravel(), synsets["WNID"].ravel()
+        return {int(np.asarray(i).ravel()[0]): str(np.asarray(w).ravel()[0]) for i, w in zip(ids, wnids)}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise UserError(f"{meta_path} is not the ImageNet development kit's meta.mat (synsets with ILSVRC2012_ID "
+                        f"and WNID: {type(err).__name__}); copy it from ILSVRC2012_devkit_t12/data/") from None
+
+
+def imagenet_val(imagenet: str, classes: Sequence[str]) -> List[Item]:
+    """ImageNet validation images of `classes`: val/ILSVRC2012_val_<k>.JPEG has the class of line k
+    of ILSVRC2012_validation_ground_truth.txt (an ILSVRC2012_ID), mapped to its WNID by meta.mat."""
+    truth_path = need_file(os.path.join(imagenet, "ILSVRC2012_validation_ground_truth.txt"), IMAGENET_FIX)
+    to_wnid = ilsvrc_synsets(need_file(os.path.join(imagenet, "meta.mat"), IMAGENET_FIX))
+    truth = [line.strip() for line in read_lines(truth_path, IMAGENET_FIX)]
+    val = need_folder(os.path.join(imagenet, "val"), IMAGENET_FIX)
+    wanted, items = set(classes), []
+    for name in sorted(n for n in os.listdir(val) if not n.startswith(".")):
+        stem = os.path.splitext(name)[0]
+        try:
+            k = int(stem.rsplit("_", 1)[-1])
+            ilsvrc_id = int(truth[k - 1])
+        except (ValueError, IndexError):
+            raise UserError(f"validation image {name} has no line in {truth_path} (it has {len(truth)}); expected "
+                            f"ILSVRC2012_val_<k>.JPEG with k <= the lines of the ground truth") from None
+        if ilsvrc_id not in to_wnid:
+            raise UserError(f"{truth_path} line {k} names class {ilsvrc_id}, which meta.mat does not list")
+        if to_wnid[ilsvrc_id] in wanted:
+            items.append((to_wnid[ilsvrc_id], os.path.join(val, name), f"val/{name}"))
+    return items
+
+
+def webvision_web(webvision: str, classes: Sequence[str]) -> List[Item]:
+    """WebVision training images of `classes`: train_files_118.txt lines '<path> <synset index>' (0-based
+    row of info/synsets.txt, whose first 9 characters are the WNID); the query folder of the path
+    (q<id>, second part) must map to the same synset in info/queries_synsets_map.txt ('<query>
+    <synset>', 1-based), as the reference asserts; images below subset118/."""
+    info = os.path.join(webvision, "info")
+    synsets = [line[:9] for line in read_lines(need_file(os.path.join(info, "synsets.txt"), WEBVISION_FIX),
+                                               WEBVISION_FIX) if line.strip()]
+    map_path = need_file(os.path.join(info, "queries_synsets_map.txt"), WEBVISION_FIX)
+    query_synset = {}
+    for number, (query, synset) in read_table(map_path, 2, "<query id> <synset id>", WEBVISION_FIX):
+        if not (query.isdigit() and synset.isdigit()):
+            raise UserError(f"{map_path} line {number} is '{query} {synset}'; expected two numbers")
+        query_synset[int(query)] = int(synset) - 1
+    path = need_file(os.path.join(webvision, "train_files_118.txt"), WEBVISION_FIX)
+    wanted, items = set(classes), []
+    for number, (rel, synset) in read_table(path, 2, "<image path> <synset index>", WEBVISION_FIX):
+        parts = rel.split("/")
+        if not synset.isdigit() or int(synset) >= len(synsets) or len(parts) < 3 or not parts[1][1:].isdigit():
+            raise UserError(f"{path} line {number} is '{rel} {synset}'; expected '<source>/q<query>/<file> <synset "
+                            f"index below {len(synsets)}>'")
+        wnid, query = synsets[int(synset)], int(parts[1][1:])
+        if query not in query_synset:
+            raise UserError(f"query {parts[1]} of {path} line {number} has no synset in {map_path}; use the "
+                            f"WebVision release's info/ files")
+        if query_synset[query] >= len(synsets) or synsets[query_synset[query]] != wnid:
+            raise UserError(f"query {parts[1]} of {path} line {number} maps to another synset in {map_path} than the "
+                            f"line's {wnid}; use the WebVision release's info/ files")
+        if wnid in wanted:
+            image = os.path.join(webvision, "subset118", rel)
+            if not os.path.isfile(image):
+                raise UserError(f"web image {image} ({path} line {number}) is missing; extract the 118-class subset "
+                                f"into subset118/")
+            items.append((wnid, image, rel))
+    return items
+
+
+def weakshot_webvision(imagenet: str, webvision: str, out_dir: str, novel_split: int = WEBVISION_NOVEL
+                       ) -> Dict[str, dict]:
+    """SimTrans's WebVision setting: the first 118 WNIDs of ImageNet's train/ in sorted order novel,
+    the other 882 base; base images: ImageNet training images (train_files.txt), novel training
+    images: WebVision's web images of those synsets (train_files_118.txt), test images: ImageNet's
+    validation images of either (ground truth + meta.mat). novel_train.json holds ImageNet's own
+    training images of the novel classes (ours: the reference has no clean novel set here)."""
+    imagenet, webvision = dataset_folder(imagenet), dataset_folder(webvision)
+    base_classes, novel_classes = webvision_classes(imagenet, novel_split)
+    train = imagenet_train(imagenet, base_classes + novel_classes)
+    val = imagenet_val(imagenet, base_classes + novel_classes)
+    web = webvision_web(webvision, novel_classes)
+    base, novel_train = split_by_classes(train, base_classes, novel_classes)
+    base_test, novel_test = split_by_classes(val, base_classes, novel_classes)
+    info = {"layout": "webvision", "source": [imagenet, webvision], "novel_split": len(novel_classes)}
+    return write_weakshot(out_dir, base, base_test, web, novel_test, info, novel_train=novel_train)
 
 
 def weakshot_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
@@ -416,7 +607,8 @@ def weakshot_folders(train_dir: str, test_dir: str, web_dir: str, out_dir: str,
                 for p in list_images(need_folder(os.path.join(folder, cls), f"class {cls!r} needs a folder there"))]
     info = {"layout": "folder", "source": folders}
     return write_weakshot(out_dir, clean(folders[0], base), clean(folders[1], base),
-                          web_items(folders[2], novel, folders[2]), clean(folders[1], novel), info)
+                          web_items(folders[2], novel, folders[2]), clean(folders[1], novel), info,
+                          novel_train=clean(folders[0], novel))
 
 
 # ---------------------------------------------------------------- command line
@@ -446,12 +638,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     aircraft.add_argument("--data_path", required=True, help="folder holding fgvc-aircraft-2013b/ and hardest_new_set/")
     cars = layouts.add_parser("cars", help="CompCars + web_data")
     cars.add_argument("--data_path", required=True, help="folder holding CampCar/ and web_data/")
+    cars.add_argument("--novel_split", type=int, default=-1,
+                      help="-1: every 4th sorted web folder novel (the reference's default); n: the first n models of "
+                           "the reference's explicit list of 431 novel, its others base")
+    webvision = layouts.add_parser("webvision", help="ImageNet (clean base) + WebVision 2.0 (web images of the novel)")
+    webvision.add_argument("--imagenet", required=True,
+                           help="ImageNet folder: train/<WNID>/, train_files.txt, val/, "
+                                "ILSVRC2012_validation_ground_truth.txt, meta.mat")
+    webvision.add_argument("--webvision", required=True,
+                           help="WebVision folder: train_files_118.txt, info/queries_synsets_map.txt, info/synsets.txt, "
+                                "subset118/<image path>")
+    webvision.add_argument("--novel_split", type=int, default=WEBVISION_NOVEL,
+                           help="the first n sorted WNIDs are novel (the reference: 118, its only split)")
     folder = layouts.add_parser("folder", help="class folders: clean train/, test/ and web/")
     folder.add_argument("--train_dir", required=True)
     folder.add_argument("--test_dir", required=True)
     folder.add_argument("--web_dir", required=True)
     folder.add_argument("--novel_classes", default=None, help="file of novel class names (default: every 4th)")
-    for sub in (inject, oracle, cub, aircraft, cars, folder):
+    for sub in (inject, oracle, cub, aircraft, cars, webvision, folder):
         sub.add_argument("--out_dir", required=True, help="the weak-shot folder to write")
     return parser.parse_args(argv)
 
@@ -467,7 +671,9 @@ def build(args: argparse.Namespace) -> Dict[str, dict]:
     if args.layout == "aircraft":
         return weakshot_aircraft(args.data_path, args.out_dir)
     if args.layout == "cars":
-        return weakshot_cars(args.data_path, args.out_dir)
+        return weakshot_cars(args.data_path, args.out_dir, args.novel_split)
+    if args.layout == "webvision":
+        return weakshot_webvision(args.imagenet, args.webvision, args.out_dir, args.novel_split)
     return weakshot_folders(args.train_dir, args.test_dir, args.web_dir, args.out_dir, args.novel_classes)
 
 

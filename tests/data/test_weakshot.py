@@ -207,3 +207,144 @@ def test_oracle_folder_drops_exactly_the_injected_images(bench, tmp_path):
     assert set(oracle["file_names"]) == set(web["file_names"]) - injected
     assert read(tmp_path / "oracle", "novel.json") == read(bench, "novel.json")
     assert not (tmp_path / "oracle" / "injected.json").exists()
+
+
+# ----- WebVision / ImageNet (a synthetic copy of the reference's layout) -----------------------
+WNIDS = ["n00000005", "n00000001", "n00000004", "n00000002", "n00000003"]  # listed unsorted on purpose
+
+
+def imagenet_webvision(tmp_path: Path) -> tuple:
+    """ImageNet/ (train/<WNID>/, train_files.txt, val/, ground truth, meta.mat) and WebVision/ (info/,
+    train_files_118.txt, subset118/) with 5 classes; ILSVRC2012 ids run in another order than the
+    sorted WNIDs, so the ground truth only resolves through meta.mat."""
+    scipy_io = pytest.importorskip("scipy.io")
+    imagenet, webvision = tmp_path / "ImageNet", tmp_path / "WebVision"
+    ordered = sorted(WNIDS)
+    rows = []
+    for wnid in WNIDS:
+        for i in range(2):
+            image(imagenet / "train" / wnid / f"{wnid}_{i}.JPEG")
+            rows.append(f"train/{wnid}/{wnid}_{i}.JPEG,{wnid}")
+    (imagenet / "train_files.txt").write_text("\n".join(rows) + "\n")
+    ilsvrc = {k: ordered[(2 * k) % 5] for k in range(1, 6)}  # ILSVRC2012_ID -> WNID, a permutation
+    synsets = np.zeros((5, 1), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O")])
+    for row, (k, wnid) in enumerate(ilsvrc.items()):
+        synsets[row, 0] = (np.array([[k]], dtype=np.uint16), np.array([wnid]), np.array(["a thing"]))
+    scipy_io.savemat(str(imagenet / "meta.mat"), {"synsets": synsets})
+    truth = [(k - 1) % 5 + 1 for k in range(1, 11)]  # val image k has ILSVRC2012_ID truth[k-1]
+    for k in range(1, 11):
+        image(imagenet / "val" / f"ILSVRC2012_val_{k:08d}.JPEG")
+    (imagenet / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{t}\n" for t in truth))
+    (webvision / "info").mkdir(parents=True)
+    (webvision / "info" / "synsets.txt").write_text("".join(f"{w} some words\n" for w in ordered))
+    # queries 1..5 -> synsets 1..5 (1-based); query 6 is a second query of synset 2
+    (webvision / "info" / "queries_synsets_map.txt").write_text("".join(f"{q} {q}\n" for q in range(1, 6)) + "6 2\n")
+    lines = []
+    for query, synset in ((1, 0), (1, 0), (2, 1), (6, 1), (2, 1), (3, 2)):
+        rel = f"google/q{query:04d}/{len(lines)}.jpg"
+        image(webvision / "subset118" / rel)
+        lines.append(f"{rel} {synset}")
+    (webvision / "train_files_118.txt").write_text("\n".join(lines) + "\n")
+    return imagenet, webvision, ilsvrc, truth
+
+
+def test_webvision_layout_as_the_reference_splits_it(tmp_path):
+    imagenet, webvision, ilsvrc, truth = imagenet_webvision(tmp_path)
+    out = tmp_path / "ws"
+    weakshot.main(["webvision", "--imagenet", str(imagenet), "--webvision", str(webvision), "--novel_split", "2",
+                   "--out_dir", str(out)])
+    ordered = sorted(WNIDS)
+    novel, base = ordered[:2], ordered[2:]  # the first n WNIDs in sorted order
+    web = read(out, "web.json")
+    assert web["label_names"] == novel and read(out, "base.json")["label_names"] == base
+    # web images labelled by their line's synset row; the query check passes for both queries of synset 2;
+    # synset 3's image is a base class, left out
+    assert web["file_names"] == ["google/q0001/0.jpg", "google/q0001/1.jpg", "google/q0002/2.jpg",
+                                 "google/q0002/4.jpg", "google/q0006/3.jpg"]
+    assert web["image_labels"] == [0, 0, 1, 1, 1]
+    assert web["image_names"][0] == str(webvision / "subset118" / "google" / "q0001" / "0.jpg")
+    expected = {f"val/ILSVRC2012_val_{k:08d}.JPEG": ilsvrc[truth[k - 1]] for k in range(1, 11)}
+    novel_test = read(out, "novel.json")
+    assert {f: novel_test["label_names"][l] for f, l in zip(novel_test["file_names"], novel_test["image_labels"])} \
+        == {f: w for f, w in expected.items() if w in novel}
+    base_test = read(out, "base_test.json")
+    assert len(base_test["file_names"]) == sum(w in base for w in expected.values())
+    assert len(read(out, "base.json")["image_names"]) == 6 and len(read(out, "novel_train.json")["image_names"]) == 4
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("orphan query", "query q0009"),
+    ("no ground truth", "ILSVRC2012_validation_ground_truth.txt"),
+    ("no meta.mat", "meta.mat"),
+    ("split too large", "--novel_split 5"),
+])
+def test_webvision_bad_input_is_one_line(tmp_path, capsys, damage, needle):
+    imagenet, webvision, _, _ = imagenet_webvision(tmp_path)
+    split = "2"
+    if damage == "orphan query":
+        image(webvision / "subset118" / "google" / "q0009" / "x.jpg")
+        with open(webvision / "train_files_118.txt", "a") as f:
+            f.write("google/q0009/x.jpg 0\n")
+    elif damage == "no ground truth":
+        (imagenet / "ILSVRC2012_validation_ground_truth.txt").unlink()
+    elif damage == "no meta.mat":
+        (imagenet / "meta.mat").unlink()
+    else:
+        split = "5"
+    with pytest.raises(SystemExit) as stop:
+        weakshot.main(["webvision", "--imagenet", str(imagenet), "--webvision", str(webvision), "--novel_split", split,
+                       "--out_dir", str(tmp_path / "ws")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_webvision_default_is_the_references_118(tmp_path):
+    imagenet, webvision, _, _ = imagenet_webvision(tmp_path)
+    with pytest.raises(UserError, match="118 of 1,000"):
+        weakshot.weakshot_webvision(str(imagenet), str(webvision), str(tmp_path / "ws"))
+
+
+def compcars(tmp_path: Path, names) -> Path:
+    """A CompCars copy: each model 2 train + 1 test images and 2 web images."""
+    scipy_io = pytest.importorskip("scipy.io")
+    root = tmp_path / "Car"
+    cells = np.empty((len(names), 1), dtype=object)
+    for i, name in enumerate(names):
+        cells[i, 0] = name
+    (root / "CampCar" / "misc").mkdir(parents=True)
+    scipy_io.savemat(str(root / "CampCar" / "misc" / "make_model_name.mat"), {"model_names": cells})
+    listed = {"train": [], "test": []}
+    for model_id, name in enumerate(names, start=1):
+        for i, part in enumerate(("train", "train", "test")):
+            rel = f"1/{model_id}/2014/{i}.jpg"
+            image(root / "CampCar" / "image" / rel)
+            listed[part].append(rel)
+        for i in range(2):
+            image(root / "web_data" / name / f"{i}.jpg")
+    (root / "CampCar" / "train_test_split" / "classification").mkdir(parents=True)
+    for part, rows in listed.items():
+        (root / "CampCar" / "train_test_split" / "classification" / f"{part}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_cars_novel_split_takes_the_first_models_of_the_references_list(tmp_path, capsys):
+    models = weakshot.compcars_models()
+    assert len(models) == 431 and "EXCELLE  XT" in models  # double spaces kept: they name web folders
+    names = [models[3], models[0], models[5], models[1]]  # in CompCars' own id order, not the list's
+    root = compcars(tmp_path, names)
+    out = tmp_path / "ws"
+    weakshot.main(["cars", "--data_path", str(root), "--novel_split", "2", "--out_dir", str(out)])
+    assert read(out, "web.json")["label_names"] == sorted(models[:2])
+    assert read(out, "base.json")["label_names"] == sorted([models[3], models[5]])
+    assert len(read(out, "novel_train.json")["image_names"]) == 4 and len(read(out, "novel.json")["image_names"]) == 2
+    assert read(out, "base_web.json")["label_names"] == sorted([models[3], models[5]])
+    for too_large in ("431", "500"):
+        with pytest.raises(SystemExit):
+            weakshot.main(["cars", "--data_path", str(root), "--novel_split", too_large, "--out_dir", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--novel_split {too_large}" in err and "431 models" in err
+    assert not (tmp_path / "x").exists()
+    weakshot.main(["cars", "--data_path", str(root), "--out_dir", str(out)])  # the default: every 4th web folder
+    assert read(out, "web.json")["label_names"] == [sorted(names)[0]]
+    assert len(read(out, "base_web.json")["label_names"]) == 3
