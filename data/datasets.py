@@ -19,8 +19,13 @@ from utils.errors import UserError
 
 SPLIT_FILES = {"base": "base.json", "train": "base.json", "val": "val.json",
                "novel": "novel.json", "test": "novel.json",
-               # weak-shot folders (data/weakshot.py): novel classes' web images, base classes' test images
-               "web": "web.json", "base_test": "base_test.json"}
+               # weak-shot folders (data/weakshot.py): novel classes' web images, base classes' test images,
+               # and where the data has them novel classes' clean training images, base classes' web images
+               "web": "web.json", "base_test": "base_test.json", "novel_train": "novel_train.json",
+               "base_web": "base_web.json"}
+#: the optional parts of a weak-shot folder and what their absence means
+WEAKSHOT_OPTIONAL = {"novel_train": "clean training images of the novel classes",
+                     "base_web": "web images of the base classes"}
 
 
 def filelist_path(data_path: str, split: str) -> str:
@@ -33,6 +38,9 @@ def filelist_path(data_path: str, split: str) -> str:
         if split in ("web", "base_test"):
             raise UserError(f"{path} is missing; --data_path must be a weak-shot folder: build one with "
                             f"python -m data.weakshot (see its --help)")
+        if split in WEAKSHOT_OPTIONAL:
+            raise UserError(f"{path} is missing: this weak-shot folder has no {WEAKSHOT_OPTIONAL[split]} (its dataset "
+                            f"or its builder has none); rebuild it with python -m data.weakshot, or pick another option")
         raise UserError(f"{path} is missing; write the filelists first: "
                         f"python write_miniImagenet_filelist.py --data_path {data_path}")
     return path

@@ -25,7 +25,10 @@ DATASET_TRANSFORMS: Dict[str, Tuple[int, int]] = {
     "cub": (0, 0),            # raw images
     "cub_cropped": (0, 1),    # bounding-box crops
     "aircraft": (0, 1),
+    "meta_inat": (1, 2),      # iNat2017 images squashed to 84 x 84 (FRN's init_meta_iNat.py)
+    "tiered_meta_inat": (1, 2),
     "cars": (0, 1),           # ours: cropped like Aircraft
+    "webvision": (0, 0),      # ours: ImageNet/WebVision photos (SimTrans uses its own transforms)
     "cifar_fs": (0, 1),       # ours: 32x32 originals, squashed to size
     "fc100": (0, 1),          # ours
     "omniglot": (0, 1),       # ours

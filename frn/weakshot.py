@@ -20,7 +20,7 @@ import paddle.nn.functional as F
 from data.samplers import rank_share
 from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
-from data.weakshot_batches import WeightedImages, f1_batches, pair_training_batches, shuffled_batches
+from data.weakshot_batches import JoinedImages, WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
@@ -190,14 +190,30 @@ def pair_f1(simnet: SimNet, dataset, batches: List[List[int]], num_workers: int 
     return 100.0 * f1, float(np.mean(losses))
 
 
-def classifier_validator(args: argparse.Namespace, model, split: str):
+def split_images(args: argparse.Namespace, splits: Sequence[str], training: bool):
+    """The images of one weak-shot split, or of several joined (classes of the first split first)."""
+    parts = [image_list(args, split, training) for split in splits]
+    return parts[0] if len(parts) == 1 else JoinedImages(parts)
+
+
+def novel_accuracy(dataset, correct: np.ndarray) -> Optional[float]:
+    """Accuracy (%) on the novel classes' images of a joined base + novel test set (None otherwise)."""
+    if not isinstance(dataset, JoinedImages):
+        return None
+    novel = dataset.labels >= dataset.first_part_classes
+    return 100.0 * float(correct[novel].mean()) if novel.any() else None
+
+
+def classifier_validator(args: argparse.Namespace, model, splits: Sequence[str]):
     """Top-1 accuracy on the clean test images: the reference selects its model (and stops
-    early) on the test set, as reproduced here; there is no validation split."""
-    test = image_list(args, split, training=False)
+    early) on the test set, as reproduced here; there is no validation split. On a base + novel
+    test set (CleanAll) the novel images' accuracy is reported too."""
+    test = split_images(args, splits, training=False)
 
     def validate():
-        accuracy, loss, _ = classify_split(model, test, num_workers=args.num_workers, desc="test")
-        return accuracy, loss
+        accuracy, loss, correct = classify_split(model, test, num_workers=args.num_workers, desc="test")
+        novel = novel_accuracy(test, correct)
+        return (accuracy, loss) if novel is None else (accuracy, loss, {"novel_acc": novel})
     return validate
 
 
@@ -226,26 +242,27 @@ def this_rank(batches: List[List[int]]) -> List[List[int]]:
 
 
 def simnet_data(args: argparse.Namespace):
-    """(dataset, batches(epoch), classes) of step 1: pair batches of base then web images."""
+    """(dataset, batches(epoch), classes) of step 1: pair batches of the A images (--source_set: the
+    clean base images) then of the B images (the web images), with --noisy_frac's noisy batches."""
     options: SimNetOptions = args.options
-    base = image_list(args, "base", training=True)
+    source = image_list(args, options.source_split(), training=True)
     target = image_list(args, "web" if options.target_domain == "novel_train" else "novel", training=True)
-    for name, part in (("base", base), ("web", target)):
+    for name, part in ((options.source_set, source), ("B", target)):
         if args.batch_size > len(part):
             raise UserError(f"--batch_size {args.batch_size} exceeds the {len(part)} {name} images; lower it")
 
     def batches(epoch: int) -> List[List[int]]:
-        return this_rank(pair_training_batches(base.labels, target.labels, len(base), args.batch_size,
-                                               options.batch_class_num, options.batch_class_num_B, args.seed, epoch))
-    return paddle.io.ConcatDataset([base, target]), batches, base.num_classes
+        return this_rank(pair_training_batches(source.labels, target.labels, len(source), args.batch_size,
+                                               options.batch_class_num, options.batch_class_num_B, args.seed, epoch,
+                                               options.noisy_frac))
+    return paddle.io.ConcatDataset([source, target]), batches, source.num_classes
 
 
 def classifier_data(args: argparse.Namespace, weakshot: WeakShot):
     """(dataset, batches(epoch), classes) of steps 0, 3a, 3b: the training split of the step,
     with the similarity folder's sample weights in steps 3a and 3b."""
     options = args.options
-    train_split = options.splits()[0]
-    dataset = image_list(args, train_split, training=True)
+    dataset = split_images(args, options.splits()[0], training=True)
     fraction = 1.0
     batch_size = lambda epoch: args.batch_size  # noqa: E731
     if isinstance(options, WeightedClassifierOptions):
@@ -363,8 +380,9 @@ def test_classifier(args: argparse.Namespace) -> Tuple[List[float], Dict[str, An
     the accuracy and the result file's record of it."""
     ckpt = read_checkpoint(args.model_path)
     options = args.options
-    split = {"novel": options.splits()[1]}.get(args.split, args.split)
-    test_set = image_list(args, split, training=False)
+    splits = options.splits()[1] if args.split == "novel" else (args.split,)
+    split = "+".join(splits)
+    test_set = split_images(args, splits, training=False)
     identity = ckpt.get("identity")
     check_origin(identity, "--model_path", args.model_path, CLASSIFIER_FAMILY, need_weakshot(args))
     if "fc.weight" not in ckpt["state_dict"]:
@@ -379,7 +397,12 @@ def test_classifier(args: argparse.Namespace) -> Tuple[List[float], Dict[str, An
     accuracy, _, correct = classify_split(model, test_set, num_workers=args.num_workers, desc="test")
     mean, interval = mean_and_interval(100.0 * correct)
     print(f"{len(test_set)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
-    return [accuracy], {"accuracy": float(mean), "interval": float(interval), "images": len(test_set), "split": split}
+    record = {"accuracy": float(mean), "interval": float(interval), "images": len(test_set), "split": split}
+    novel = novel_accuracy(test_set, correct)
+    if novel is not None:
+        print(f"novel classes' test images: {novel:.2f}%", flush=True)
+        record["novel_accuracy"] = novel
+    return [accuracy], record
 
 
 def similarity_step(args: argparse.Namespace) -> Tuple[List[float], Dict[str, Any]]:

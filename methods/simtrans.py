@@ -74,15 +74,30 @@ class SimTransOptions(MethodOptions):
         return f"_{self.exp_name}" if self.exp_name else ""
 
 
+#: (training splits, evaluation splits) of the naive step's --exp_type (naive/train.py): the web images of
+#: the novel classes; the clean base images; or the clean oracle, every clean training image of the base and
+#: novel classes (one classifier over both, base classes first) tested on both classes' test images
+EXP_SPLITS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
+    "NoisyNovel": (("web",), ("novel",)),
+    "CleanBase": (("base",), ("base_test",)),
+    "CleanAll": (("base", "novel_train"), ("base_test", "novel")),
+}
+#: the SimNet's --source_set (the A images, whose pairs train the similarity) -> their weak-shot split
+SOURCE_SPLITS = {"clean_base": "base", "noisy_base": "base_web", "noisy_novel": "web", "clean_novel": "novel_train"}
+
+
 @dataclass
 class WebClassifierOptions(SimTransOptions):
-    exp_type: str = option("NoisyNovel", "train on the novel web images (tested on novel test images) or on the "
-                                         "clean base images (tested on base test images)",
-                           choices=("NoisyNovel", "CleanBase"))
+    exp_type: str = option("NoisyNovel", "NoisyNovel: train on the novel web images, test on the novel test images; "
+                                         "CleanBase: the clean base images, tested on the base test images; CleanAll "
+                                         "(the clean oracle): the clean training images of base and novel classes, "
+                                         "tested on both classes' test images",
+                           choices=tuple(EXP_SPLITS))
 
-    def splits(self) -> Tuple[str, str]:
-        """(training split, evaluation split) of --exp_type."""
-        return ("base", "base_test") if self.exp_type == "CleanBase" else ("web", "novel")
+    def splits(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """(training splits, evaluation splits) of --exp_type; several splits are joined, classes of
+        the first split first (the reference's cat_datasets)."""
+        return EXP_SPLITS[self.exp_type]
 
     def run_name(self) -> str:
         kind = "" if self.exp_type == "NoisyNovel" else f"_{self.exp_type}"
@@ -100,8 +115,8 @@ class WeightedClassifierOptions(SimTransOptions):
         if not 0 < self.epoch_fraction <= 1:
             raise UserError(f"--epoch_fraction must be in (0, 1] (got {self.epoch_fraction})")
 
-    def splits(self) -> Tuple[str, str]:
-        return "web", "novel"
+    def splits(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        return ("web",), ("novel",)
 
     def normalisation(self) -> str:
         """How a class's sample weights are normalised."""
@@ -157,9 +172,15 @@ class SimNetOptions(SimTransOptions):
     head_type: str = option("2", "SimNet head (the official scripts use 4)", choices=tuple(sorted(HEADS)))
     similarity_weighted: float = option(0.0, "cross-entropy weight of similar pairs (0: none; <0: --batch_class_num)")
     domain_bn: int = option(1, "LayerNorm in the discriminator", choices=(0, 1))
-    source_set: str = option("clean_base", "the A images", choices=("clean_base",))
+    source_set: str = option("clean_base", "the A images, whose pairs train the similarity: the clean base images "
+                                           "(the method), or as ablations the web images of the base classes, the web "
+                                           "images of the novel classes, their clean training images",
+                             choices=tuple(SOURCE_SPLITS))
     target_set: str = option("noisy_novel", "evaluation target", choices=("noisy_novel",))
-    noisy_frac: float = option(0.0, "fused noisy pairs (0: off)", choices=(0.0,))
+    noisy_frac: float = option(0.0, "noise fused into the pair batches: each epoch int(F x their number) extra batches "
+                                    "of web images, one of each of --batch_size distinct novel classes (every pair "
+                                    "but the self-pairs dissimilar), added to the A batches and to the B batches "
+                                    "(0: off; F in [0, 1))")
     similarity_pretrained: str = option("", "backbone start: the step-0 run's best_model.pdparams, 'imagenet' "
                                             "or 'none'")
     f1_batches: int = option(10, "evaluation batches of 10 classes x 10 images")
@@ -177,13 +198,21 @@ class SimNetOptions(SimTransOptions):
         check_positive(self, "batch_class_num", "batch_class_num_B", "f1_batches")
         if self.domain_lr <= 0:
             raise UserError(f"--domain_lr must be positive (got {self.domain_lr})")
+        if not 0.0 <= self.noisy_frac < 1.0:
+            raise UserError(f"--noisy_frac must be in [0, 1) (got {self.noisy_frac}): the share of extra noisy batches")
+
+    def source_split(self) -> str:
+        """The weak-shot split of the A images (--source_set)."""
+        return SOURCE_SPLITS[self.source_set]
 
     def similar_pair_weight(self) -> float:
         """Cross-entropy weight of "similar" pairs: 0 = unweighted, < 0 = --batch_class_num."""
         return self.similarity_weighted if self.similarity_weighted >= 0 else float(self.batch_class_num)
 
     def run_name(self) -> str:
-        return f"simtrans_simnet_h{self.head_type}_b{self.beta:g}{self.suffix()}"
+        source = "" if self.source_set == "clean_base" else f"_{self.source_set}"
+        noise = f"_nf{self.noisy_frac:g}" if self.noisy_frac else ""
+        return f"simtrans_simnet_h{self.head_type}_b{self.beta:g}{source}{noise}{self.suffix()}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -47,7 +47,10 @@ def test_evaluating_on_another_dataset(simtrans_run):
     (["--method", "simtrans_alternate", "--load_dir", "SIM", "--similarity_net", "SIMNET"], ("--pretrain_path",)),
     (["--method", "simtrans_alternate", "--load_dir", "SIM", "--similarity_net", "SIMNET", "--pretrain_path",
       "/no/main.pdparams"], ("--pretrain_path", "does not exist")),
-    (["--method", "simtrans_simnet", "--noisy_frac", "0.5", "--similarity_pretrained", "none"], ("--noisy_frac",)),
+    (["--method", "simtrans_simnet", "--noisy_frac", "1", "--similarity_pretrained", "none"], ("--noisy_frac", "[0, 1)")),
+    (["--method", "simtrans_simnet", "--noisy_frac", "-0.1", "--similarity_pretrained", "none"], ("--noisy_frac",)),
+    (["--method", "simtrans_simnet", "--batch_size", "8", "--source_set", "noisy_base", "--similarity_pretrained",
+      "none"], ("base_web.json", "web images of the base classes")),
 ])
 def test_missing_or_unsupported_inputs_of_a_step(simtrans_run, extra, needles):
     names = {"SIM": simtrans_run["simnet"] / "similarity",

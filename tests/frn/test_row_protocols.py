@@ -99,9 +99,63 @@ def test_simtrans_rows_start_from_torchvisions_imagenet_weights(path, data_varia
     from utils.errors import UserError
     starts = {name: imagenet_start(args) for name, args in parsed_stages(path).items()}
     converted = os.environ["IMAGENET_R50"]
-    assert starts["naive"] == ("--imagenet_pretrained", converted)
-    assert starts["main"] == ("--imagenet_pretrained", converted)
-    assert starts["simnet"] is None and starts["alternate"] is None  # from step 0 and from step 3a
+    for name, expected in (("naive", ("--imagenet_pretrained", converted)),
+                           ("main", ("--imagenet_pretrained", converted)), ("simnet", None), ("alternate", None)):
+        if name in starts:  # the SimNet starts from step 0, step 3b from step 3a
+            assert starts[name] == expected, name
     monkeypatch.delenv("IMAGENET_R50")
     with pytest.raises(UserError, match="IMAGENET_R50.*frn.convert"):
         plan(load_config(str(path)))
+
+
+ABLATIONS = {  # row -> (the row it varies, {stage: {option: value}})
+    "cub_clean_all.yaml": ("cub.yaml", {"naive": {"exp_type": "CleanAll"}, "test": {"exp_type": "CleanAll"}}),
+    "cub_clean_base.yaml": ("cub.yaml", {"naive": {"exp_type": "CleanBase"}, "test": {"exp_type": "CleanBase"}}),
+    "cub_noisy_frac.yaml": ("cub.yaml", {"simnet": {"noisy_frac": 0.2}}),
+    "cub_source_noisy_novel.yaml": ("cub.yaml", {"simnet": {"source_set": "noisy_novel"}}),
+    "cub_source_clean_novel.yaml": ("cub.yaml", {"simnet": {"source_set": "clean_novel"}}),
+    "car_source_noisy_base.yaml": ("car.yaml", {"simnet": {"source_set": "noisy_base"}}),
+    "car_novel_split.yaml": ("car.yaml", {}),
+}
+
+
+def test_every_simtrans_ablation_has_its_row():
+    written = {p.name for p in rows("simtrans")}
+    assert set(ABLATIONS) <= written and "webvision.yaml" in written
+
+
+@pytest.mark.parametrize("row", sorted(ABLATIONS))
+def test_a_simtrans_ablation_row_changes_only_its_option(row, data_variables):
+    """Each ablation row sets its option on the step the reference sets it on; the steps it changes
+    write run folders of their own, the steps it shares (step 0) the base row's."""
+    base_row, changes = ABLATIONS[row]
+    path, base_path = ROOT / "configs" / "simtrans" / row, ROOT / "configs" / "simtrans" / base_row
+    stages, base_stages = parsed_stages(path), parsed_stages(base_path)
+    for stage, options in changes.items():
+        for name, value in options.items():
+            assert getattr(stages[stage].options, name) == value, (stage, name)
+            assert getattr(base_stages[stage].options, name, None) != value, (stage, name)
+    folders = {name: folder for name, _, folder in plan(load_config(str(path))) if folder}
+    base_folders = {name: folder for name, _, folder in plan(load_config(str(base_path))) if folder}
+    changed = [name for name in folders if name != "naive" or "naive" in changes or row == "car_novel_split.yaml"]
+    for name in folders:
+        if name in changed:
+            assert folders[name] != base_folders[name], name
+        else:
+            assert folders[name] == base_folders[name], name
+
+
+def test_the_novel_split_row_writes_its_own_weakshot_folder(data_variables):
+    config = load_config(str(ROOT / "configs" / "simtrans" / "car_novel_split.yaml"))
+    argv = {name: argv for name, argv, _ in plan(config)}["weakshot_data"]
+    assert argv[argv.index("--novel_split") + 1] == "108"
+    assert argv[argv.index("--out_dir") + 1] == os.environ["WS"] + "_novel108"
+
+
+def test_the_webvision_row_builds_the_references_split(data_variables):
+    config = load_config(str(ROOT / "configs" / "simtrans" / "webvision.yaml"))
+    argv = plan(config)[0][1]
+    assert argv[:3] == ["-m", "data.weakshot", "webvision"] and "--data_path" not in argv
+    assert argv[argv.index("--imagenet") + 1] == os.environ["IMAGENET"]
+    assert argv[argv.index("--webvision") + 1] == os.environ["WEBVISION"]
+    assert "--novel_split" not in argv  # the builder's default: the reference's 118
