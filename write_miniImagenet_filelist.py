@@ -12,6 +12,9 @@ folder) or point it at one:
         --out_dir /data/CUB_closerlook
     python write_miniImagenet_filelist.py --dataset folder --data_path /data/dogs \\
         --train_classes train.txt --val_classes val.txt --test_classes test.txt
+    python write_miniImagenet_filelist.py --dataset meta_inat --data_path /data/meta_iNat
+    python write_miniImagenet_filelist.py --dataset cross_domain --base_from /data/miniImagenet \\
+        --eval_from /data/CUB_closerlook --out_dir /data/mini2CUB
 
 The writers live in data/filelists.py; this file only maps the flags onto them.
 """
@@ -44,7 +47,7 @@ from data import filelists  # noqa: E402
 from utils.errors import OneLineParser, UserError, exit_on_user_error  # noqa: E402
 
 DATASETS = ("mini_imagenet", "cifar_fs", "fc100", "cub", "cub_cropped", "tiered_imagenet", "cars",
-            "aircraft", "omniglot", "folder")
+            "aircraft", "omniglot", "meta_inat", "tiered_meta_inat", "cross_domain", "folder")
 #: datasets read only from the CSV layout (images/ + train.csv, val.csv, test.csv)
 CSV_ONLY = ("mini_imagenet", "omniglot")
 #: datasets read from the CSV layout when train.csv is there, else from their own layout
@@ -75,6 +78,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
              "(default: --data_path, or its data/ or images/ subfolder)")
     for split in filelists.SPLITS:
         add(f"--{split}_classes", default=None, help=f"file of {split} class names, one per line")
+    add("--base_from", default=None,
+        help="cross_domain: a folder with filelists whose every class (base, val and novel) is trained on")
+    add("--eval_from", default=None, help="cross_domain: a folder with filelists whose val.json and novel.json are used")
     return parser.parse_args(argv)
 
 
@@ -100,6 +106,13 @@ def write(args: argparse.Namespace) -> Dict[str, dict]:
     dataset = args.dataset
     if args.split is not None and dataset not in ("cub", "cub_cropped"):
         raise UserError(f"--split chooses a CUB class split; --dataset {dataset} has its own, drop --split")
+    if dataset == "cross_domain":
+        if not (args.base_from and args.eval_from and args.out_dir):
+            raise UserError("--dataset cross_domain needs --base_from (the training dataset's filelists folder), "
+                            "--eval_from (the test dataset's) and --out_dir")
+        return filelists.write_cross_domain(args.base_from, args.eval_from, args.out_dir)
+    if dataset in ("meta_inat", "tiered_meta_inat"):
+        return filelists.write_meta_inat(data_path, args.out_dir)
     if dataset in CSV_ONLY or (dataset in CSV_TOO and filelists.has_csv_layout(data_path)):
         if args.split is not None:
             raise UserError(f"--split {args.split} needs the official CUB-200-2011 layout (images/, images.txt, "
@@ -109,7 +122,7 @@ def write(args: argparse.Namespace) -> Dict[str, dict]:
     if dataset in ("cub", "cub_cropped"):
         crops = crop_dir(args, data_path) if dataset == "cub_cropped" else None
         return filelists.write_cub(data_path, args.split or "frn", args.split_dir, crops, args.out_dir)
-    if dataset == "tiered_imagenet":
+    if dataset == "tiered_imagenet" or (dataset == "fc100" and filelists.has_split_folders(data_path)):
         return filelists.write_tiered_imagenet(data_path, args.out_dir)
     if dataset == "aircraft" and filelists.aircraft_root(data_path):
         crops = crop_dir(args, data_path) if args.crop else None

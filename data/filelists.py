@@ -335,17 +335,69 @@ def write_class_folders(data_path: str, class_files: Optional[Dict[str, str]] = 
     return write_filelists(splits, out_dir or root)
 
 
+def split_folder(root: str, split: str, fix: str) -> Split:
+    """The images of `root/<split>/<class>/` (class folders in sorted order, FRN's ImageFolder)."""
+    folder = need_folder(os.path.join(root, split), fix)
+    classes = sorted(name for name in os.listdir(folder)
+                     if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
+    return class_folder_split(split, folder, classes, folder, root)
+
+
 def write_tiered_imagenet(data_path: str, out_dir: Optional[str] = None) -> Dict[str, dict]:
-    """Filelists of tiered-ImageNet laid out as train/, val/, test/ folders of class folders."""
+    """Filelists of tiered-ImageNet laid out as train/, val/, test/ folders of class folders (also
+    DeepEMD's FC100 release)."""
     root = dataset_folder(data_path)
-    splits = []
-    for split in SPLITS:
-        folder = need_folder(os.path.join(root, split), "tiered-ImageNet needs train/, val/ and test/ "
-                                                         "folders of class folders in --data_path")
-        classes = sorted(name for name in os.listdir(folder)
-                         if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
-        splits.append(class_folder_split(split, folder, classes, folder, root))
-    return write_filelists(splits, out_dir or root)
+    fix = "this layout needs train/, val/ and test/ folders of class folders in --data_path"
+    return write_filelists([split_folder(root, split, fix) for split in SPLITS], out_dir or root)
+
+
+def has_split_folders(data_path: str) -> bool:
+    """Whether `data_path` holds train/, val/ and test/ folders (tiered-ImageNet, DeepEMD's FC100)."""
+    return all(os.path.isdir(os.path.join(data_path, split)) for split in SPLITS)
+
+
+def write_meta_inat(data_path: str, out_dir: Optional[str] = None) -> Dict[str, dict]:
+    """Filelists of meta-iNat or tiered meta-iNat as FRN's data/init_meta_iNat.py lays them out:
+    train/<category id>/ and test/<category id>/ of 84x84 images (or links to them). There is no
+    validation split: FRN trains these rows with --no_val, validating on the test classes and
+    keeping the final model, so val.json lists the test classes too."""
+    root = dataset_folder(data_path)
+    fix = "meta-iNat needs the train/ and test/ folders of class folders that FRN's init_meta_iNat.py writes"
+    train, test = split_folder(root, "train", fix), split_folder(root, "test", fix)
+    check_splits([train, test])
+    out_dir = os.path.abspath(out_dir or root)
+    lists = {os.path.join(out_dir, SPLIT_FILES[name]): build_filelist(split)
+             for name, split in (("train", train), ("val", test), ("test", test))}
+    make_folder(out_dir)
+    write_json_files(lists)
+    return lists
+
+
+def filelist_items(folder: str, name: str) -> List[Item]:
+    """The (class, image, file name) items of `folder/<name>`, a filelist written before."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing; write that dataset's filelists first (write_miniImagenet_filelist.py)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        names = meta.get("file_names") or [os.path.basename(p) for p in meta["image_names"]]
+        return [(meta["label_names"][label], image, file)
+                for label, image, file in zip(meta["image_labels"], meta["image_names"], names)]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise UserError(f"{path} is not a readable filelist ({type(err).__name__}); rewrite it") from None
+
+
+def write_cross_domain(base_from: str, eval_from: str, out_dir: str) -> Dict[str, dict]:
+    """A cross-domain folder (the Negative-Margin code's mini2CUB): base.json holds every class of
+    `base_from`'s base.json, val.json and novel.json (its all.json), val.json and novel.json are
+    `eval_from`'s, as written there."""
+    base_from, eval_from = dataset_folder(base_from), dataset_folder(eval_from)
+    base_items = [item for name in ("base.json", "val.json", "novel.json") for item in filelist_items(base_from, name)]
+    splits = [Split("train", f"{base_from} (base.json, val.json, novel.json)", base_items),
+              Split("val", os.path.join(eval_from, "val.json"), filelist_items(eval_from, "val.json")),
+              Split("test", os.path.join(eval_from, "novel.json"), filelist_items(eval_from, "novel.json"))]
+    return write_filelists(splits, out_dir)
 
 
 # ---------------------------------------------------------------- datasets indexed by image id

@@ -494,3 +494,54 @@ def test_csv_layout_with_the_csvs_in_split_like_deepemds_release(tmp_path):
     lists = run("--data_path", root)
     assert classes_of(lists) == [["ant", "wolf"], ["cat"], ["bee", "dog"]]
     assert lists["base.json"]["image_names"][0] == str(root / "images" / "ant0.jpg")
+
+
+# ---------------------------------------------------------------- meta-iNat, cross-domain, FC100 folders
+
+def test_meta_inat_layout_of_frns_preparation(tmp_path):
+    """FRN's init_meta_iNat.py writes train/<category id>/ and test/<category id>/ of links to 84x84
+    images; there is no val split (FRN validates on test with --no_val), so val.json is the test set."""
+    pool, root = tmp_path / "inat2017_84x84", tmp_path / "meta_iNat"
+    for split, categories in (("train", ["12", "3"]), ("test", ["7", "10"])):
+        for category in categories:
+            for i in range(2):
+                make_image(pool / category / f"{i}.png")
+                (root / split / category).mkdir(parents=True, exist_ok=True)
+                os.symlink(pool / category / f"{i}.png", root / split / category / f"{i}.png")
+    lists = run("--dataset", "meta_inat", "--data_path", root)
+    assert classes_of(lists) == [["12", "3"], ["10", "7"], ["10", "7"]]  # folder names sorted as strings
+    assert lists["val.json"] == lists["novel.json"]
+    assert lists["base.json"]["image_names"][0] == str(root / "train" / "12" / "0.png")
+    assert lists["novel.json"]["file_names"] == ["test/10/0.png", "test/10/1.png", "test/7/0.png", "test/7/1.png"]
+
+
+def test_meta_inat_errors(tmp_path, capsys):
+    (tmp_path / "meta_iNat" / "train" / "1").mkdir(parents=True)
+    assert "test" in fails(capsys, "--dataset", "tiered_meta_inat", "--data_path", tmp_path / "meta_iNat")
+
+
+def test_cross_domain_trains_on_every_class_of_one_and_tests_on_the_other(tmp_path, capsys):
+    """bl0's mini2CUB: all of mini-ImageNet's classes are base, CUB's val and novel are val and novel."""
+    mini = csv_dataset(tmp_path / "mini")
+    run("--data_path", mini)
+    cub = tmp_path / "cub"
+    for split, classes in {"train": ["001.A"], "val": ["002.B"], "test": ["004.D", "008.H"]}.items():
+        rows = ["filename,label"]
+        for cls in classes:
+            make_image(cub / "images" / f"{cls}.jpg")
+            rows.append(f"{cls}.jpg,{cls}")
+        write_lines(cub / f"{split}.csv", rows)
+    run("--data_path", cub)
+    out = tmp_path / "mini2cub"
+    lists = run("--dataset", "cross_domain", "--base_from", mini, "--eval_from", cub, "--out_dir", out)
+    assert classes_of(lists) == [["ant", "bee", "cat", "dog", "wolf"], ["002.B"], ["004.D", "008.H"]]
+    assert len(lists["base.json"]["image_names"]) == 10
+    assert lists["novel.json"]["image_names"] == read(cub)["novel.json"]["image_names"]
+    assert "--base_from" in fails(capsys, "--dataset", "cross_domain", "--eval_from", cub, "--out_dir", out)
+    assert "base.json" in fails(capsys, "--dataset", "cross_domain", "--base_from", tmp_path, "--eval_from", cub,
+                                "--out_dir", tmp_path / "x")
+
+
+def test_fc100_in_split_folders_like_deepemds_release(tmp_path):
+    root = tiered_dataset(tmp_path)
+    assert classes_of(run("--dataset", "fc100", "--data_path", root)) == [["n01", "n02"], ["n03"], ["n04", "n05"]]

@@ -159,3 +159,58 @@ def test_the_webvision_row_builds_the_references_split(data_variables):
     assert argv[argv.index("--imagenet") + 1] == os.environ["IMAGENET"]
     assert argv[argv.index("--webvision") + 1] == os.environ["WEBVISION"]
     assert "--novel_split" not in argv  # the builder's default: the reference's 118
+
+
+@pytest.mark.parametrize("row", ["meta_inat_conv4.yaml", "tiered_meta_inat_conv4.yaml", "protonet_meta_inat_conv4.yaml",
+                                 "protonet_tiered_meta_inat_conv4.yaml"])
+def test_meta_inat_rows_as_the_official_scripts(row, data_variables):
+    """Adam 1e-3 x0.5 every 20 epochs for 100, Conv-4, type-1 training crops and type-2 test images,
+    no validation split: the final model is tested."""
+    from data.transforms import DATASET_TRANSFORMS
+    stages = parsed_stages(ROOT / "configs" / "frn" / row)
+    ways = {}
+    for name, args in stages.items():
+        assert args.model == "Conv4" and DATASET_TRANSFORMS[args.dataset] == (1, 2)
+        if args.stage == "meta_train":
+            assert (args.optimizer, args.lr, args.gamma, args.step_size, args.epoch) == ("adam", 1e-3, 0.5, 20, 100)
+            ways[args.n_shot] = args.train_n_way
+        else:
+            assert args.model_path.endswith("/last_model.pdparams") and args.test_n_episode == 10000
+    assert ways == ({5: 20} if not row.startswith("protonet") else {1: 30, 5: 20})
+
+
+@pytest.mark.parametrize("row, ways", [("protonet_aircraft_conv4.yaml", {1: 30, 5: 20}),
+                                       ("protonet_aircraft_resnet12.yaml", {1: 15, 5: 10})])
+def test_aircraft_protonet_rows(row, ways, data_variables):
+    stages = parsed_stages(ROOT / "configs" / "frn" / row)
+    trained = {a.n_shot: a.train_n_way for a in stages.values() if a.stage == "meta_train"}
+    assert trained == ways
+    assert all((a.dataset, a.epoch, a.step_size, a.lr) == ("aircraft", 1200, 400, 0.1)
+               for a in stages.values() if a.stage == "meta_train")
+
+
+def test_mini_imagenet_to_cub_tests_the_mini_imagenet_model_on_cub(data_variables):
+    cross, mini = (load_config(str(ROOT / "configs" / "frn" / name))
+                   for name in ("mini_imagenet_to_cub_resnet12.yaml", "mini_imagenet_resnet12.yaml"))
+    assert [f for _, _, f in plan(cross) if f] == [f for _, _, f in plan(mini) if f]  # trained once, shared
+    tests = {name: args for name, args in parsed_stages(ROOT / "configs" / "frn" / "mini_imagenet_to_cub_resnet12.yaml")
+             .items() if args.stage == "test"}
+    assert {(a.dataset, a.data_path, a.n_query) for a in tests.values()} == {("cub", os.environ["CUB"], 16)}
+    assert "--split closerlook" in cross["data"]
+
+
+@pytest.mark.parametrize("row", ["bl0_mini2cub_resnet18_neg-cosine_5shot.yaml",
+                                 "bl0_mini2cub_resnet18_neg-softmax_5shot.yaml"])
+def test_negative_margin_mini_to_cub_rows(row, data_variables):
+    """bl0's mini2CUB: a 100-row head over every mini-ImageNet class, no dropout, 400 epochs."""
+    config = load_config(str(ROOT / "configs" / "neg_margin" / row))
+    train = parsed_stages(ROOT / "configs" / "neg_margin" / row)["pretrain"]
+    assert (train.num_classes, train.epoch, train.warmup_epochs, train.options.drop_rate) == (100, 400, 100, 0.0)
+    assert "--dataset cross_domain" in config["data"] and "--split closerlook" in config["data"]
+    assert set(config["paper"]) == {"source", "5-shot"}
+
+
+@pytest.mark.parametrize("row", ["cub_fcn.yaml", "fc100_fcn.yaml"])
+def test_deepemd_cub_and_fc100_numbers_are_labelled_cvpr(row):
+    paper = load_config(str(ROOT / "configs" / "deepemd" / row))["paper"]
+    assert "CVPR 2020 version" in paper["source"] and "1-shot" in paper and "5-shot" in paper
