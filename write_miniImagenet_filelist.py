@@ -80,7 +80,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         add(f"--{split}_classes", default=None, help=f"file of {split} class names, one per line")
     add("--base_from", default=None,
         help="cross_domain: a folder with filelists whose every class (base, val and novel) is trained on")
-    add("--eval_from", default=None, help="cross_domain: a folder with filelists whose val.json and novel.json are used")
+    add("--eval_from", default=None,
+        help="cross_domain: a folder with filelists whose val.json and novel.json are used")
     return parser.parse_args(argv)
 
 

@@ -39,8 +39,9 @@ def filelist_path(data_path: str, split: str) -> str:
             raise UserError(f"{path} is missing; --data_path must be a weak-shot folder: build one with "
                             f"python -m data.weakshot (see its --help)")
         if split in WEAKSHOT_OPTIONAL:
-            raise UserError(f"{path} is missing: this weak-shot folder has no {WEAKSHOT_OPTIONAL[split]} (its dataset "
-                            f"or its builder has none); rebuild it with python -m data.weakshot, or pick another option")
+            raise UserError(f"{path} is missing: this weak-shot folder has no {WEAKSHOT_OPTIONAL[split]} (its "
+                            f"dataset or its builder has none); rebuild it with python -m data.weakshot, or pick "
+                            f"another option")
         raise UserError(f"{path} is missing; write the filelists first: "
                         f"python write_miniImagenet_filelist.py --data_path {data_path}")
     return path

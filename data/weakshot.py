@@ -646,8 +646,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                            help="ImageNet folder: train/<WNID>/, train_files.txt, val/, "
                                 "ILSVRC2012_validation_ground_truth.txt, meta.mat")
     webvision.add_argument("--webvision", required=True,
-                           help="WebVision folder: train_files_118.txt, info/queries_synsets_map.txt, info/synsets.txt, "
-                                "subset118/<image path>")
+                           help="WebVision folder: train_files_118.txt, info/queries_synsets_map.txt, "
+                                "info/synsets.txt, subset118/<image path>")
     webvision.add_argument("--novel_split", type=int, default=WEBVISION_NOVEL,
                            help="the first n sorted WNIDs are novel (the reference: 118, its only split)")
     folder = layouts.add_parser("folder", help="class folders: clean train/, test/ and web/")

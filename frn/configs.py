@@ -354,7 +354,7 @@ def preflight(actions: Sequence[Action], produced: Sequence[str]) -> None:
     downloaded now: offline, one line). Inputs below a run folder of the config (`produced`) are
     written by earlier stages and not checked here."""
     from frn.runs import preflight as check_stage
-    for name, argv, _ in actions:
+    for _, argv, _ in actions:
         if argv is not None and argv[0] in ENTRY_SCRIPTS:
             check_stage(parsed_stage(argv[0], argv[1:]), produced)
 

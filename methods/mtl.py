@@ -64,7 +64,8 @@ OFFICIAL_ALIASES: Dict[str, Dict[str, Tuple[str, ...]]] = {
                  "--dataset_dir": ("data_path",)},
     "meta_train": {"--max_epoch": ("epoch",), "--num_batch": ("train_n_episode",), "--meta_lr1": ("lr",),
                    "--shot": ("n_shot",), "--way": ("train_n_way", "val_n_way"), "--train_query": ("n_query",),
-                   "--val_query": ("val_n_query",), "--init_weights": ("pretrain_path",), "--dataset_dir": ("data_path",)},
+                   "--val_query": ("val_n_query",), "--init_weights": ("pretrain_path",),
+                   "--dataset_dir": ("data_path",)},
     "test": {"--shot": ("n_shot",), "--way": ("test_n_way",), "--val_query": ("n_query",),
              "--eval_weights": ("model_path",), "--dataset_dir": ("data_path",)},
 }

@@ -265,7 +265,7 @@ def test_webvision_layout_as_the_reference_splits_it(tmp_path):
     assert web["image_names"][0] == str(webvision / "subset118" / "google" / "q0001" / "0.jpg")
     expected = {f"val/ILSVRC2012_val_{k:08d}.JPEG": ilsvrc[truth[k - 1]] for k in range(1, 11)}
     novel_test = read(out, "novel.json")
-    assert {f: novel_test["label_names"][l] for f, l in zip(novel_test["file_names"], novel_test["image_labels"])} \
+    assert {f: novel_test["label_names"][y] for f, y in zip(novel_test["file_names"], novel_test["image_labels"])} \
         == {f: w for f, w in expected.items() if w in novel}
     base_test = read(out, "base_test.json")
     assert len(base_test["file_names"]) == sum(w in base for w in expected.values())
@@ -341,7 +341,8 @@ def test_cars_novel_split_takes_the_first_models_of_the_references_list(tmp_path
     assert read(out, "base_web.json")["label_names"] == sorted([models[3], models[5]])
     for too_large in ("431", "500"):
         with pytest.raises(SystemExit):
-            weakshot.main(["cars", "--data_path", str(root), "--novel_split", too_large, "--out_dir", str(tmp_path / "x")])
+            weakshot.main(["cars", "--data_path", str(root), "--novel_split", too_large,
+                           "--out_dir", str(tmp_path / "x")])
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--novel_split {too_large}" in err and "431 models" in err
     assert not (tmp_path / "x").exists()

@@ -93,7 +93,8 @@ def test_exp_type_clean_base_trains_on_the_base_images(simtrans_run):
     dataset, _, num_classes = classifier_data(args, need_weakshot(args))
     base = json.loads((simtrans_run["bench"] / "base.json").read_text())
     assert num_classes == len(base["label_names"]) and len(dataset) == len(base["image_names"])
-    assert args.options.splits() == (("base",), ("base_test",)) and args.options.run_name() == "simtrans_naive_CleanBase"
+    assert args.options.splits() == (("base",), ("base_test",))
+    assert args.options.run_name() == "simtrans_naive_CleanBase"
 
 
 def parsed(simtrans_run, script_parser, *extra):
@@ -111,8 +112,8 @@ def test_exp_type_clean_all_trains_the_clean_oracle_on_base_and_novel(simtrans_r
     bench = simtrans_run["bench"]
     lists = {name: json.loads((bench / f"{name}.json").read_text())
              for name in ("base", "novel_train", "base_test", "novel", "web")}
-    clean = {(f, lists["novel_train"]["label_names"][l])
-             for f, l in zip(lists["novel_train"]["file_names"], lists["novel_train"]["image_labels"])}
+    clean = {(f, lists["novel_train"]["label_names"][y])
+             for f, y in zip(lists["novel_train"]["file_names"], lists["novel_train"]["image_labels"])}
     records = injected_files(str(bench)).values()
     assert records and not {(r["file"], r["class"]) for r in records} & clean  # no outlier under its wrong class
     assert {(r["file"], r["true_class"]) for r in records if r["source"] == "novel"} <= clean
@@ -121,8 +122,8 @@ def test_exp_type_clean_all_trains_the_clean_oracle_on_base_and_novel(simtrans_r
     n_base = len(lists["base"]["label_names"])
     assert num_classes == n_base + len(lists["novel"]["label_names"])
     assert len(dataset) == len(lists["base"]["image_names"]) + len(lists["novel_train"]["image_names"])
-    assert dataset.labels.tolist() == lists["base"]["image_labels"] + [n_base + l for l in
-                                                                       lists["novel_train"]["image_labels"]]
+    shifted = [n_base + y for y in lists["novel_train"]["image_labels"]]
+    assert dataset.labels.tolist() == lists["base"]["image_labels"] + shifted
     assert dataset.file_names[-1] == lists["novel_train"]["file_names"][-1]
     assert args.options.run_name() == "simtrans_naive_CleanAll"
     run = run_script("pretrain.py", *simtrans_flags(bench, tmp_path, "--method", "simtrans_naive", "--exp_type",

@@ -289,8 +289,10 @@ def test_the_imagenet_start_is_checked_before_the_first_stage_writes(tmp_path, r
     monkeypatch.setattr(repo.subprocess, "run", lambda *a, **k: ran.append(a) or SimpleNamespace(returncode=0))
     row = tmp_path / "row.yaml"
     row.write_text("row: r\ncommon: {data_path: '${WS}', model: ResNet50}\nstages:\n"
-                   "  weakshot_data: {module: data.weakshot, args: [cub], flags: {data_path: '${DATA}', out_dir: '${WS}'}}\n"
-                   "  naive: {script: pretrain.py, flags: {method: simtrans_naive, imagenet_pretrained: '${IMAGENET_R50}'}}\n"
+                   "  weakshot_data: {module: data.weakshot, args: [cub],\n"
+                   "                  flags: {data_path: '${DATA}', out_dir: '${WS}'}}\n"
+                   "  naive: {script: pretrain.py,\n"
+                   "          flags: {method: simtrans_naive, imagenet_pretrained: '${IMAGENET_R50}'}}\n"
                    "  simnet: {script: pretrain.py, flags: {method: simtrans_simnet,\n"
                    "           similarity_pretrained: '{naive}/best_model.pdparams'}}\n")
     with pytest.raises(UserError, match="--imagenet_pretrained .*r50.* is not a file.*frn.convert"):

@@ -169,7 +169,7 @@ def test_meta_inat_rows_as_the_official_scripts(row, data_variables):
     from data.transforms import DATASET_TRANSFORMS
     stages = parsed_stages(ROOT / "configs" / "frn" / row)
     ways = {}
-    for name, args in stages.items():
+    for args in stages.values():
         assert args.model == "Conv4" and DATASET_TRANSFORMS[args.dataset] == (1, 2)
         if args.stage == "meta_train":
             assert (args.optimizer, args.lr, args.gamma, args.step_size, args.epoch) == ("adam", 1e-3, 0.5, 20, 100)
