@@ -555,11 +555,11 @@ def webvision_web(webvision: str, classes: Sequence[str]) -> List[Item]:
         if not synset.isdigit() or int(synset) >= len(synsets) or len(parts) < 3 or not parts[1][1:].isdigit():
             raise UserError(f"{path} line {number} is '{rel} {synset}'; expected '<source>/q<query>/<file> <synset "
                             f"index below {len(synsets)}>'")
-        wnid, query = synsets[int(synset)], int(parts[1][1:])
-        if query not in query_synset:
+        wnid, query_id = synsets[int(synset)], int(parts[1][1:])
+        if query_id not in query_synset:
             raise UserError(f"query {parts[1]} of {path} line {number} has no synset in {map_path}; use the "
                             f"WebVision release's info/ files")
-        if query_synset[query] >= len(synsets) or synsets[query_synset[query]] != wnid:
+        if query_synset[query_id] >= len(synsets) or synsets[query_synset[query_id]] != wnid:
             raise UserError(f"query {parts[1]} of {path} line {number} maps to another synset in {map_path} than the "
                             f"line's {wnid}; use the WebVision release's info/ files")
         if wnid in wanted:
