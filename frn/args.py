@@ -70,7 +70,8 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
     add("--val_n_query", type=int, default=None,
         help="query images per class of the validation episodes (default: --n_query; the official FRN "
              "validation uses 16 while training episodes have 15)")
-    add("--val_freq", type=int, default=1, help="validate every N epochs")
+    add("--val_freq", type=int, default=1, help="validate after every N-th epoch (epochs N, 2N, ... counted from 1) "
+                                                "and after the last")
     add("--save_freq", type=int, default=50, help="also keep <epoch>.pdparams every N epochs")
     add("--resume", default="", help="run folder (or its resume.pdstate) to continue")
     add("--overwrite", action="store_true",

@@ -268,6 +268,13 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
 
 
+def validation_epoch(epoch: int, every: int, epochs: int) -> bool:
+    """Whether to validate after 0-based `epoch`: after every `every`-th epoch counted from 1, as
+    the official FRN trainer and mmfewshot's evaluation hook do ((epoch + 1) % every == 0), and
+    after the last one."""
+    return (epoch + 1) % every == 0 or epoch == epochs - 1
+
+
 def validation_fell(history: List[Dict], stop_th: int) -> bool:
     """The reference SimTrans's early stop: the last `stop_th` validation scores each lower than
     the one before (off when `stop_th` <= 1)."""
@@ -312,7 +319,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
             scheduler.step()
         val_loss = val_acc = None
         extra_metrics = {}
-        if validate is not None and (epoch % args.val_freq == 0 or epoch == args.epoch - 1):
+        if validate is not None and validation_epoch(epoch, args.val_freq, args.epoch):
             val_acc, val_loss, *more = validate()
             extra_metrics = more[0] if more else {}
             log(f"val loss is {val_loss:.2f}, val acc is {val_acc:.2f}"

@@ -41,3 +41,10 @@ def test_mean_and_interval_uses_population_variance():
     mean, interval = mean_and_interval(accs)
     assert mean == 65.0
     np.testing.assert_allclose(interval, 1.96 * np.sqrt(np.var(accs) / 4))
+
+
+def test_validation_runs_after_every_nth_epoch_counted_from_one_and_after_the_last():
+    """The official FRN trainer validates when (e + 1) % val_epoch == 0, as mmfewshot's hook."""
+    from frn.engine import validation_epoch
+    assert [e for e in range(12) if validation_epoch(e, 5, 12)] == [4, 9, 11]
+    assert [e for e in range(3) if validation_epoch(e, 1, 3)] == [0, 1, 2]
