@@ -123,6 +123,9 @@ class FewShotMethod(nn.Layer):
     eval_episode_batch: int = 1
     #: `adapt` accepts support classes with different numbers of images
     supports_unequal_shots: ClassVar[bool] = False
+    #: why `extract` + `adapted_scores` cannot run as a static graph (export.py refuses the
+    #: method with this reason); empty: they are plain tensor operations
+    export_blocker: ClassVar[str] = ""
 
     def __init__(self, backbone: nn.Layer, options: MethodOptions, num_classes: Optional[int] = None):
         super().__init__()
