@@ -54,7 +54,8 @@ def to_rgb(img: Image.Image, background: Tuple[int, int, int]) -> Image.Image:
         values = np.asarray(img, dtype=np.float64)
         return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "F":
-        return Image.fromarray(np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)).convert("RGB")
+        values = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255)
+        return Image.fromarray(values.astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
 
 
@@ -71,7 +72,8 @@ def load_image(path: str, background: Tuple[int, int, int] = (255, 255, 255)) ->
         raise InferError(f"--query {path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         why = str(err).split("\n")[0] or type(err).__name__
-        raise InferError(f"--query {path} is not an image PIL can read ({why}); remove it or convert it to JPEG/PNG") from None
+        raise InferError(f"--query {path} is not an image PIL can read ({why}); remove it or convert it to "
+                         f"JPEG/PNG") from None
 
 
 def images_below(folder: str) -> List[str]:
@@ -79,7 +81,8 @@ def images_below(folder: str) -> List[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(os.path.join(root, f) for f in files
+                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
     return sorted(found)
 
 
@@ -256,7 +259,7 @@ def prediction_rows(paths: Sequence[str], probabilities: np.ndarray, classes: Se
     """(header, rows): image, prediction, score (its probability), prediction_2, score_2, ...
     up to `top_k`, then one probability column per class."""
     k = min(top_k, len(classes))
-    header = ["image", "prediction", "score"] + [f"{name}_{j}" for j in range(2, k + 1) for name in ("prediction", "score")]
+    header = ["image", "prediction", "score"] + [f"{n}_{j}" for j in range(2, k + 1) for n in ("prediction", "score")]
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     rows = []
     for path, p, best in zip(paths, probabilities, order):
@@ -319,7 +322,8 @@ def accuracy_line(predicted: np.ndarray, truth: np.ndarray) -> Optional[str]:
     if not known.any():
         return None
     correct = int((predicted[known] == truth[known]).sum())
-    return f"accuracy: {100.0 * correct / known.sum():.2f}% ({correct}/{int(known.sum())} images in class-named folders)"
+    total = int(known.sum())
+    return f"accuracy: {100.0 * correct / total:.2f}% ({correct}/{total} images in class-named folders)"
 
 
 # ----------------------------------------------------------------------------------------

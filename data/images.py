@@ -43,7 +43,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         values = np.asarray(img, dtype=np.float64)
         return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "F":
-        return Image.fromarray(np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)).convert("RGB")
+        values = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255)
+        return Image.fromarray(values.astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
 
 
@@ -66,7 +67,8 @@ def load_image(path: str, flag: str = "image") -> Image.Image:
         raise UserError(f"{flag} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         why = str(err).split("\n")[0] or type(err).__name__
-        raise UserError(f"{flag} {path} is not an image PIL can read ({why}); remove it or convert it to JPEG/PNG") from None
+        raise UserError(f"{flag} {path} is not an image PIL can read ({why}); remove it or convert it to "
+                        f"JPEG/PNG") from None
 
 
 def is_image_name(name: str) -> bool:
@@ -77,7 +79,7 @@ def is_image_name(name: str) -> bool:
 def images_below(folder: str) -> List[str]:
     """Image files in `folder` and its sub-folders, sorted by path; hidden files and folders
     (".DS_Store", "._photo.jpg", ".ipynb_checkpoints") are skipped."""
-    found = []
+    found: List[str] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(root, f) for f in files if not f.startswith(".") and is_image_name(f))

@@ -51,7 +51,8 @@ def read_support(source: str, flag: str = "--support") -> LabelledImages:
 
 def class_folders(folder: str, flag: str) -> Dict[str, List[str]]:
     """{class name: its images} of a folder whose sub-folders are the classes."""
-    subfolders = sorted(d for d in os.listdir(folder) if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+    subfolders = sorted(d for d in os.listdir(folder)
+                        if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
     if not subfolders:
         raise UserError(f"{flag} {folder} has no class sub-folders; put each class's images in a sub-folder "
                         f"named after the class")

@@ -185,7 +185,8 @@ def export(args: argparse.Namespace) -> Dict[str, Any]:
         if args.support:
             raise UserError("--backbone_only exports the feature extractor alone: drop --support")
         model, fingerprint = load_model(args.options, args.model_path)
-        transform, layer, probe_paths = test_transform(args.options), Backbone(model), []
+        transform, probe_paths = test_transform(args.options), []
+        layer: nn.Layer = Backbone(model)
         classes: List[str] = []
         support_info: Optional[Dict[str, Any]] = None
     else:

@@ -158,9 +158,11 @@ def save_support(path: str, support: AdaptedSupport) -> None:
     meta = {"format": SUPPORT_FORMAT, "version": SUPPORT_VERSION, "class_names": support.class_names,
             "counts": support.counts, "method": support.method, "options": support.options,
             "checkpoint": support.checkpoint, "ints": ints, "arrays": sorted(arrays)}
+    entries: Dict[str, np.ndarray] = {f"adapted.{k}": v for k, v in arrays.items()}
+    entries["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-             **{f"adapted.{k}": v for k, v in arrays.items()})
+    # numpy's stub types **kwds like its allow_pickle flag
+    np.savez(buffer, **entries)  # type: ignore[arg-type]
     write_atomically(path, buffer.getvalue())
 
 
@@ -224,7 +226,8 @@ def prediction_table(paths: Sequence[str], probabilities: np.ndarray, class_name
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header + list(class_names))
     for path, p, best in zip(paths, probabilities, order):
-        writer.writerow([path, *(cell for c in best for cell in (class_names[c], f"{p[c]:.6f}")), *(f"{v:.6f}" for v in p)])
+        ranked = [cell for c in best for cell in (class_names[c], f"{p[c]:.6f}")]
+        writer.writerow([path, *ranked, *(f"{v:.6f}" for v in p)])
     return out.getvalue()
 
 
@@ -234,7 +237,8 @@ def accuracy_line(predicted: np.ndarray, truth: np.ndarray) -> Optional[str]:
     if not known.any():
         return None
     correct = int((predicted[known] == truth[known]).sum())
-    return f"accuracy: {100.0 * correct / known.sum():.2f}% ({correct}/{int(known.sum())} images in class-named folders)"
+    total = int(known.sum())
+    return f"accuracy: {100.0 * correct / total:.2f}% ({correct}/{total} images in class-named folders)"
 
 
 # ----------------------------------------------------------------------------------------
@@ -262,20 +266,19 @@ def prepare(args: argparse.Namespace) -> Prepared:
     if not args.support:
         raise UserError("--support is required: a folder with one sub-folder per class, a path,label CSV file "
                         "or a .pdsupport file")
-    saved = load_support(args.support) if is_saved_support(args.support) else None
-    images = None if saved else read_support(args.support)
-    class_names = saved.class_names if saved else images.class_names
-    options = replace(args.options, way=len(class_names))
-    if saved:
+    if is_saved_support(args.support):
+        saved = load_support(args.support)
+        options = replace(args.options, way=len(saved.class_names))
         check_saved_support(saved, args.support, options)
+        model, fingerprint = load_model(options, args.model_path)
+        check_same_checkpoint(saved, args.support, fingerprint, args.model_path)
+        return Prepared(model, test_transform(options), saved, fingerprint, [])
+    images = read_support(args.support)
+    options = replace(args.options, way=len(images.class_names))
     model, fingerprint = load_model(options, args.model_path)
     transform = test_transform(options)
-    if saved:
-        check_same_checkpoint(saved, args.support, fingerprint, args.model_path)
-        support = saved
-    else:
-        support = adapt_support(model, images, transform, args.batch_size, args.num_workers, args.seed, fingerprint)
-    return Prepared(model, transform, support, fingerprint, [] if images is None else list(images.paths))
+    support = adapt_support(model, images, transform, args.batch_size, args.num_workers, args.seed, fingerprint)
+    return Prepared(model, transform, support, fingerprint, list(images.paths))
 
 
 @paddle.no_grad()

@@ -233,7 +233,8 @@ class EpisodePredictions:
                 probabilities = softmax(episode_scores)
                 for index, p in zip(episode[way * shot:], probabilities):
                     best = int(p.argmax())
-                    self.rows.append((task, done[0], files[index], names[labels[index]], classes[best], f"{p[best]:.6f}"))
+                    self.rows.append((task, done[0], files[index], names[labels[index]], classes[best],
+                                      f"{p[best]:.6f}"))
                 done[0] += 1
         return on_scores
 

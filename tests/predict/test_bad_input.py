@@ -185,7 +185,8 @@ def test_unequal_classes_for_an_equal_shot_method_name_the_smallest(setup, episo
     support = copy_support(episode, tmp_path)
     smallest = episode.classes[2]
     next((support / smallest).iterdir()).unlink()
-    code, _, err = run_entry("predict.py", [*model_flags("deepemd"), "--model_path", random_checkpoint(
-        "deepemd", tmp_path / "d.pdparams"), "--support", support, "--query", episode.query, "--out", tmp_path / "o.csv"])
+    checkpoint = random_checkpoint("deepemd", tmp_path / "d.pdparams")
+    code, _, err = run_entry("predict.py", [*model_flags("deepemd"), "--model_path", checkpoint, "--support", support,
+                                            "--query", episode.query, "--out", tmp_path / "o.csv"])
     assert_one_line_error(code, err, "deepemd needs the same number", repr(smallest), "has 1, others up to 2")
     assert_nothing_written(tmp_path, "o.csv")

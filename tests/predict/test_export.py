@@ -47,11 +47,13 @@ def test_classes_json_holds_classes_preprocessing_and_the_checkpoint(episode, tm
     assert meta["classes"] == episode.classes and meta["kind"] == "classifier"
     assert meta["checkpoint"]["sha256"] == sha256_of(str(checkpoint))
     assert meta["input"]["shape"] == [None, 3, 32, 32] and meta["preprocessing"]["channel_order"] == "RGB"
-    assert [s["op"] for s in meta["preprocessing"]["steps"]] == ["resize", "center_crop", "to_float", "normalize", "to_chw"]
+    ops = [s["op"] for s in meta["preprocessing"]["steps"]]
+    assert ops == ["resize", "center_crop", "to_float", "normalize", "to_chw"]
     assert meta["support"]["counts"] == {name: 2 for name in episode.classes}
     pir = int(paddle.__version__.split(".")[0]) >= 3 or paddle.__version__.startswith("0.0")  # 0.0.0: a develop build
     assert meta["model_file"] == ("model.json" if pir else "model.pdmodel")
-    assert (tmp_path / "exported" / meta["model_file"]).is_file() and (tmp_path / "exported" / meta["params_file"]).is_file()
+    for name in (meta["model_file"], meta["params_file"]):
+        assert (tmp_path / "exported" / name).is_file(), name
 
 
 def test_backbone_only_exports_the_feature_extractor(tmp_path, episode):

@@ -33,7 +33,8 @@ def test_a_saved_support_set_gives_the_same_predictions_and_exports(episode, tmp
     run("export.py", *flags, "--support", tmp_path / "s.pdsupport", "--out_dir", tmp_path / "exported")
     load_infer().run(["--model_dir", str(tmp_path / "exported"), "--query", str(episode.query),
                       "--out", str(tmp_path / "c.csv")])
-    assert [r["prediction"] for r in read_csv(tmp_path / "a.csv")] == [r["prediction"] for r in read_csv(tmp_path / "c.csv")]
+    predictions = [[r["prediction"] for r in read_csv(tmp_path / name)] for name in ("a.csv", "c.csv")]
+    assert predictions[0] == predictions[1]
 
 
 @pytest.mark.parametrize("method", UNEQUAL)
