@@ -32,7 +32,7 @@ import paddle
 
 from data.images import ImageFiles, folder_labels, list_images
 from data.support import LabelledImages, read_support
-from frn.checkpoint import load_weights
+from frn.checkpoint import load_weights, read_checkpoint
 from frn.engine import loader, progress
 from frn.runs import build_model, image_pipeline
 from methods import METHODS
@@ -86,8 +86,13 @@ def load_model(options: MethodOptions, model_path: str) -> Tuple[FewShotMethod, 
     """The method with its checkpoint loaded, in evaluation mode, and the checkpoint's fingerprint."""
     if not model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to classify with")
+    ckpt = read_checkpoint(model_path)
+    fixed = METHODS[options.method].checkpoint_rules.fixed_way(ckpt["state_dict"])
+    if fixed is not None and fixed != options.way:
+        raise UserError(f"--model_path {model_path} ({options.method}) classifies exactly {fixed} classes (its head "
+                        f"was meta-trained for {fixed}-way tasks); the support set has {options.way}: give it {fixed}")
     model = build_model(options)
-    ckpt = load_weights(model, model_path)
+    ckpt = load_weights(model, model_path, ckpt=ckpt)
     model.eval()
     return model, checkpoint_fingerprint(model_path, ckpt)
 

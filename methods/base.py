@@ -98,6 +98,11 @@ class CheckpointRules:
         None for a key to drop (a second name of a tensor the checkpoint already holds)."""
         return key
 
+    def fixed_way(self, state: Mapping[str, Any]) -> Optional[int]:
+        """The number of classes a checkpoint's test-time head is built for, when it is fixed
+        (MTL's meta-learned base learner); None: any number of support classes."""
+        return None
+
     def reference_settings(self, state: Mapping[str, np.ndarray], method: str) -> Dict[str, object]:
         """Option values an official checkpoint implies for `--method method` (the converter
         builds the model with them; `state` has Paddle-style key names, `module.` stripped):

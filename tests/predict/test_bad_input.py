@@ -190,3 +190,14 @@ def test_unequal_classes_for_an_equal_shot_method_name_the_smallest(setup, episo
                                             "--query", episode.query, "--out", tmp_path / "o.csv"])
     assert_one_line_error(code, err, "deepemd needs the same number", repr(smallest), "has 1, others up to 2")
     assert_nothing_written(tmp_path, "o.csv")
+
+
+def test_mtl_needs_as_many_classes_as_its_meta_trained_head(episode, tmp_path):
+    support = tmp_path / "support"
+    for name in episode.classes[:3]:
+        shutil.copytree(episode.support / name, support / name)
+    checkpoint = random_checkpoint("mtl", tmp_path / "m.pdparams")  # a 5-way base learner
+    code, _, err = run_entry("predict.py", [*model_flags("mtl"), "--model_path", checkpoint, "--support", support,
+                                            "--query", episode.query, "--out", tmp_path / "o.csv"])
+    assert_one_line_error(code, err, "exactly 5 classes", "the support set has 3")
+    assert_nothing_written(tmp_path, "o.csv")
