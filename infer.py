@@ -329,6 +329,11 @@ def accuracy_line(predicted: np.ndarray, truth: np.ndarray) -> Optional[str]:
 # ----------------------------------------------------------------------------------------
 # the command
 # ----------------------------------------------------------------------------------------
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count, where Linux says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"error: {message} (see infer.py --help)", file=sys.stderr)
@@ -342,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv", help="CSV file to write, or - for stdout")
     p.add_argument("--top_k", type=int, default=1, help="also list the 2nd..k-th classes and their probabilities")
     p.add_argument("--batch_size", type=int, default=64, help="images per predictor run")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU math threads")
+    p.add_argument("--threads", type=int, default=usable_cpus(), help="CPU math threads (default: the usable CPUs)")
     p.add_argument("--gpu", action="store_true", help="use GPU 0 if Paddle has CUDA")
     p.add_argument("--onednn", action="store_true", help="CPU: enable oneDNN (off by default, see docs/predict.md)")
     return p
@@ -354,8 +359,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, object]:
     if args.top_k < 1 or args.batch_size < 1:
         raise InferError("--top_k and --batch_size must be at least 1")
     check_out(args.out)
-    model = ExportedModel(args.model_dir, args.threads, args.gpu, args.onednn)
+    read_export(args.model_dir)  # a wrong folder is named before the images are listed
     paths = list_images(args.query)
+    model = ExportedModel(args.model_dir, args.threads, args.gpu, args.onednn)
     start = time.perf_counter()
     outputs = model.outputs(paths, args.batch_size)
     seconds = time.perf_counter() - start
