@@ -1,6 +1,8 @@
 """export.py: the graphs convert (ResNet-12 FRN, the paper's model, included), --backbone_only,
 classes.json, Paddle 2's file layout, replacing an earlier export."""
 import json
+import os
+import subprocess
 
 import numpy as np
 import paddle
@@ -12,7 +14,7 @@ from frn.checkpoint import load_weights, save_model
 from frn.export import saved_files
 from frn.predict import sha256_of
 from frn.runs import build_model, image_pipeline
-from tests.conftest import run_entry
+from tests.conftest import ROOT, run_entry
 from tests.predict.helpers import load_infer, model_flags, random_checkpoint, read_csv
 
 
@@ -95,8 +97,9 @@ def test_an_earlier_export_is_replaced_and_a_foreign_folder_refused(episode, tmp
 @pytest.mark.parametrize("suffix", [".json", ".pdmodel"])
 def test_either_paddle_program_format_is_found(tmp_path, suffix):
     """Paddle 3 saves a PIR program (model.json), Paddle 2 a ProgramDesc (model.pdmodel): export.py
-    records which, infer.py loads what classes.json names. (This machine has Paddle 3 only, and
-    Paddle 3.3 cannot write the old format any more: FLAGS_enable_pir_api=0 fails in to_static.)"""
+    records which, infer.py loads what classes.json names. (Paddle 3.3 cannot write the old format
+    any more, FLAGS_enable_pir_api=0 fails in to_static: the real Paddle 2 round trip is the test
+    below, with FSL_PADDLE2_PYTHON.)"""
     (tmp_path / f"model{suffix}").write_text("{}")
     (tmp_path / "model.pdiparams").write_bytes(b"")
     assert saved_files(str(tmp_path)) == (f"model{suffix}", "model.pdiparams")
@@ -104,3 +107,32 @@ def test_either_paddle_program_format_is_found(tmp_path, suffix):
                                                        "params_file": "model.pdiparams"}))
     meta, model_file, params_file = load_infer().read_export(str(tmp_path))
     assert model_file.endswith(f"model{suffix}") and params_file.endswith("model.pdiparams")
+
+
+PADDLE2_PYTHON = os.environ.get("FSL_PADDLE2_PYTHON", "")
+
+
+@pytest.mark.skipif(not PADDLE2_PYTHON, reason="set FSL_PADDLE2_PYTHON to a Python with Paddle 2.x to test its format")
+@pytest.mark.parametrize("method", ["meta_frn", "neg_margin"])
+def test_paddle2_exports_a_pdmodel_that_infers_like_predict(method, episode, tmp_path):
+    """With Paddle 2.x, export.py writes model.pdmodel, infer.py reads it (with Paddle 2 and with
+    this Paddle), and the predictions are predict.py's."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+
+    def paddle2(script, *argv):
+        result = subprocess.run([PADDLE2_PYTHON, str(ROOT / script), *map(str, argv)], env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    flags = [*model_flags(method), "--model_path", random_checkpoint(method, tmp_path / "m.pdparams"),
+             "--support", episode.support]
+    run("predict.py", *flags, "--query", episode.query, "--out", tmp_path / "p.csv")
+    assert "Paddle 2." in paddle2("export.py", *flags, "--out_dir", tmp_path / "exported")
+    assert json.loads((tmp_path / "exported" / "classes.json").read_text())["model_file"] == "model.pdmodel"
+    paddle2("infer.py", "--model_dir", tmp_path / "exported", "--query", episode.query, "--out", tmp_path / "i2.csv")
+    load_infer().run(["--model_dir", str(tmp_path / "exported"), "--query", str(episode.query),
+                      "--out", str(tmp_path / "i3.csv")])
+    expected = [r["prediction"] for r in read_csv(tmp_path / "p.csv")]
+    for name in ("i2.csv", "i3.csv"):
+        assert [r["prediction"] for r in read_csv(tmp_path / name)] == expected, name
