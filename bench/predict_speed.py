@@ -11,15 +11,18 @@ Reports images per second of
    the same transform and backbone, plus the method's scores against the adapted support set);
    target: within 10 % of 1;
 3. infer.py's pass: `ExportedModel.outputs` of infer.py on the model export.py wrote (PIL +
-   numpy preprocessing from classes.json, Paddle Inference on the CPU, oneDNN off);
+   numpy preprocessing from classes.json, Paddle Inference on the CPU, oneDNN off; and with
+   `--onednn`);
 and the wall time of the whole `python predict.py ...` / `python infer.py ...` commands (with
-interpreter start-up and model loading). Each in-process pass is run --repeat times and the best
-is kept (the first run of a pass warms caches). Paddle's dynamic graph and Paddle Inference use
+interpreter start-up and model loading). Each in-process pass runs --repeat times and the best
+run is kept (the first run warms caches; the three passes take turns in each round, so a change
+in the machine's load hits them alike). Paddle's dynamic graph and Paddle Inference use
 --threads CPU math threads each.
 
 The folder is the embedded demo data rendered at --image_size (no download), or --folder.
 """
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -28,13 +31,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List
 
-import paddle
+os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ notices while exporting (read when Paddle loads)
+
+import paddle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ notices while exporting
 from data.datasets import ImageList  # noqa: E402
 from data.demo import build_demo_dataset  # noqa: E402
 from data.images import list_images  # noqa: E402
@@ -49,14 +53,16 @@ CLASSES = 20
 SUPPORT_CLASSES, SHOTS = 5, 5
 
 
-def best_rate(run: Callable[[], object], n_images: int, repeat: int) -> float:
-    """Images per second of the fastest of `repeat` runs."""
-    seconds = []
+def best_rates(passes: Dict[str, Callable[[], object]], n_images: int, repeat: int) -> Dict[str, float]:
+    """Images per second of the fastest of `repeat` runs of each pass; the passes take turns
+    within each round, so a change in the machine's load hits them alike."""
+    seconds: Dict[str, List[float]] = {name: [] for name in passes}
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return n_images / min(seconds)
+        for name, run in passes.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: n_images / min(times) for name, times in seconds.items()}
 
 
 def command_seconds(argv: List[str], threads: int) -> float:
@@ -128,17 +134,18 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                                     "image_labels": [0] * len(paths)}))
     dataset = ImageList(str(filelist), prepared.transform)
     n = len(paths)
-    feature_pass = best_rate(lambda: extract_features(prepared.model, dataset, list(range(n)), args.batch_size,
-                                                      args.num_workers), n, args.repeat)
-    predict_pass = best_rate(lambda: classify(prepared, paths, args.batch_size, args.num_workers), n, args.repeat)
-
     export(parse(export_parser(), [*flags, "--out_dir", str(work / "exported")]))
-    import importlib.util
     spec = importlib.util.spec_from_file_location("infer_script", ROOT / "infer.py")
     infer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(infer)
     exported = infer.ExportedModel(str(work / "exported"), threads=args.threads)
-    infer_pass = best_rate(lambda: exported.outputs(paths, args.batch_size), n, args.repeat)
+    with_onednn = infer.ExportedModel(str(work / "exported"), threads=args.threads, onednn=True)
+    rates = best_rates({
+        "test": lambda: extract_features(prepared.model, dataset, list(range(n)), args.batch_size, args.num_workers),
+        "predict": lambda: classify(prepared, paths, args.batch_size, args.num_workers),
+        "infer": lambda: exported.outputs(paths, args.batch_size),
+        "onednn": lambda: with_onednn.outputs(paths, args.batch_size)}, n, args.repeat)
+    feature_pass, predict_pass, infer_pass = rates["test"], rates["predict"], rates["infer"]
 
     folder = str(Path(paths[0]).parent)
     predict_cmd = command_seconds(["predict.py", *flags, "--query", folder, "--out", str(work / "p.csv")], args.threads)
@@ -153,6 +160,8 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     print(f"  predict.py query pass     {predict_pass:8.1f} images/s  ({100 * (predict_pass / feature_pass - 1):+.1f}% "
           f"vs test.py)")
     print(f"  infer.py (Paddle Infer.)  {infer_pass:8.1f} images/s  ({infer_pass / predict_pass:.2f}x predict.py)")
+    print(f"  infer.py --onednn         {rates['onednn']:8.1f} images/s  ({rates['onednn'] / predict_pass:.2f}x "
+          f"predict.py)")
     print(f"  whole commands: python predict.py {predict_cmd:.1f} s, python infer.py {infer_cmd:.1f} s "
           f"({n / predict_cmd:.1f} / {n / infer_cmd:.1f} images/s with start-up)")
     load = os.getloadavg()[0]

@@ -16,6 +16,7 @@ Everything that can fail on user input is checked before anything is written, an
 written at the very end through temporary files, so a failed run leaves no partial file.
 """
 import argparse
+import csv
 import dataclasses
 import hashlib
 import io
@@ -223,7 +224,6 @@ def prediction_table(paths: Sequence[str], probabilities: np.ndarray, class_name
     """The CSV text: image, prediction, score (its probability), prediction_2, score_2, ... up to
     `top_k`, then one probability column per class (headed by the class name). infer.py writes
     the same table."""
-    import csv
     k = min(top_k, len(class_names))
     header = ["image", "prediction", "score"] + [f"{n}_{j}" for j in range(2, k + 1) for n in ("prediction", "score")]
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
