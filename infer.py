@@ -16,6 +16,7 @@ its scores match predict.py's (tests/predict). `--onednn` turns it on (faster on
 checked on this project's models with Paddle 3.3.1, see docs/predict.md).
 """
 import argparse
+import contextlib
 import csv
 import glob
 import io
@@ -183,6 +184,20 @@ def read_export(model_dir: str) -> Tuple[dict, str, str]:
     return meta, model_file, params_file
 
 
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """Send what Paddle's C++ code prints to stdout (file descriptor 1; e.g. a oneDNN pass's
+    "ReduceMeanCheckIfOneDNNSupport") to stderr meanwhile: stdout carries the CSV with --out -."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def make_predictor(model_file: str, params_file: str, threads: int, gpu: bool, onednn: bool):
     """A Paddle Inference predictor: on the CPU with oneDNN off unless `onednn` (see the module
     docstring), `threads` math threads; on GPU 0 with `gpu` when Paddle has CUDA."""
@@ -207,11 +222,15 @@ def make_predictor(model_file: str, params_file: str, threads: int, gpu: bool, o
         config.disable_gpu()
         if onednn:
             config.enable_mkldnn()
+            # Paddle 3.3's fusion of a convolution with its activation crashes (SIGSEGV while building
+            # the fused op's float attribute) on ResNet-12's LeakyReLU blocks: keep them apart
+            config.delete_pass("conv_activation_onednn_fuse_pass")
         elif hasattr(config, "disable_mkldnn"):
             config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(max(1, threads))
     config.disable_glog_info()
-    return inference.create_predictor(config)
+    with native_stdout_to_stderr():
+        return inference.create_predictor(config)
 
 
 class ExportedModel:
@@ -233,7 +252,8 @@ class ExportedModel:
         handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         handle.reshape(list(batch.shape))
         handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
-        self.predictor.run()
+        with native_stdout_to_stderr():
+            self.predictor.run()
         return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
 
     def outputs(self, paths: Sequence[str], batch_size: int) -> np.ndarray:

@@ -95,3 +95,16 @@ def read_csv(path: Path) -> List[Dict[str, str]]:
 
 def probabilities(rows: List[Dict[str, str]], classes: List[str]) -> np.ndarray:
     return np.asarray([[float(row[c]) for c in classes] for row in rows])
+
+
+def assert_same_predictions(expected: List[Dict[str, str]], got: List[Dict[str, str]], classes: List[str],
+                            atol: float) -> None:
+    """Two prediction CSVs of the same images: probabilities within `atol`, and the same
+    prediction wherever the best two classes are more than `atol` apart (a nearer tie may go
+    either way under float32 rounding)."""
+    a, b = probabilities(expected, classes), probabilities(got, classes)
+    np.testing.assert_allclose(b, a, atol=atol)
+    top2 = np.sort(a, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > atol
+    assert (a.argmax(1) == b.argmax(1))[clear].all()
+    assert [r["image"] for r in expected] == [r["image"] for r in got]

@@ -14,8 +14,8 @@ from frn.checkpoint import load_weights, save_model
 from frn.export import saved_files
 from frn.predict import sha256_of
 from frn.runs import build_model, image_pipeline
-from tests.conftest import ROOT, run_entry
-from tests.predict.helpers import load_infer, model_flags, random_checkpoint, read_csv
+from tests.conftest import ROOT, run_entry, run_script
+from tests.predict.helpers import assert_same_predictions, load_infer, model_flags, random_checkpoint, read_csv
 
 
 def run(script, *argv):
@@ -39,6 +39,12 @@ def test_resnet12_frn_exports_and_infers_like_predict(episode, tmp_path):
                       str(tmp_path / "i.csv")])
     p, i = read_csv(tmp_path / "p.csv"), read_csv(tmp_path / "i.csv")
     assert [r["prediction"] for r in p] == [r["prediction"] for r in i]
+    # oneDNN on: Paddle 3.3's conv+LeakyReLU fusion crashed the process (SIGSEGV) on ResNet-12
+    # until infer.py turned that pass off; a fresh process, so a crash fails this test only
+    on = run_script("infer.py", "--model_dir", tmp_path / "exported", "--query", episode.query, "--out",
+                    tmp_path / "on.csv", "--onednn")
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert_same_predictions(p, read_csv(tmp_path / "on.csv"), episode.classes, atol=1e-4)  # see test_three_ways
 
 
 def test_classes_json_holds_classes_preprocessing_and_the_checkpoint(episode, tmp_path):

@@ -23,6 +23,7 @@ from frn import predict as predict_workflow
 from frn.args import parse, predict_parser
 from tests.conftest import run_entry
 from tests.predict.helpers import EXPORTABLE, load_infer, model_flags, probabilities, random_checkpoint, read_csv
+from utils.stats import softmax
 
 RTOL = ATOL = 1e-5  # ATOL is relative to the largest score
 TEST_VS_PREDICT = 1e-4
@@ -87,3 +88,29 @@ def test_the_proof_can_fail(episode, tiny_data, tmp_path):
                          tmp_path / "b.csv")
     scale = np.abs(first["scores"]).max()
     assert not np.allclose(first["scores"], second["scores"], rtol=RTOL, atol=ATOL * scale)
+
+
+#: oneDNN's convolutions sum in another order than the plain CPU kernels: float32 rounding of
+#: the scores, ~1e-7 relative (measured below 1e-6 in the probabilities); 1e-4 is far above it
+#: and far below a wrong result
+ONEDNN_PROBABILITIES = 1e-4
+
+
+@pytest.mark.parametrize("method", EXPORTABLE)
+def test_infer_with_onednn_agrees_and_keeps_stdout_clean(method, episode, tmp_path, capfd):
+    """`infer.py --onednn` (Paddle 3.3 needs its conv+activation fusion off, see infer.py) gives
+    predict.py's predictions, and Paddle's own prints stay off stdout, which carries the CSV."""
+    checkpoint = random_checkpoint(method, tmp_path / "model.pdparams")
+    predicted = run_predict(method, episode, checkpoint, tmp_path / "predict.csv")
+    code, _, err = run_entry("export.py", [*model_flags(method), "--model_path", checkpoint, "--support",
+                                           episode.support, "--out_dir", tmp_path / "exported"])
+    assert code == 0, err
+    capfd.readouterr()
+    got = load_infer().run(["--model_dir", str(tmp_path / "exported"), "--query", str(episode.query),
+                            "--out", "-", "--onednn"])
+    stdout = capfd.readouterr().out
+    assert stdout.splitlines()[0].startswith("image,prediction,score,") and len(stdout.splitlines()) == 16
+    np.testing.assert_allclose(got["probabilities"], softmax(predicted["scores"]), atol=ONEDNN_PROBABILITIES)
+    top2 = np.sort(got["probabilities"], axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > ONEDNN_PROBABILITIES  # a near tie may go either way
+    assert (got["probabilities"].argmax(1) == predicted["scores"].argmax(1))[clear].all()
