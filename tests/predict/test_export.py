@@ -142,3 +142,9 @@ def test_paddle2_exports_a_pdmodel_that_infers_like_predict(method, episode, tmp
     expected = [r["prediction"] for r in read_csv(tmp_path / "p.csv")]
     for name in ("i2.csv", "i3.csv"):
         assert [r["prediction"] for r in read_csv(tmp_path / name)] == expected, name
+    # and a Paddle 3 export (model.json) is refused by Paddle 2's infer.py in one line
+    run("export.py", *flags, "--out_dir", tmp_path / "pir")
+    refused = subprocess.run([PADDLE2_PYTHON, str(ROOT / "infer.py"), "--model_dir", str(tmp_path / "pir"), "--query",
+                              str(episode.query), "--out", str(tmp_path / "x.csv")], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2 and "is a Paddle 3 (PIR) program" in refused.stderr.strip().splitlines()[-1]
