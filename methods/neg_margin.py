@@ -399,9 +399,9 @@ class NegMargin(FewShotMethod):
         n_support, dim = support.shape
         counts = np.bincount(labels.numpy(), minlength=way)
         steps = self.fit_steps(1 if counts.max() == 1 else int(counts.max()), n_support)
-        weight, bias, batches = draw_episode(np.random, way, dim, n_support, self.fit, steps)
-        weight, bias = fit_classifiers(support.unsqueeze(0), labels.numpy(), paddle.to_tensor(weight[None]),
-                                       None if bias is None else paddle.to_tensor(bias[None]),
+        weight0, bias0, batches = draw_episode(np.random, way, dim, n_support, self.fit, steps)
+        weight, bias = fit_classifiers(support.unsqueeze(0), labels.numpy(), paddle.to_tensor(weight0[None]),
+                                       None if bias0 is None else paddle.to_tensor(bias0[None]),
                                        [b[None] for b in batches], self.fit)
         return {"weight": weight[0], **({} if bias is None else {"bias": bias[0]})}
 
