@@ -13,8 +13,9 @@ Reports images per second of
 3. infer.py's pass: `ExportedModel.outputs` of infer.py on the model export.py wrote (PIL +
    numpy preprocessing from classes.json, Paddle Inference on the CPU, oneDNN off; and with
    `--onednn`);
-and the wall time of the whole `python predict.py ...` / `python infer.py ...` commands (with
-interpreter start-up and model loading). Each in-process pass runs --repeat times and the best
+per wall-clock second and per CPU second of this process (less disturbed by other jobs on a
+shared machine), and the wall time of the whole `python predict.py ...` / `python infer.py ...`
+commands (with interpreter start-up and model loading). Each in-process pass runs --repeat times and the best
 run is kept (the first run warms caches; the three passes take turns in each round, so a change
 in the machine's load hits them alike). Paddle's dynamic graph and Paddle Inference use
 --threads CPU math threads each.
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ notices while exporting (read when Paddle loads)
 
@@ -53,16 +54,22 @@ CLASSES = 20
 SUPPORT_CLASSES, SHOTS = 5, 5
 
 
-def best_rates(passes: Dict[str, Callable[[], object]], n_images: int, repeat: int) -> Dict[str, float]:
-    """Images per second of the fastest of `repeat` runs of each pass; the passes take turns
-    within each round, so a change in the machine's load hits them alike."""
-    seconds: Dict[str, List[float]] = {name: [] for name in passes}
+def best_rates(passes: Dict[str, Callable[[], object]], n_images: int,
+               repeat: int) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Images per second (wall clock) and per CPU second (this process's CPU time, all its
+    threads) of the fastest of `repeat` runs of each pass. The passes take turns within each
+    round, so a change in the machine's load hits them alike; CPU time is what another job on a
+    shared machine disturbs least."""
+    wall: Dict[str, List[float]] = {name: [] for name in passes}
+    cpu: Dict[str, List[float]] = {name: [] for name in passes}
     for _ in range(repeat):
         for name, run in passes.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: n_images / min(times) for name, times in seconds.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return ({name: n_images / min(t) for name, t in wall.items()},
+            {name: n_images / min(t) for name, t in cpu.items()})
 
 
 def command_seconds(argv: List[str], threads: int) -> float:
@@ -140,12 +147,11 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     spec.loader.exec_module(infer)
     exported = infer.ExportedModel(str(work / "exported"), threads=args.threads)
     with_onednn = infer.ExportedModel(str(work / "exported"), threads=args.threads, onednn=True)
-    rates = best_rates({
+    rates, per_cpu = best_rates({
         "test": lambda: extract_features(prepared.model, dataset, list(range(n)), args.batch_size, args.num_workers),
         "predict": lambda: classify(prepared, paths, args.batch_size, args.num_workers),
         "infer": lambda: exported.outputs(paths, args.batch_size),
         "onednn": lambda: with_onednn.outputs(paths, args.batch_size)}, n, args.repeat)
-    feature_pass, predict_pass, infer_pass = rates["test"], rates["predict"], rates["infer"]
 
     folder = str(Path(paths[0]).parent)
     predict_cmd = command_seconds(["predict.py", *flags, "--query", folder, "--out", str(work / "p.csv")], args.threads)
@@ -156,12 +162,16 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     print(f"{n} images of {args.image_size}x{args.image_size} px ({source}), "
           f"{args.method} on {args.model}, batch {args.batch_size}, {args.threads} threads, "
           f"{args.num_workers} loader workers, Paddle {paddle.__version__}, best of {args.repeat}")
-    print(f"  test.py feature pass      {feature_pass:8.1f} images/s")
-    print(f"  predict.py query pass     {predict_pass:8.1f} images/s  ({100 * (predict_pass / feature_pass - 1):+.1f}% "
-          f"vs test.py)")
-    print(f"  infer.py (Paddle Infer.)  {infer_pass:8.1f} images/s  ({infer_pass / predict_pass:.2f}x predict.py)")
-    print(f"  infer.py --onednn         {rates['onednn']:8.1f} images/s  ({rates['onednn'] / predict_pass:.2f}x "
-          f"predict.py)")
+    def row(label: str, name: str, versus: str, how) -> None:
+        print(f"  {label:<26}{rates[name]:8.1f} images/s {how(rates[name], rates[versus]):>20}   "
+              f"{per_cpu[name]:8.1f} per CPU-s {how(per_cpu[name], per_cpu[versus]):>20}")
+
+    percent = lambda a, b: f"({100 * (a / b - 1):+.1f}% vs test.py)"  # noqa: E731
+    times = lambda a, b: f"({a / b:.2f}x predict.py)"  # noqa: E731
+    row("test.py feature pass", "test", "test", lambda a, b: "")
+    row("predict.py query pass", "predict", "test", percent)
+    row("infer.py (Paddle Infer.)", "infer", "predict", times)
+    row("infer.py --onednn", "onednn", "predict", times)
     print(f"  whole commands: python predict.py {predict_cmd:.1f} s, python infer.py {infer_cmd:.1f} s "
           f"({n / predict_cmd:.1f} / {n / infer_cmd:.1f} images/s with start-up)")
     load = os.getloadavg()[0]
