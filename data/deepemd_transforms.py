@@ -157,6 +157,15 @@ class FCNTransform:
         out = center_crop(resize_square(img, resize_size(self.image_size)), self.image_size)
         return to_normalized_array(out, self.stats)
 
+    def describe(self) -> List[dict]:
+        """The evaluation pipeline as data (data/preprocess.py); training crops are random."""
+        if self.training:
+            raise ValueError("DeepEMD's training pipeline is random and has no data description")
+        big, size = resize_size(self.image_size), self.image_size
+        return [{"op": "resize", "size": [big, big], "interpolation": "bilinear"},
+                {"op": "center_crop", "size": [size, size]}, {"op": "to_float", "divide": 255.0},
+                {"op": "normalize", "mean": list(self.stats[0]), "std": list(self.stats[1])}, {"op": "to_chw"}]
+
 
 @dataclass
 class GridTransform:

@@ -132,6 +132,50 @@ def test_parser() -> argparse.ArgumentParser:
     add("--result_file", default="",
         help="JSON list each tested task's result is appended to (default: results.json beside --model_path; "
              "none: no file)")
+    add("--save_predictions", default="", help="write every query's prediction to this CSV file (task, episode, "
+                                               "image, label, prediction, score = its softmax probability)")
+    return parser
+
+
+def _deployment(parser: argparse.ArgumentParser) -> None:
+    """Flags of predict.py and export.py: the model as test.py builds it, the support set, batching.
+    They run the method as at test time, so they offer test.py's method flags and defaults."""
+    parser.set_defaults(stage="test")
+    add = parser.add_argument
+    add("--method", default="meta_frn", choices=sorted(METHODS), help="few-shot method of the checkpoint")
+    add("--model", default="ResNet12", choices=sorted(BACKBONES), help="backbone of the checkpoint")
+    add("--model_path", default="", help="the trained .pdparams checkpoint")
+    add("--dataset", default="mini_imagenet", choices=sorted(DATASET_TRANSFORMS),
+        help="picks the evaluation transform (as in training) unless the method has its own")
+    add("--image_size", type=int, default=84, help="input size, as in training")
+    add("--support", default="", help="a folder with one sub-folder of images per class, a CSV file of path,label "
+                                      "rows, or a .pdsupport file written by predict.py --save_support")
+    add("--batch_size", type=int, default=64, help="images per backbone pass")
+    add("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    add("--gpu", action="store_true", help="use the GPU if Paddle has CUDA (else CPU, with a notice)")
+    add("--seed", type=int, default=0, help="seeds the test-time fits that draw random numbers (Neg-Margin, DeepEMD)")
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="predict.py", description="Classify your own images against a support set of "
+                                                          "your own classes.")
+    _deployment(parser)
+    add = parser.add_argument
+    add("--query", nargs="*", default=[], help="image files, folders (searched recursively) or glob patterns")
+    add("--out", default="predictions.csv", help="CSV to write (image,prediction,score,<probability per class>); "
+                                                 "- for stdout")
+    add("--top_k", type=int, default=1, help="also list the 2nd..k-th classes and their probabilities")
+    add("--save_support", default="", help="write the adapted support set to this .pdsupport file for reuse")
+    return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="export.py", description="Export a static model (paddle.jit.save) with the adapted "
+                                                         "support set frozen inside, for infer.py / Paddle Inference.")
+    _deployment(parser)
+    add = parser.add_argument
+    add("--out_dir", required=True, help="folder to write the model, its parameters and classes.json into")
+    add("--backbone_only", action="store_true", help="export the feature extractor alone (no support set)")
     return parser
 
 

@@ -113,9 +113,13 @@ class FeatureCache:
             yield self.episodes(episodes[start:start + group])
 
 
+#: receives the test-time scores [episodes, queries, way] of each batch of episodes, in order
+ScoresHook = Callable[[np.ndarray], None]
+
+
 @paddle.no_grad()
 def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way: int, shot: int, query: int,
-                   desc: str = "eval") -> Tuple[np.ndarray, float]:
+                   desc: str = "eval", on_scores: Optional[ScoresHook] = None) -> Tuple[np.ndarray, float]:
     """Per-episode accuracies (%) and mean cross-entropy of `model.episode_scores_batch` on
     feature batches [episodes, support then query images, ...]."""
     n_support = way * shot
@@ -123,6 +127,8 @@ def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way:
     bar = progress(batches, desc, total=n_batches)
     for feats in bar:
         scores = model.episode_scores_batch(feats[:, :n_support], feats[:, n_support:], way, shot)
+        if on_scores is not None:
+            on_scores(scores.numpy())
         for e in range(scores.shape[0]):
             acc, loss = episode_accuracy(scores[e], way, query)
             accs.append(acc)
@@ -133,13 +139,15 @@ def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way:
 
 @paddle.no_grad()
 def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
-             use_cache: bool = True, num_workers: int = 0, desc: str = "eval") -> Tuple[np.ndarray, float]:
+             use_cache: bool = True, num_workers: int = 0, desc: str = "eval",
+             on_scores: Optional[ScoresHook] = None) -> Tuple[np.ndarray, float]:
     """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
 
     With `use_cache` (and a method whose features are frozen at test time) every distinct image
     is passed through the backbone once and all episodes read from that cache, in groups of
     `model.eval_episode_batch` episodes handed to `episode_scores_batch` together; otherwise
     each episode is a batch of its own. All paths give the same numbers on the same episodes.
+    `on_scores` sees the scores of every batch of episodes (test.py --save_predictions).
     """
     model.eval()
     if use_cache and model.features_are_frozen_at_test:
@@ -149,7 +157,7 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
     else:
         batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
         n_batches = len(episodes)
-    return score_episodes(model, batches, n_batches, way, shot, query, desc)
+    return score_episodes(model, batches, n_batches, way, shot, query, desc, on_scores)
 
 
 # ----------------------------------------------------------------------------------------

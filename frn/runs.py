@@ -6,6 +6,8 @@ Everything that can fail on user input (flags, data, checkpoints) is checked bef
 written, so a failed run never touches an earlier run's files.
 """
 import argparse
+import csv
+import io
 import os
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -27,8 +29,9 @@ from methods.base import FewShotMethod, MethodOptions
 from network import build_backbone
 from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
 from utils.errors import UserError
+from utils.files import check_output_file, write_atomically
 from utils.optim import build_optimizer, build_scheduler
-from utils.stats import mean_and_interval
+from utils.stats import mean_and_interval, softmax
 
 
 def build_model(options: MethodOptions, num_classes: Optional[int] = None) -> FewShotMethod:
@@ -39,13 +42,17 @@ def build_model(options: MethodOptions, num_classes: Optional[int] = None) -> Fe
     return method(backbone, options, num_classes)
 
 
-def image_list(args: argparse.Namespace, split: str, training: bool) -> ImageList:
-    """The images of `split` (a filelist of --data_path) with the method's image pipeline, else
-    the dataset's standard one."""
-    transform = METHODS[args.method].image_transform(args.options, training)
+def image_pipeline(options: MethodOptions, training: bool) -> Callable:
+    """The method's own image pipeline, else the dataset's standard one (training or evaluation)."""
+    transform = METHODS[options.method].image_transform(options, training)
     if transform is None:
-        transform = (train_transform if training else eval_transform)(args.dataset, args.image_size)
-    return ImageList(filelist_path(args.data_path, split), transform)
+        transform = (train_transform if training else eval_transform)(options.dataset, options.image_size)
+    return transform
+
+
+def image_list(args: argparse.Namespace, split: str, training: bool) -> ImageList:
+    """The images of `split` (a filelist of --data_path) with `image_pipeline`."""
+    return ImageList(filelist_path(args.data_path, split), image_pipeline(args.options, training))
 
 
 def validation_queries(args: argparse.Namespace) -> int:
@@ -286,9 +293,45 @@ def meta_train(args: argparse.Namespace) -> None:
     run_training(args, model, training_run_folder(args), make_batches, validate, step=episode_step(*shape))
 
 
+class EpisodePredictions:
+    """The rows of test.py --save_predictions: task, episode, image, label, prediction, score (the
+    softmax probability of the prediction), one row per query of every episode."""
+
+    HEADER = ("task", "episode", "image", "label", "prediction", "score")
+
+    def __init__(self, dataset: ImageList):
+        self.dataset = dataset
+        self.rows: List[Tuple] = []
+
+    def hook(self, task: int, episodes: List[List[int]], way: int, shot: int) -> Callable:
+        """An `on_scores` hook for `evaluate` on these episodes."""
+        names, labels, files = self.dataset.label_names, self.dataset.labels, self.dataset.file_names
+        done = [0]
+
+        def on_scores(scores) -> None:
+            for episode_scores in scores:
+                episode = episodes[done[0]]
+                classes = [names[labels[episode[c * shot]]] for c in range(way)]
+                probabilities = softmax(episode_scores)
+                for index, p in zip(episode[way * shot:], probabilities):
+                    best = int(p.argmax())
+                    self.rows.append((task, done[0], files[index], names[labels[index]], classes[best],
+                                      f"{p[best]:.6f}"))
+                done[0] += 1
+        return on_scores
+
+    def write(self, path: str) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.HEADER)
+        writer.writerows(self.rows)
+        write_atomically(path, out.getvalue().encode("utf-8"))
+
+
 def test(args: argparse.Namespace) -> List[float]:
     """Few-shot test; prints one `N Test Acc = m% +- ci%` line per task and the mean over tasks,
-    and appends each task's record to the result file (frn/results.py)."""
+    appends each task's record to the result file (frn/results.py) and with --save_predictions
+    writes every query's prediction."""
     if weak_shot(args):
         from frn import weakshot
         return weakshot.test(args)
@@ -298,6 +341,8 @@ def test(args: argparse.Namespace) -> List[float]:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
     results = result_path(args)
     check_result_file(results)
+    if args.save_predictions:
+        check_output_file(args.save_predictions, "--save_predictions")
     dataset = image_list(args, args.split, training=False)
     model = build_model(args.options)
     load_weights(model, args.model_path)
@@ -311,11 +356,13 @@ def test(args: argparse.Namespace) -> List[float]:
         episodes, way, shot, query = tasks[0]
         save_episodes(args.save_episodes, episodes, dataset, way, shot, query, split=args.split)
     shared = run_description(args, sha256(args.model_path)) if results else {}
+    predictions = EpisodePredictions(dataset) if args.save_predictions else None
     means = []
     for task, (episodes, way, shot, query) in enumerate(tasks):
         start = time.time()
+        hook = predictions.hook(task, episodes, way, shot) if predictions else None
         accs, _ = evaluate(model, dataset, episodes, way, shot, query, use_cache=not args.no_feature_cache,
-                           num_workers=args.num_workers, desc="test")
+                           num_workers=args.num_workers, desc="test", on_scores=hook)
         mean, interval = mean_and_interval(accs)
         print(f"{len(accs)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
         means.append(mean)
@@ -326,6 +373,8 @@ def test(args: argparse.Namespace) -> List[float]:
                 episodes_file=args.episodes_file or None, wall_seconds=round(time.time() - start, 3)))
     if len(means) > 1:
         print(f"Mean over {len(means)} tasks: {sum(means) / len(means):.2f}%")
+    if predictions:
+        predictions.write(args.save_predictions)
     if results:
         print(f"results appended to {results}")
     return means

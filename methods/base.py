@@ -98,6 +98,11 @@ class CheckpointRules:
         None for a key to drop (a second name of a tensor the checkpoint already holds)."""
         return key
 
+    def fixed_way(self, state: Mapping[str, Any]) -> Optional[int]:
+        """The number of classes a checkpoint's test-time head is built for, when it is fixed
+        (MTL's meta-learned base learner); None: any number of support classes."""
+        return None
+
     def reference_settings(self, state: Mapping[str, np.ndarray], method: str) -> Dict[str, object]:
         """Option values an official checkpoint implies for `--method method` (the converter
         builds the model with them; `state` has Paddle-style key names, `module.` stripped):
@@ -123,6 +128,9 @@ class FewShotMethod(nn.Layer):
     eval_episode_batch: int = 1
     #: `adapt` accepts support classes with different numbers of images
     supports_unequal_shots: ClassVar[bool] = False
+    #: why `extract` + `adapted_scores` cannot run as a static graph (export.py refuses the
+    #: method with this reason); empty: they are plain tensor operations
+    export_blocker: ClassVar[str] = ""
 
     def __init__(self, backbone: nn.Layer, options: MethodOptions, num_classes: Optional[int] = None):
         super().__init__()

@@ -305,6 +305,7 @@ class DeepEMD(FewShotMethod):
     options: DeepEMDOptions
     checkpoint_rules = DeepEMDRules()
     zero_nan_gradients = True  # train_meta.py's detect_grad_nan
+    export_blocker = "its EMD solvers (OpenCV / the exact solver / qpth) run in numpy and C outside the Paddle graph"
     #: test episodes scored together: one EMD batch, one SFC fit for all of them (a few MB each)
     eval_episode_batch = 20
 

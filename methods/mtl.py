@@ -24,7 +24,7 @@ so both layouts give the same numbers on the same images (the parity tests feed 
 reference's order; tests/methods/test_mtl.py checks the equivalence).
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -174,6 +174,11 @@ class MTLRules(CheckpointRules):
     def is_meta_parameter(self, key: str) -> bool:
         """Learnt only by meta-training: the scaling/shifting parameters and the base learner."""
         return key.startswith("base_learner.") or key.rsplit(".", 1)[-1] in ("mtl_weight", "mtl_bias")
+
+    def fixed_way(self, state: Mapping[str, Any]) -> Optional[int]:
+        """The classes of the base learner whose initialisation meta-training learnt."""
+        weight = state.get("base_learner.fc1_w")
+        return None if weight is None else int(weight.shape[0])
 
     def from_reference_key(self, key: str, model: FewShotMethod) -> Optional[str]:
         """`encoder.X` (meta checkpoints) and bare encoder keys (pre-training checkpoints) ->

@@ -15,7 +15,8 @@ Heads (bl0's names; mmfewshot's `cosine` is `cosineface`, its `softmax` is `neg-
 The margin applies only when labels are given (training and support fitting).
 
 Meta-test fitting (`fit_classifiers`): kaiming-uniform init, mini-batches of 4 support features
-walked through fresh random orders of the support set (class-major), mean cross-entropy, PyTorch
+walked through fresh random orders of the support set (class-major in episodes; `adapt` fits
+on explicit labels, so classes may differ in size), mean cross-entropy, PyTorch
 SGD with momentum 0.9, dampening 0.9 and weight decay (utils.optim.sgd_dampened_step). Episodes
 share their step sizes, so E episodes are fitted as one stack of E independent classifiers: the
 same numbers as one at a time (`--episode_batch 1`), many times faster. Each episode's random
@@ -32,7 +33,7 @@ import paddle.nn.functional as F
 
 from utils.errors import UserError
 from utils.optim import sgd_dampened_step
-from methods.base import CheckpointRules, FewShotMethod, MethodOptions
+from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions
 from network.common import torch_uniform_bound
 from utils.options import check_positive, option
 
@@ -150,16 +151,17 @@ def initial_head(rng, way: int, dim: int, with_bias: bool) -> Tuple[np.ndarray, 
 StepHook = Callable[[int, paddle.Tensor, Optional[paddle.Tensor], paddle.Tensor], None]
 
 
-def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bias: Optional[paddle.Tensor],
+def fit_classifiers(support: paddle.Tensor, labels: np.ndarray, weight: paddle.Tensor, bias: Optional[paddle.Tensor],
                     batches: Sequence[np.ndarray], settings: FitSettings,
                     on_step: Optional[StepHook] = None) -> Tuple[paddle.Tensor, Optional[paddle.Tensor]]:
     """Fit E independent classifiers, one per episode, on frozen support features.
 
-    support [E, n, D] (class-major: label = index // shot), weight [E, way, D] and bias [E, way]
-    (or None) their initial values, batches[t] [E, b_t] the support indices of step t for each
-    episode. The summed per-episode mean losses have per-episode gradients, so the stack is
-    E separate fits. `on_step(t, weight, bias, loss[E])` sees each step's result. Gradients are
-    on even when called under no_grad (evaluation).
+    support [E, n, D], labels [n] (shared by the episodes, e.g. class-major `index // shot`) or
+    [E, n] the class of each support feature (any order, any number per class), weight
+    [E, way, D] and bias [E, way] (or None) their initial values, batches[t] [E, b_t] the
+    support indices of step t for each episode. The summed per-episode mean losses have
+    per-episode gradients, so the stack is E separate fits. `on_step(t, weight, bias, loss[E])`
+    sees each step's result. Gradients are on even when called under no_grad (evaluation).
     """
     n_episodes, n_support = support.shape[0], support.shape[1]
     support = support.detach().reshape([n_episodes * n_support, -1])
@@ -167,13 +169,14 @@ def fit_classifiers(support: paddle.Tensor, shot: int, weight: paddle.Tensor, bi
     if cosine:  # the features are fixed: normalise them once, not at every step
         support = unit(support)
     offsets = np.arange(n_episodes)[:, None] * n_support
+    labels = np.broadcast_to(np.asarray(labels, dtype=np.int64), (n_episodes, n_support))
     params = [weight.detach()] + ([bias.detach()] if bias is not None else [])
     buffers: List[Optional[paddle.Tensor]] = [None] * len(params)
     with paddle.set_grad_enabled(True):
         for step, batch in enumerate(batches):
             batch = np.asarray(batch)
             x = paddle.gather(support, paddle.to_tensor((batch + offsets).reshape(-1))).reshape([*batch.shape, -1])
-            y = paddle.to_tensor(batch // shot)
+            y = paddle.to_tensor(np.take_along_axis(labels, batch, axis=1))
             for p in params:
                 p.stop_gradient = False
             logits = head_logits(x, params[0], settings.metric, settings.scale, settings.margin, y,
@@ -316,6 +319,7 @@ class NegMargin(FewShotMethod):
     options: NegMarginOptions
     checkpoint_rules = NegMarginRules()
     trains_episodically = False  # nothing is meta-learned: pretrain.py, then test.py
+    supports_unequal_shots = True  # the support classifier is fitted on explicit labels
 
     def __init__(self, backbone: nn.Layer, options: NegMarginOptions, num_classes: Optional[int] = None):
         super().__init__(backbone, options, num_classes)
@@ -381,8 +385,29 @@ class NegMargin(FewShotMethod):
         weight = paddle.to_tensor(np.stack([w for w, _, _ in draws]))
         bias = paddle.to_tensor(np.stack([b for _, b, _ in draws])) if self.metric == "softmax" else None
         batches = [np.stack([d[2][t] for d in draws]) for t in range(steps)]
-        weight, bias = fit_classifiers(support, shot, weight, bias, batches, self.fit)
+        labels = np.arange(way).repeat(shot)  # class-major support
+        weight, bias = fit_classifiers(support, labels, weight, bias, batches, self.fit)
         return head_logits(query, weight, self.metric, self.fit.scale, bias=bias)
+
+    def adapt(self, support: paddle.Tensor, labels: paddle.Tensor, way: int) -> Adapted:
+        """The fitted classifier of a support set of any order and any number of images per class.
+
+        The random draws are those of one episode of `episode_scores_batch` (numpy's global RNG:
+        the initial weights, then the batch orders), so a class-major support set gives the
+        episode path's classifier exactly. The step count follows the protocol with the 1-shot
+        schedule only when every class has a single image."""
+        n_support, dim = support.shape
+        counts = np.bincount(labels.numpy(), minlength=way)
+        steps = self.fit_steps(1 if counts.max() == 1 else int(counts.max()), n_support)
+        weight0, bias0, batches = draw_episode(np.random, way, dim, n_support, self.fit, steps)
+        weight, bias = fit_classifiers(support.unsqueeze(0), labels.numpy(), paddle.to_tensor(weight0[None]),
+                                       None if bias0 is None else paddle.to_tensor(bias0[None]),
+                                       [b[None] for b in batches], self.fit)
+        return {"weight": weight[0], **({} if bias is None else {"bias": bias[0]})}
+
+    def adapted_scores(self, adapted: Adapted, query: paddle.Tensor) -> paddle.Tensor:
+        """Margin-free logits of the fitted classifier, as `episode_scores_batch` scores queries."""
+        return head_logits(query, adapted["weight"], self.metric, self.fit.scale, bias=adapted.get("bias"))
 
     def episode_logits(self, support: paddle.Tensor, query: paddle.Tensor, way: int, shot: int) -> paddle.Tensor:
         """One episode's scores: `episode_scores_batch` on a stack of one (`episode_scores` calls this)."""

@@ -11,6 +11,14 @@ def mean_and_interval(accs: Sequence[float]) -> Tuple[float, float]:
     return float(accs.mean()), float(1.96 * np.sqrt(accs.var() / len(accs)))
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of scores [n, classes] in float64 (the probabilities predict.py, infer.py
+    and test.py --save_predictions print)."""
+    z = np.asarray(scores, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     """Area under the ROC curve of `scores` ranking the `positives` first: the probability that a
     random positive outscores a random negative, ties counting one half (Mann-Whitney U)."""

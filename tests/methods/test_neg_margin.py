@@ -113,9 +113,38 @@ def test_fitting_never_touches_the_backbone_or_the_support():
     weight = paddle.to_tensor(np.stack([d[0] for d in draws]))
     batches = [np.stack([d[2][t] for d in draws]) for t in range(5)]
     with paddle.no_grad():  # as in evaluation
-        fitted, _ = fit_classifiers(support, 2, weight, None, batches, fit)
+        fitted, _ = fit_classifiers(support, np.arange(5).repeat(2), weight, None, batches, fit)
     assert not np.allclose(fitted.numpy(), weight.numpy())
     np.testing.assert_array_equal(support.numpy(), before)
+
+
+def test_adapt_fits_on_explicit_labels_in_any_order():
+    """A shuffled support set of unequal classes with its labels gives the classifier of the
+    class-major set fitted on the same features, batch for batch: the labels are honoured, not
+    derived from positions."""
+    model = build("--finetune_steps", "12")
+    counts = [3, 1, 2]
+    rng = np.random.RandomState(0)
+    ordered = paddle.to_tensor(rng.randn(sum(counts), 24).astype("float32"))
+    labels = np.repeat(np.arange(3), counts)
+    perm = rng.permutation(len(labels))
+    np.random.seed(5)
+    adapted = model.adapt(ordered[paddle.to_tensor(perm)], paddle.to_tensor(labels[perm]), 3)
+    np.random.seed(5)  # the same draws, mapped onto the class-major order
+    weight, _, batches = draw_episode(np.random, 3, 24, len(labels), model.fit, 12)
+    expected, _ = fit_classifiers(ordered.unsqueeze(0), labels, paddle.to_tensor(weight[None]), None,
+                                  [perm[b][None] for b in batches], model.fit)
+    np.testing.assert_array_equal(adapted["weight"].numpy(), expected[0].numpy())
+
+
+def test_adapt_on_unequal_classes_learns_them():
+    support, query = episodes(1, shot=4)
+    keep = np.concatenate([np.arange(c * 4, c * 4 + n) for c, n in enumerate([4, 1, 3, 2, 4])])
+    labels = paddle.to_tensor(np.arange(5).repeat(4)[keep])
+    np.random.seed(0)
+    model = build()
+    scores = model.adapted_scores(model.adapt(support[0][paddle.to_tensor(keep)], labels, 5), query[0])
+    assert (scores.numpy().argmax(-1) == np.arange(5).repeat(3)).mean() > 0.8
 
 
 # ----- flags --------------------------------------------------------------------------------------

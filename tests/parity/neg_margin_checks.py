@@ -117,7 +117,7 @@ def _fit_episode(entry: Entry, metric: str, scale: float, margin: float, optim: 
                            weight_decay=float(optim["weight_decay"]), batch_size=batch_size,
                            momentum=float(optim["momentum"]), dampening=float(optim["dampening"]))
     batches = support_batches(Replay(permutations), len(y_support), batch_size, steps)
-    weight, _ = fit_classifiers(_t(z_support[None]), shot, _t(entry.use("weight_init")[None]), None,
+    weight, _ = fit_classifiers(_t(z_support[None]), y_support, _t(entry.use("weight_init")[None]), None,
                                 [b[None] for b in batches], settings, on_step)
     scores = head_logits(_t(entry.use("z_query")), weight[0], metric, scale)
     entry.check("weight_final", _np(weight[0]))
