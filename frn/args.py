@@ -23,7 +23,8 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add = parser.add_argument
     add("--dataset", default="mini_imagenet", choices=sorted(DATASET_TRANSFORMS),
         help="dataset name: picks the official transforms (custom: your own images, ImageNet-style "
-             "transforms at --image_size) and the run folder <checkpoint_dir>/<dataset>/<data folder's name>/")
+             "transforms at --image_size) and the run folder <checkpoint_dir>/<dataset>/<run> "
+             "(custom: <checkpoint_dir>/custom/<data folder's name>/<run>)")
     add("--data_path", default="", help="dataset folder holding base.json/val.json/novel.json")
     add("--model", default="ResNet12", choices=sorted(BACKBONES), help="backbone")
     add("--method", default=method_default, choices=sorted(METHODS), help="few-shot method")
@@ -78,7 +79,7 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
         help="start afresh in a run folder that holds an earlier run (its checkpoints, log and curves are removed)")
     add("--run_name", default="",
         help="name of the run folder (default: from model, method and settings), below "
-             "<checkpoint_dir>/<dataset>/<data folder's name>/")
+             "<checkpoint_dir>/<dataset>/ (custom: <checkpoint_dir>/custom/<data folder's name>/)")
     add("--train_n_way", type=int, default=20, help="classes per training episode")
     add("--quiet", action="store_true", help="only write output.log, print nothing per epoch")
     add("--visualdl", default="", metavar="DIR",

@@ -68,19 +68,25 @@ def val_episodes(args: argparse.Namespace, dataset: ImageList) -> List[List[int]
 
 
 def data_folder_name(data_path: str) -> str:
-    """The data folder's own name, the last part of --data_path ("miniImagenet" for
-    /data/miniImagenet/): it tells apart runs of two datasets given the same --dataset."""
+    """The data folder's own name, the last part of --data_path ("my_flowers" for
+    /data/my_flowers/): it names the runs of a custom dataset."""
     return os.path.basename(os.path.normpath(os.path.abspath(data_path))) if data_path else "no_data_path"
 
 
 def run_folder(args: argparse.Namespace, name: str) -> str:
-    """<checkpoint_dir>/<dataset>/<data folder's name>/<name>: where a training run writes."""
-    return os.path.join(args.checkpoint_dir, args.dataset, data_folder_name(args.data_path), name)
+    """Where a training run writes: <checkpoint_dir>/<dataset>/<name> for the named benchmarks (the
+    folders the seed's commands pass from one stage to the next), and
+    <checkpoint_dir>/custom/<data folder's name>/<name> for `--dataset custom`, so that two custom
+    datasets never share a folder. A second data folder under a benchmark's name meets the run
+    of the first one and is refused in one line (`check_run_folder`): pass --run_name."""
+    if args.dataset == "custom":
+        return os.path.join(args.checkpoint_dir, "custom", data_folder_name(args.data_path), name)
+    return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
 def training_run_folder(args: argparse.Namespace) -> str:
-    """The folder a pretrain.py or meta_train.py run writes, below <checkpoint_dir>/<dataset>/<data
-    folder's name>/, named after what trains differently: <Model>_<method's run name>_pretrain,
+    """The folder a pretrain.py or meta_train.py run writes (see `run_folder`), named after what
+    trains differently: <Model>_<method's run name>_pretrain,
     <Model>_<run name>[_ht<N>]_<way>way_<shot>shot_metatrain, or for a weak-shot step
     <Model>_<run name>; `--run_name NAME` names it NAME instead."""
     options = args.options

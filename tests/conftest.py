@@ -87,7 +87,7 @@ def simtrans_run(tiny_data, tmp_path_factory) -> dict:
     build_benchmark(str(tiny_data), str(bench), 0.25, 0.5, 4, 2, seed=0)
     build_benchmark(str(tiny_data), str(other), 0.25, 0.5, 4, 2, seed=1)
     ckpt = root / "checkpoints"
-    runs = ckpt / "demo" / "bench"
+    runs = ckpt / "demo"
     flags = lambda *extra: simtrans_flags(bench, ckpt, *extra)  # noqa: E731
     outputs = {}
 

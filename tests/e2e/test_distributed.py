@@ -15,7 +15,7 @@ def test_two_process_pretraining(tiny_data, tmp_path):
                            "--batch_size", "16", "--val_n_episode", "5")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    run = tmp_path / "ckpt" / "demo" / "glyphs" / "Conv4_protonet_pretrain"
+    run = tmp_path / "ckpt" / "demo" / "Conv4_protonet_pretrain"
     assert (run / "best_model.pdparams").is_file() and (run / "resume.pdstate").is_file()
     log = (run / "output.log").read_text()
     # 8 base classes x 12 images = 96 images = 6 batches of 16, split between the two ranks
