@@ -127,7 +127,7 @@ def mtl_run(tiny_data, tmp_path_factory) -> dict:
     """MTL pre-trained (2 epochs, official flag names) then meta-trained with hard tasks (2 epochs
     of 4 tasks, a meta-batch of 2 plus 1 hard task), once for the e2e and the bad-input tests."""
     ckpt = tmp_path_factory.mktemp("mtl")
-    runs = ckpt / "demo" / "glyphs"
+    runs = ckpt / "demo"
     pretrained = runs / "ResNet25_mtl_pretrain" / "best_model.pdparams"
 
     def step(name: str, script: str, *extra) -> None:
