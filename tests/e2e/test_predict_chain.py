@@ -43,7 +43,7 @@ def test_demo_data_to_pretrain_meta_train_test_predict_export_infer(tmp_path):
     assert built.returncode == 0, built.stderr
     step("write_miniImagenet_filelist.py", "--data_path", data)
     ckpt = tmp_path / "checkpoints"
-    runs = ckpt / "demo" / data.name  # <checkpoint_dir>/<dataset>/<data folder's name>/<run>
+    runs = ckpt / "demo"  # <checkpoint_dir>/<dataset>/<run>
     step("pretrain.py", *tiny_flags(data, ckpt, "--method", "stl_frn", "--epoch", "1", "--batch_size", "16",
                                     "--val_n_episode", "5"))
     step("meta_train.py", *tiny_flags(data, ckpt, "--method", "meta_frn", "--train_n_way", "5", "--n_shot", "1",
