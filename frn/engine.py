@@ -16,7 +16,7 @@ from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
-from utils.device import epoch_seed, seed_everything
+from utils.device import epoch_seed, rank_seed, seed_everything
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -283,6 +283,18 @@ def validation_epoch(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch == epochs - 1
 
 
+def same_buffers_on_every_rank(model) -> None:
+    """Give every rank rank 0's state outside the gradients — buffers and the parameters that
+    do not train, among them Paddle's BatchNorm running statistics — as PyTorch's DDP does for
+    buffers: the all-reduce keeps the trained parameters equal, but each rank updates its
+    running statistics from its own batches. A no-op outside a multi-process DataParallel."""
+    if not isinstance(model, paddle.DataParallel) or paddle.distributed.get_world_size() < 2:
+        return
+    inner = unwrap(model)
+    for tensor in [p for p in inner.parameters() if p.stop_gradient] + list(inner.buffers()):
+        paddle.distributed.broadcast(tensor, src=0)
+
+
 def validation_fell(history: List[Dict], stop_th: int) -> bool:
     """The reference SimTrans's early stop: the last `stop_th` validation scores each lower than
     the one before (off when `stop_th` <= 1)."""
@@ -305,23 +317,28 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
     and a resumable state is written atomically after each epoch, so a killed run resumed with
     --resume ends with the weights an uninterrupted run would have. `model` may be a
-    `paddle.DataParallel`; only rank 0 writes. `scalars` receives the logged steps' loss,
+    `paddle.DataParallel`: each rank seeds its epoch with `rank_seed` (rank 0 as a single
+    process), every rank ends each epoch with rank 0's buffers, and only rank 0 writes;
+    `validate` must return the same on every rank (frn/runs.py validates once and shares it),
+    since the early-stop decision is taken on every rank from it. `scalars` receives the logged steps' loss,
     accuracy and learning rate, and each epoch's means and validation (step: the epoch).
     """
     inner = unwrap(model)
-    writes = paddle.distributed.get_rank() == 0
+    rank = paddle.distributed.get_rank()
+    writes = rank == 0
     stop_th = getattr(args, "stop_th", 0)
     for epoch in range(state.epoch, args.epoch):
         if validation_fell(state.history, stop_th):  # checked first, so a resumed run stops too
             log(f"early stop: the last {stop_th} validation scores fell one after the other")
             break
         start = time.time()
-        seed_everything(epoch_seed(args.seed, epoch))
+        seed_everything(rank_seed(epoch_seed(args.seed, epoch), rank))
         if before_epoch is not None:
             before_epoch(epoch)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, step, log,
                                                 scheduler=scheduler, scalars=scalars)
+        same_buffers_on_every_rank(model)
         epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):
             scheduler.step()

@@ -177,8 +177,9 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = optimizer_and_schedule or build_training(args, model, iters_per_epoch)
     state = resume_state(args, model, optimizer, scheduler)
-    rank, world = rank_and_world()
+    rank, world = rank_and_world()  # initialised already by the workflow, before the model was built
     net = paddle.DataParallel(model) if world > 1 else model
+    validate = validated_once(validate, rank, world)
     if args.overwrite and not args.resume and rank == 0:
         clear_run_folder(run_dir)
     log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
@@ -191,6 +192,22 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     finally:
         scalars.close()
     log(f"done: best val acc {state.best_acc:.2f} at epoch {state.best_epoch}; checkpoints in {run_dir}")
+
+
+def validated_once(validate, rank: int, world: int):
+    """`validate` for a multi-process run: rank 0 validates and every rank receives its result,
+    so the best-model bookkeeping and the early-stop decision (--stop_th) are the same on every
+    rank; a rank deciding alone could stop while the others wait in the next all-reduce. (The
+    other ranks wait meanwhile, within the process group's timeout, PADDLE_PG_TIMEOUT: 30 min
+    by default.) Unchanged in a single-process run."""
+    if validate is None or world < 2:
+        return validate
+
+    def validate_on_rank_0():
+        result = [validate() if rank == 0 else None]
+        paddle.distributed.broadcast_object_list(result, src=0)
+        return result[0]
+    return validate_on_rank_0
 
 
 def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
@@ -229,10 +246,11 @@ def preflight(args: argparse.Namespace, produced: Sequence[str] = ()) -> None:
 
 def pretrain(args: argparse.Namespace) -> None:
     """Whole-class training on base.json in shuffled batches (each rank of a multi-process run
-    takes every world-th batch), validated by few-shot episodes on val.json."""
+    takes its share, data.samplers.rank_share), validated by few-shot episodes on val.json."""
     if weak_shot(args):
         from frn import weakshot
         return weakshot.train(args)
+    rank, world = rank_and_world()
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -245,8 +263,7 @@ def pretrain(args: argparse.Namespace) -> None:
     if args.pretrain_path:
         load_weights(model, args.pretrain_path, "--pretrain_path")
     validate = episode_validator(args, model) if args.val == "meta" else None
-    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed,
-                                   rank=paddle.distributed.get_rank(), world=paddle.distributed.get_world_size())
+    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed, rank=rank, world=world)
 
     def make_batches(epoch):
         sampler.set_epoch(epoch)
@@ -259,6 +276,7 @@ def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
     if not METHODS[args.method].trains_episodically:
         raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
+    rank, world = rank_and_world()
     select_device(args.gpu)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
@@ -267,7 +285,6 @@ def meta_train(args: argparse.Namespace) -> None:
         load_weights(model, args.pretrain_path, "--pretrain_path", pretrained=True)
     validate = episode_validator(args, model)
     shape = (args.train_n_way, args.n_shot, args.n_query)
-    rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
 
@@ -276,7 +293,7 @@ def meta_train(args: argparse.Namespace) -> None:
                                      rank=rank, world=world, split="base")
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
-        pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
+        pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base", rank=rank, world=world)
 
         def regular_batches(epoch):
             pool.set_epoch(epoch)
