@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import paddle
 
 from data.datasets import ImageList, filelist_path
@@ -195,19 +196,22 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
 
 
 def validated_once(validate, rank: int, world: int):
-    """`validate` for a multi-process run: rank 0 validates and every rank receives its result,
-    so the best-model bookkeeping and the early-stop decision (--stop_th) are the same on every
-    rank; a rank deciding alone could stop while the others wait in the next all-reduce. (The
-    other ranks wait meanwhile, within the process group's timeout, PADDLE_PG_TIMEOUT: 30 min
-    by default.) Unchanged in a single-process run."""
-    if validate is None or world < 2:
+    """`validate` for a multi-process run, giving every rank the same result, so that the
+    best-model bookkeeping and the early-stop decision (--stop_th) cannot differ between ranks:
+    a rank that stopped alone would leave the others waiting in the next all-reduce.
+
+    A validator that shares its result itself (`validate.same_on_every_rank`, e.g. the episodic
+    one, sharded) is used as it is. Any other runs on every rank, as in a single process, and
+    rank 0's result is broadcast: every rank does the same work, so no rank waits long in the
+    broadcast (gloo, the CPU backend, gives up after 30 s). Unchanged in a single-process run."""
+    if validate is None or world < 2 or getattr(validate, "same_on_every_rank", False):
         return validate
 
-    def validate_on_rank_0():
-        result = [validate() if rank == 0 else None]
+    def rank_0_result():
+        result = [validate()]
         paddle.distributed.broadcast_object_list(result, src=0)
         return result[0]
-    return validate_on_rank_0
+    return rank_0_result
 
 
 def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
@@ -220,14 +224,30 @@ def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
 
 
 def episode_validator(args: argparse.Namespace, model: FewShotMethod):
-    """A function returning (val acc, val loss) on the fixed validation episodes."""
+    """A function returning (val acc, val loss) on the fixed validation episodes.
+
+    In a multi-process run the episodes are sharded: each rank scores a contiguous share and the
+    per-episode accuracies are gathered in order, so every rank returns the same numbers (the
+    accuracy bit for bit a single process's; the loss a count-weighted mean of the shares'
+    means) and takes part of the work."""
     val = image_list(args, "val", training=False)
     episodes = val_episodes(args, val)
+    rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+    mine = episodes[rank * len(episodes) // world:(rank + 1) * len(episodes) // world]
 
     def validate():
-        accs, loss = evaluate(model, val, episodes, args.val_n_way, args.n_shot, validation_queries(args),
-                              use_cache=not args.no_feature_cache, num_workers=args.num_workers, desc="val")
-        return float(accs.mean()), loss
+        accs, loss = np.zeros(0), 0.0
+        if mine:
+            accs, loss = evaluate(model, val, mine, args.val_n_way, args.n_shot, validation_queries(args),
+                                  use_cache=not args.no_feature_cache, num_workers=args.num_workers, desc="val",
+                                  cache_ram_gb=args.feature_cache_gb)
+        if world == 1:
+            return float(accs.mean()), loss
+        shares: list = []
+        paddle.distributed.all_gather_object(shares, (accs, loss * len(mine)))
+        every = np.concatenate([share_accs for share_accs, _ in shares])
+        return float(every.mean()), sum(loss_sum for _, loss_sum in shares) / len(every)
+    validate.same_on_every_rank = True
     return validate
 
 
@@ -379,7 +399,8 @@ def test(args: argparse.Namespace) -> List[float]:
         start = time.time()
         hook = predictions.hook(task, episodes, way, shot) if predictions else None
         accs, _ = evaluate(model, dataset, episodes, way, shot, query, use_cache=not args.no_feature_cache,
-                           num_workers=args.num_workers, desc="test", on_scores=hook)
+                           num_workers=args.num_workers, desc="test", on_scores=hook,
+                           cache_ram_gb=args.feature_cache_gb)
         mean, interval = mean_and_interval(accs)
         print(f"{len(accs)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
         means.append(mean)

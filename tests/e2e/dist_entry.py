@@ -12,9 +12,9 @@ fingerprint of its Python/NumPy random state at the epoch's start. The state aft
 read at the start of epoch k + 1 (after the epoch's end-of-epoch work and validation) and when
 the training loop returns.
 
---fake_val: validation returns a score that falls (rank 0) and rises (other
-ranks) with every call: a rank that decided early stopping on its own scores would stop while
-the other waits in an all-reduce (the test then times out).
+--fake_val: validation scores that fall on rank 0 and rise on rank 1 (`fake_validation`): a
+rank that decided early stopping on its own scores would stop while the other waits in an
+all-reduce (the run then fails or times out).
 """
 import hashlib
 import os
@@ -105,13 +105,27 @@ def install(folder: str, fake_val: bool) -> None:
     engine.train_one_epoch = recorded_epoch
     runs.train = recorded_train
     if fake_val:
-        calls = {"n": 0}
-        sign = -1 if paddle.distributed.get_rank() == 0 else 1
+        fake_validation()
 
-        def fake_evaluate(*args, **kw):
-            calls["n"] += 1
-            return np.full(4, 50.0 + sign * calls["n"]), 1.0
-        runs.evaluate = fake_evaluate
+
+def fake_validation() -> None:
+    """Validation scores that differ between the ranks: at the n-th call the episodic
+    evaluation returns 50 - 3n on rank 0 and 50 + n on rank 1 (mean over both: 50 - n), the
+    whole-split classification 50 - n on rank 0 and 50 + n on rank 1. Together (sharded
+    episodes) or by rank 0 (the others), validation falls; rank 1 alone sees it rise."""
+    import frn.weakshot as weakshot
+    calls = {"n": 0}
+    rank_0 = paddle.distributed.get_rank() == 0
+
+    def fake_evaluate(*args, **kw):
+        calls["n"] += 1
+        return np.full(4, 50.0 + (-3 if rank_0 else 1) * calls["n"]), 1.0
+
+    def fake_classify(*args, **kw):
+        calls["n"] += 1
+        return 50.0 + (-1 if rank_0 else 1) * calls["n"], 1.0, np.ones(4)
+    runs.evaluate = fake_evaluate
+    weakshot.classify_split = fake_classify
 
 
 def main() -> None:

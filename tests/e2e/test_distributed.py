@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -113,6 +113,27 @@ def test_pretraining_with_an_odd_number_of_batches(tiny_data, tmp_path):
     assert "Epoch 0 | Batch 0/2 |" in (run / "output.log").read_text()
     assert len(json.loads((run / "history.json").read_text())) == 2
     assert (run / "rank1" / "output.log").is_file() and not list((run / "rank1").glob("*.pdparams"))
+    check_sharded_validation(flags, rank_epochs(dumps, 0), json.loads((run / "history.json").read_text()))
+
+
+def check_sharded_validation(flags: list, states: List[dict], history: List[dict]) -> None:
+    """The 2-rank validation (each rank scores half the episodes, then they are gathered) gives
+    a single process's accuracy on the same weights, bit for bit (the same per-episode values,
+    averaged in the same order); the loss is a count-weighted mean of the halves' means, equal
+    up to float64 rounding of that re-association (~1e-16 relative)."""
+    import paddle
+    from data.datasets import ImageList, filelist_path
+    from frn.args import parse, pretrain_parser
+    from frn.runs import build_model, episode_validator
+    args = parse(pretrain_parser(), [str(f) for f in flags])
+    model = build_model(args.options, ImageList(filelist_path(args.data_path, "base")).num_classes)
+    validate = episode_validator(args, model)
+    for state, epoch in zip(states, history):
+        model.set_state_dict({k[len("state/"):]: paddle.to_tensor(v) for k, v in state.items()
+                              if k.startswith("state/")})
+        acc, loss = validate()
+        assert acc == epoch["val_acc"]
+        np.testing.assert_allclose(loss, epoch["val_loss"], rtol=1e-12)
 
 
 def test_meta_training_with_an_odd_number_of_episodes(tiny_data, tmp_path):
@@ -136,22 +157,36 @@ def test_meta_training_on_the_official_pool_epoch_is_sharded(tiny_data, tmp_path
     check_ranks_agree(launch(tmp_path, "meta_train.py", flags), epochs=2, steps=[-(-n // 2) for n in whole])
 
 
-def test_early_stop_is_decided_once_for_every_rank(tiny_data, tmp_path):
+def weak_shot_folder(tiny_data: Path, tmp_path: Path) -> Tuple[Path, int]:
+    """A weak-shot benchmark made from the tiny data, and its number of web (training) images."""
+    from data.weakshot import build_benchmark, load_weakshot
+    bench = tmp_path / "bench"
+    build_benchmark(str(tiny_data), str(bench), 0.25, 0.5, 4, 2, seed=0)
+    return bench, len(load_weakshot(str(bench)).web["image_labels"])
+
+
+@pytest.mark.parametrize("workflow", ["few_shot", "weak_shot"])
+def test_early_stop_is_decided_once_for_every_rank(workflow, tiny_data, tmp_path):
     # validation falls on rank 0 and rises on rank 1 (dist_entry --fake_val): the ranks must
-    # follow rank 0 and both stop after 2 epochs (--stop_th 2) of the 5
-    flags = tiny_flags(tiny_data, tmp_path / "ckpt", "--method", "protonet", "--epoch", "5", "--batch_size", "32",
-                       "--val_n_episode", "3", "--stop_th", "2")
-    dumps = launch(tmp_path, "pretrain.py", flags, fake_val=True)
-    check_ranks_agree(dumps, epochs=2, steps=[2, 2])
-    history = json.loads((tmp_path / "ckpt" / "demo" / "glyphs" / "Conv4_protonet_pretrain" / "history.json").read_text())
+    # agree (the few-shot workflow shards its episodes and gathers them, the weak-shot one takes
+    # rank 0's scores) and both stop after 2 epochs (--stop_th 2) of the 5
+    if workflow == "few_shot":
+        flags = tiny_flags(tiny_data, tmp_path / "ckpt", "--method", "protonet", "--batch_size", "32",
+                           "--val_n_episode", "3")
+        run, steps = tmp_path / "ckpt" / "demo" / "glyphs" / "Conv4_protonet_pretrain", 2
+    else:
+        bench, web = weak_shot_folder(tiny_data, tmp_path)
+        flags = simtrans_flags(bench, tmp_path / "ckpt", "--method", "simtrans_naive", "--batch_size", "8",
+                               "--backbone", "conv4")
+        run, steps = tmp_path / "ckpt" / "demo" / "bench" / "Conv4_simtrans_naive", -(-(-(-web // 8)) // 2)
+    dumps = launch(tmp_path, "pretrain.py", [*flags, "--epoch", "5", "--stop_th", "2"], fake_val=True)
+    check_ranks_agree(dumps, epochs=2, steps=[steps, steps])
+    history = json.loads((run / "history.json").read_text())
     assert [h["val_acc"] for h in history] == [49.0, 48.0]
 
 
 def test_weak_shot_training_with_an_odd_number_of_batches(tiny_data, tmp_path):
-    from data.weakshot import build_benchmark, load_weakshot
-    bench = tmp_path / "bench"
-    build_benchmark(str(tiny_data), str(bench), 0.25, 0.5, 4, 2, seed=0)
-    web = len(load_weakshot(str(bench)).web["image_labels"])
+    bench, web = weak_shot_folder(tiny_data, tmp_path)
     batches = -(-web // 8)
     assert batches % 2 == 1, batches  # the case this test is for
     flags = simtrans_flags(bench, tmp_path / "ckpt", "--method", "simtrans_naive", "--num_epoch", "2",
