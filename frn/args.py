@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional, Type
 
 from data.transforms import DATASET_TRANSFORMS
+from frn.feature_store import DEFAULT_RAM_GB
 from utils.errors import OneLineParser, UserError
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
@@ -36,6 +37,9 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add("--num_workers", type=int, default=2, help="DataLoader worker processes")
     add("--no_feature_cache", action="store_true",
         help="evaluate with one backbone pass per episode instead of caching each image's features")
+    add("--feature_cache_gb", type=float, default=DEFAULT_RAM_GB,
+        help="the evaluation feature cache stays in RAM up to this size; a larger one (tiered-ImageNet) "
+             "goes to a temporary file in $TMPDIR, read back episode by episode (never on the GPU)")
     add("--checkpoint_dir", default="./checkpoints", help="runs are written below this folder")
     add("--config", default=None, help="a paper-row config (configs/<method>/<row>.yaml): its flags for this "
                                       "script, the command line's on top")
@@ -252,6 +256,8 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive (got {args.lr})")
     if getattr(args, "num_workers", 0) < 0:
         raise UserError("--num_workers must be >= 0")
+    if getattr(args, "feature_cache_gb", 0) < 0:
+        raise UserError(f"--feature_cache_gb must be >= 0 (0: always a file; got {args.feature_cache_gb})")
     for name in ("warmup_iters", "warmup_epochs", "lr_lag", "eta_min"):
         if getattr(args, name, 0) < 0:
             raise UserError(f"--{name} must be >= 0 (got {getattr(args, name)})")

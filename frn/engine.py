@@ -16,7 +16,8 @@ from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
-from utils.device import epoch_seed, seed_everything
+from frn.feature_store import DEFAULT_RAM_GB, HostFeatures
+from utils.device import epoch_seed, rank_seed, seed_everything
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -56,13 +57,20 @@ def loader(dataset, batch_sampler, num_workers: int):
 
 
 @paddle.no_grad()
+def feature_batches(model, dataset, indices: Sequence[int], batch_size: int = 64,
+                    num_workers: int = 0) -> Iterator[paddle.Tensor]:
+    """Features of `dataset[indices]`, one backbone pass per image, `batch_size` images at a
+    time in `indices` order."""
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    for images, _ in progress(loader(dataset, batches, num_workers), "features", total=len(batches)):
+        yield model.extract(images)
+
+
 def extract_features(model, dataset, indices: Sequence[int], batch_size: int = 64,
                      num_workers: int = 0) -> paddle.Tensor:
-    """Features of `dataset[indices]`, one backbone pass per image, stacked in `indices` order."""
-    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
-    chunks = [model.extract(images) for images, _ in progress(loader(dataset, batches, num_workers),
-                                                              "features", total=len(batches))]
-    return paddle.concat(chunks)
+    """Features of `dataset[indices]`, one backbone pass per image, stacked in `indices` order
+    on the device (for a split's worth of episodes use `FeatureCache`, which keeps them on the host)."""
+    return paddle.concat(list(feature_batches(model, dataset, indices, batch_size, num_workers)))
 
 
 @paddle.no_grad()
@@ -94,23 +102,57 @@ def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float
     return accuracy(logits, labels), float(F.cross_entropy(logits, labels))
 
 
-class FeatureCache:
-    """Backbone features of every image some episode uses, each extracted once."""
+def host_rows(features: paddle.Tensor) -> np.ndarray:
+    """A batch of features as a host array of the same values (bfloat16, which NumPy lacks,
+    widened to float32: exact)."""
+    if features.dtype == paddle.bfloat16:
+        features = features.astype("float32")
+    return features.numpy()
 
-    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0):
-        needed = sorted({i for episode in episodes for i in episode})
-        self.features = extract_features(model, dataset, needed, num_workers=num_workers)
-        self.row = {index: r for r, index in enumerate(needed)}
+
+class FeatureCache:
+    """Backbone features of every image some episode uses, each extracted once, kept on the host
+    and handed to the device one group of episodes at a time.
+
+    The features live in a `HostFeatures` store (frn/feature_store.py): in RAM up to `ram_gb`
+    gigabytes, else in a temporary file read back row by row. The device (and, with the file,
+    the process) holds at most one extraction batch (`batch_size` images) and one group of
+    episodes (`group` x images per episode) of features, whatever the size of the split or the
+    number of episodes; the host index costs 8 bytes per distinct image. The features are the
+    backbone's own values in its dtype, so every path gives the same scores."""
+
+    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0,
+                 ram_gb: float = DEFAULT_RAM_GB, folder: Optional[str] = None, batch_size: int = 64):
+        self.needed = np.unique(np.fromiter((i for episode in episodes for i in episode), dtype=np.int64))
+        self.store = HostFeatures(len(self.needed), int(ram_gb * 2 ** 30), folder)
+        for features in feature_batches(model, dataset, self.needed.tolist(), batch_size, num_workers):
+            self.store.append(host_rows(features))
+        self.store.finish()
+
+    def __len__(self) -> int:
+        """The number of distinct images cached."""
+        return len(self.needed)
 
     def episodes(self, episodes: Sequence[Episode]) -> paddle.Tensor:
-        """Features [len(episodes), images of an episode, ...] of equally sized episodes."""
-        rows = paddle.to_tensor([self.row[i] for episode in episodes for i in episode])
-        return self.features[rows].reshape([len(episodes), len(episodes[0]), *self.features.shape[1:]])
+        """Features [len(episodes), images of an episode, ...] of equally sized episodes, on the device."""
+        indices = np.asarray(episodes, dtype=np.int64)
+        rows = np.searchsorted(self.needed, indices.reshape(-1))
+        return paddle.to_tensor(self.store.gather(rows).reshape(*indices.shape, *self.store.row_shape))
 
     def batches(self, episodes: Sequence[Episode], group: int) -> Iterator[paddle.Tensor]:
         """The episodes' features, `group` episodes at a time."""
         for start in range(0, len(episodes), group):
             yield self.episodes(episodes[start:start + group])
+
+    def close(self) -> None:
+        """Free the host store."""
+        self.store.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 #: receives the test-time scores [episodes, queries, way] of each batch of episodes, in order
@@ -140,11 +182,12 @@ def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way:
 @paddle.no_grad()
 def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
              use_cache: bool = True, num_workers: int = 0, desc: str = "eval",
-             on_scores: Optional[ScoresHook] = None) -> Tuple[np.ndarray, float]:
+             on_scores: Optional[ScoresHook] = None, cache_ram_gb: float = DEFAULT_RAM_GB) -> Tuple[np.ndarray, float]:
     """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
 
     With `use_cache` (and a method whose features are frozen at test time) every distinct image
-    is passed through the backbone once and all episodes read from that cache, in groups of
+    is passed through the backbone once and all episodes read from that cache (`FeatureCache`:
+    on the host, in RAM up to `cache_ram_gb`, else in a temporary file), in groups of
     `model.eval_episode_batch` episodes handed to `episode_scores_batch` together; otherwise
     each episode is a batch of its own. All paths give the same numbers on the same episodes.
     `on_scores` sees the scores of every batch of episodes (test.py --save_predictions).
@@ -152,12 +195,11 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
     model.eval()
     if use_cache and model.features_are_frozen_at_test:
         group = max(1, int(model.eval_episode_batch))
-        batches = FeatureCache(model, dataset, episodes, num_workers).batches(episodes, group)
-        n_batches = -(-len(episodes) // group)
-    else:
-        batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
-        n_batches = len(episodes)
-    return score_episodes(model, batches, n_batches, way, shot, query, desc, on_scores)
+        with FeatureCache(model, dataset, episodes, num_workers, ram_gb=cache_ram_gb) as cache:
+            return score_episodes(model, cache.batches(episodes, group), -(-len(episodes) // group),
+                                  way, shot, query, desc, on_scores)
+    batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
+    return score_episodes(model, batches, len(episodes), way, shot, query, desc, on_scores)
 
 
 # ----------------------------------------------------------------------------------------
@@ -283,6 +325,18 @@ def validation_epoch(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch == epochs - 1
 
 
+def same_buffers_on_every_rank(model) -> None:
+    """Give every rank rank 0's state outside the gradients — buffers and the parameters that
+    do not train, among them Paddle's BatchNorm running statistics — as PyTorch's DDP does for
+    buffers: the all-reduce keeps the trained parameters equal, but each rank updates its
+    running statistics from its own batches. A no-op outside a multi-process DataParallel."""
+    if not isinstance(model, paddle.DataParallel) or paddle.distributed.get_world_size() < 2:
+        return
+    inner = unwrap(model)
+    for tensor in [p for p in inner.parameters() if p.stop_gradient] + list(inner.buffers()):
+        paddle.distributed.broadcast(tensor, src=0)
+
+
 def validation_fell(history: List[Dict], stop_th: int) -> bool:
     """The reference SimTrans's early stop: the last `stop_th` validation scores each lower than
     the one before (off when `stop_th` <= 1)."""
@@ -305,23 +359,28 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
     and a resumable state is written atomically after each epoch, so a killed run resumed with
     --resume ends with the weights an uninterrupted run would have. `model` may be a
-    `paddle.DataParallel`; only rank 0 writes. `scalars` receives the logged steps' loss,
+    `paddle.DataParallel`: each rank seeds its epoch with `rank_seed` (rank 0 as a single
+    process), every rank ends each epoch with rank 0's buffers, and only rank 0 writes;
+    `validate` must return the same on every rank (frn/runs.py validates once and shares it),
+    since the early-stop decision is taken on every rank from it. `scalars` receives the logged steps' loss,
     accuracy and learning rate, and each epoch's means and validation (step: the epoch).
     """
     inner = unwrap(model)
-    writes = paddle.distributed.get_rank() == 0
+    rank = paddle.distributed.get_rank()
+    writes = rank == 0
     stop_th = getattr(args, "stop_th", 0)
     for epoch in range(state.epoch, args.epoch):
         if validation_fell(state.history, stop_th):  # checked first, so a resumed run stops too
             log(f"early stop: the last {stop_th} validation scores fell one after the other")
             break
         start = time.time()
-        seed_everything(epoch_seed(args.seed, epoch))
+        seed_everything(rank_seed(epoch_seed(args.seed, epoch), rank))
         if before_epoch is not None:
             before_epoch(epoch)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, step, log,
                                                 scheduler=scheduler, scalars=scalars)
+        same_buffers_on_every_rank(model)
         epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):
             scheduler.step()

@@ -30,7 +30,7 @@ from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, Sim
                               WeightedClassifierOptions)
 from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
 from network.resnet50 import imagenet_state, imagenet_weights_file
-from utils.device import seed_everything, select_device
+from utils.device import rank_and_world, seed_everything, select_device
 from utils.errors import UserError
 from utils.options import replace
 from utils.optim import reset_optimizer_state
@@ -237,7 +237,8 @@ def simnet_validator(args: argparse.Namespace, simnet: SimNet):
 # pretrain.py
 # ----------------------------------------------------------------------------------------
 def this_rank(batches: List[List[int]]) -> List[List[int]]:
-    """This process's share of an epoch's batches (all of them in a single-process run)."""
+    """This process's share of an epoch's batches (all of them in a single-process run): the
+    same number on every rank (data.samplers.rank_share pads the list)."""
     return rank_share(batches, paddle.distributed.get_rank(), paddle.distributed.get_world_size())
 
 
@@ -318,6 +319,7 @@ def weak_shot_step(model, batch: list):
 
 def train(args: argparse.Namespace) -> None:
     """pretrain.py for a SimTrans step."""
+    rank_and_world()  # a multi-process run's process group first, before the device and the model
     select_device(args.gpu)
     seed_everything(args.seed)
     weakshot = need_weakshot(args)

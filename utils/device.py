@@ -1,5 +1,6 @@
 """Device choice and seeding."""
 import random
+from typing import Tuple
 
 import numpy as np
 import paddle
@@ -27,9 +28,26 @@ def seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
-def rank_and_world() -> tuple:
-    """(rank, world size) under `paddle.distributed.launch`, (0, 1) otherwise."""
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one rank's random streams (augmentation, dropout, loader workers) in a
+    multi-process run: rank 0 keeps `seed`, so a single-process run is unchanged, and the other
+    ranks draw different numbers. The offset is a prime far above any epoch count, so
+    (epoch, rank) pairs of a seed never share a stream."""
+    return seed + rank * 1_000_003
+
+
+_parallel_env_ready = False
+
+
+def rank_and_world() -> Tuple[int, int]:
+    """(rank, world size) under `paddle.distributed.launch`, (0, 1) otherwise.
+
+    The first call in a multi-process run initialises the process group: call it before the
+    device is chosen and the model built (on a CUDA build `init_parallel_env` sets this rank's
+    GPU as the default place). Later calls return the same answer without initialising again."""
+    global _parallel_env_ready
     world = paddle.distributed.get_world_size()
-    if world > 1:
+    if world > 1 and not _parallel_env_ready:
         paddle.distributed.init_parallel_env()
+        _parallel_env_ready = True
     return paddle.distributed.get_rank(), world

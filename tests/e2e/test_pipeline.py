@@ -81,11 +81,13 @@ def test_cache_and_per_episode_paths_agree_and_episodes_replay(trained, tiny_dat
     episodes = tmp_path / "episodes.json"
     cached = run_script("test.py", *flags, "--save_episodes", episodes)
     direct = run_script("test.py", *flags, "--no_feature_cache")
+    on_disk = run_script("test.py", *flags, "--feature_cache_gb", "0")  # the cache in a temporary file
     replay = run_script("test.py", *tiny_flags(tiny_data, ckpt, "--method", "meta_frn", "--model_path", model,
                                                "--episodes_file", episodes))
-    assert cached.returncode == direct.returncode == replay.returncode == 0, cached.stderr + replay.stderr
-    results = [ACC_LINE.search(r.stdout).groups() for r in (cached, direct, replay)]
-    assert results[0] == results[1] == results[2]
+    runs = (cached, direct, on_disk, replay)
+    assert all(r.returncode == 0 for r in runs), "".join(r.stderr for r in runs)
+    results = [ACC_LINE.search(r.stdout).groups() for r in runs]
+    assert results[0] == results[1] == results[2] == results[3]
     spec = json.loads(episodes.read_text())
     assert (spec["way"], spec["shot"], spec["query"], len(spec["episodes"])) == (5, 2, 3, 15)
     first = spec["episodes"][0]
