@@ -35,6 +35,12 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add("--n_shot", type=int, default=n_shot, help="support images per class")
     add("--n_query", type=int, default=15, help="query images per class")
     add("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    add("--no_shared_memory", action="store_true",
+        help="worker processes pickle batches through a pipe instead of handing them over in /dev/shm "
+             "(shared memory is used when /dev/shm has room)")
+    add("--threads", type=int, default=0,
+        help="CPU threads of Paddle's math (0: $OMP_NUM_THREADS or $MKL_NUM_THREADS when set, else every "
+             "available core)")
     add("--no_feature_cache", action="store_true",
         help="evaluate with one backbone pass per episode instead of caching each image's features")
     add("--feature_cache_gb", type=float, default=DEFAULT_RAM_GB,
@@ -258,6 +264,8 @@ def check(args: argparse.Namespace) -> None:
         raise UserError("--num_workers must be >= 0")
     if getattr(args, "feature_cache_gb", 0) < 0:
         raise UserError(f"--feature_cache_gb must be >= 0 (0: always a file; got {args.feature_cache_gb})")
+    if getattr(args, "threads", 0) < 0:
+        raise UserError(f"--threads must be >= 0 (0: every available core; got {args.threads})")
     for name in ("warmup_iters", "warmup_epochs", "lr_lag", "eta_min"):
         if getattr(args, name, 0) < 0:
             raise UserError(f"--{name} must be >= 0 (got {getattr(args, name)})")

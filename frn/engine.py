@@ -48,12 +48,44 @@ class MainThreadLoader:
         return len(self.batch_sampler)
 
 
+#: /dev/shm space asked for per batch a worker may hold (Paddle prefetches 2 per worker): 256 MB
+#: is 7x a 20-way 5-shot 15-query episode at 84 px (34 MB), 3x 128 images at 224 px (77 MB)
+SHARED_MEMORY_PER_BATCH = 256 << 20
+PREFETCH_PER_WORKER = 2
+_shared_memory = {"allowed": True}
+
+
+def allow_shared_memory(allowed: bool) -> None:
+    """Let worker processes hand batches over in shared memory (the default), or not
+    (--no_shared_memory: they are pickled through a pipe instead)."""
+    _shared_memory["allowed"] = bool(allowed)
+
+
+def shared_memory_fits(num_workers: int, folder: str = "/dev/shm") -> bool:
+    """Whether `folder` has room for the batches `num_workers` workers keep in flight. A full
+    /dev/shm kills a worker with a bus error (a container's default is 64 MB), so too little
+    room means no shared memory rather than a crash."""
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): Paddle's default transport
+        return False
+    return stat.f_bavail * stat.f_frsize >= num_workers * PREFETCH_PER_WORKER * SHARED_MEMORY_PER_BATCH
+
+
 def loader(dataset, batch_sampler, num_workers: int):
-    """A DataLoader over `batch_sampler` (lists of indices); worker processes if num_workers > 0."""
+    """A DataLoader over `batch_sampler` (lists of indices); worker processes if num_workers > 0,
+    handing batches over in shared memory when allowed and /dev/shm has room.
+
+    Built anew for every epoch on purpose: Paddle seeds its workers' random streams once per
+    DataLoader iterator (from NumPy's state, which `seed_everything(epoch_seed(...))` sets), so
+    fresh workers per epoch are what keeps each epoch's augmentation a function of (seed, epoch)
+    and a resumed run exact; persistent workers would carry the first epoch's streams on. Their
+    start is a fork per worker (docs/performance.md: well under a second per epoch)."""
     if num_workers == 0:
         return MainThreadLoader(dataset, batch_sampler)
+    shared = _shared_memory["allowed"] and shared_memory_fits(num_workers)
     return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                use_shared_memory=False)
+                                use_shared_memory=shared)
 
 
 @paddle.no_grad()
@@ -91,9 +123,14 @@ def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
     return 100.0 * float(correct.mean()), loss_sum / len(correct), correct
 
 
+def correct_fraction(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+    """Fraction of rows whose argmax is the label: a float32 scalar, left on the device."""
+    return (logits.argmax(axis=1) == labels.reshape([-1])).astype("float32").mean()
+
+
 def accuracy(logits: paddle.Tensor, labels: paddle.Tensor) -> float:
     """Percentage of rows whose argmax is the label."""
-    return float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100
+    return float(correct_fraction(logits, labels)) * 100
 
 
 def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float, float]:
@@ -284,13 +321,16 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     Every `print_freq`-th step is logged, and given to `scalars` (the batch's loss and accuracy
     and the learning rate it was trained with, at step `epoch * n_batches + step`).
 
+    The loss and accuracy sums stay on the device and are read only at the logged steps and at
+    the end, so a step does not wait for the device (one read per `print_freq` steps).
+
     Batches that depend on training results (the HT meta-batch, frn/hard_tasks.py) have an
     `observe(logits)` method: it receives the detached logits after every step.
     """
     model.train()
     observe = getattr(batches, "observe", None)
     zero_nans = getattr(unwrap(model), "zero_nan_gradients", False)
-    loss_sum = acc_sum = 0.0
+    sums = None  # [loss sum, accuracy sum] on the device
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
     for batch in bar:
@@ -305,17 +345,23 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
             scheduler.step()
         if observe is not None:
             observe(logits.detach())
-        batch_acc = accuracy(logits, labels)
+        with paddle.no_grad():  # float64: the same sums as Python floats of the float32 values
+            batch_stats = paddle.stack([loss.detach().reshape([]).astype("float64"),
+                                        correct_fraction(logits.detach(), labels).astype("float64") * 100])
+            sums = batch_stats if sums is None else sums + batch_stats
         if steps % print_freq == 0:
-            log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
+            batch_loss, batch_acc = (float(v) for v in batch_stats.numpy())
+            log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {batch_loss:.6f}")
             if scalars is not None:
-                scalars({"train/loss": float(loss), "train/acc": batch_acc, "train/lr": lr},
+                scalars({"train/loss": batch_loss, "train/acc": batch_acc, "train/lr": lr},
                         epoch * n_batches + steps)
+            mean_loss, mean_acc = (float(v) / (steps + 1) for v in sums.numpy())
+            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{mean_acc:.1f}", refresh=False)
         steps += 1
-        loss_sum += float(loss)
-        acc_sum += batch_acc
-        bar.set_postfix(loss=f"{loss_sum / steps:.3f}", acc=f"{acc_sum / steps:.1f}", refresh=False)
-    return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
+    if sums is None:
+        return 0.0, 0.0
+    loss_sum, acc_sum = (float(v) for v in sums.numpy())
+    return loss_sum / steps, acc_sum / steps
 
 
 def validation_epoch(epoch: int, every: int, epochs: int) -> bool:

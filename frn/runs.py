@@ -22,13 +22,14 @@ from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSamp
                            indices_by_class)
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import TrainState, episode_step, evaluate, loader, resume_path, train, whole_class_step
+from frn.engine import (TrainState, allow_shared_memory, episode_step, evaluate, loader, resume_path, train,
+                        whole_class_step)
 from frn.log import RunLog, ScalarLog
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
 from network import build_backbone
-from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
+from utils.device import cpu_threads, epoch_seed, rank_and_world, seed_everything, select_device
 from utils.errors import UserError
 from utils.files import check_output_file, write_atomically
 from utils.optim import build_optimizer, build_scheduler
@@ -191,6 +192,7 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
         clear_run_folder(run_dir)
     log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
     settings = {k: v for k, v in vars(args).items() if k != "options"}
+    settings["threads"] = (cpu_threads() or (None,))[0]  # the CPU threads in use, not the flag's 0
     log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {settings}")
     scalars = ScalarLog(visualdl_folder(args, run_dir) if rank == 0 else "", log)
     try:
@@ -277,7 +279,8 @@ def pretrain(args: argparse.Namespace) -> None:
         from frn import weakshot
         return weakshot.train(args)
     rank, world = rank_and_world()
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
     if args.batch_size > len(base):
@@ -303,7 +306,8 @@ def meta_train(args: argparse.Namespace) -> None:
     if not METHODS[args.method].trains_episodically:
         raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
     rank, world = rank_and_world()
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
     model = build_model(args.options)
@@ -378,7 +382,8 @@ def test(args: argparse.Namespace) -> List[float]:
     if weak_shot(args):
         from frn import weakshot
         return weakshot.test(args)
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")

@@ -22,7 +22,7 @@ from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import JoinedImages, WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import extract_features, loader, progress
+from frn.engine import allow_shared_memory, extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
@@ -320,7 +320,8 @@ def weak_shot_step(model, batch: list):
 def train(args: argparse.Namespace) -> None:
     """pretrain.py for a SimTrans step."""
     rank_and_world()  # a multi-process run's process group first, before the device and the model
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     weakshot = need_weakshot(args)
     args.options = replace(args.options, weakshot=weakshot.fingerprint)
@@ -358,7 +359,8 @@ def train(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------
 def test(args: argparse.Namespace) -> List[float]:
     """test.py for a SimTrans step: step 2 for a SimNet, else top-1 accuracy of a classifier."""
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
