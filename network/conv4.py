@@ -47,6 +47,21 @@ def add_channel_bias_rows(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tenso
     return (x.reshape([n * c, -1]) + bias.tile([n]).reshape([-1, 1])).reshape(x.shape)
 
 
+class MaxPool2x2(nn.MaxPool2D):
+    """`nn.MaxPool2D(2, 2)` whose backward scatters through the argmax recorded in the forward
+    (Paddle's max_pool2d_with_index) instead of searching every window again: the same gradient
+    (each window's first maximum), about 20% less CPU time for forward + backward. Without
+    gradients it is Paddle's plain kernel."""
+
+    def __init__(self):
+        super().__init__(2, 2)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.is_grad_enabled() and not x.stop_gradient:
+            return F.max_pool2d(x, self.ksize, self.stride, self.padding, return_mask=True)[0]
+        return super().forward(x)
+
+
 class ConvBlock(nn.Layer):
     """Conv3x3 (with bias) followed by BatchNorm; the reference keeps them in `layers`."""
 
@@ -98,7 +113,7 @@ class Conv4(nn.Layer):
             # max-pool before ReLU: relu(max(window)) = max(relu(window)) exactly, values and
             # gradients (both ops are exact and the same element wins every window), and the
             # ReLU then runs on a quarter of the elements (docs/performance.md)
-            blocks += [ConvBlock(in_channels if i == 0 else width, width, init), nn.MaxPool2D(2, 2), nn.ReLU()]
+            blocks += [ConvBlock(in_channels if i == 0 else width, width, init), MaxPool2x2(), nn.ReLU()]
         self.layers = nn.Sequential(*blocks)
         self.out_channels = width
 
