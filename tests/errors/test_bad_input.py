@@ -83,11 +83,11 @@ def test_missing_image(previous_run, copy_of):
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_corrupt_image(previous_run, copy_of, workers):
+def test_corrupt_image(copy_of, tmp_path, workers):
     data = copy_of()
     victim = json.loads((data / "val.json").read_text())["image_names"][0]
     Path(victim).write_bytes(b"this is not a picture")
-    flags = tiny_flags(data, previous_run, *PRETRAIN)
+    flags = tiny_flags(data, tmp_path / "ckpt", *PRETRAIN)  # a run folder of its own: it trains until validation
     flags[flags.index("--num_workers") + 1] = workers
     result = run_script("pretrain.py", *flags)
     assert_one_line_error(result, Path(victim).name, "corrupt")
