@@ -11,7 +11,7 @@
    - proto_conv4:   Conv-4 ProtoNet, the same episode
    - frn_resnet12:  ResNet-12 FRN, 5-way 5-shot 15 queries, 84 px (no PyTorch baseline)
    and, in the same run, PyTorch's step of the same computation
-   (../shared/bench/torch_reference_step.py, or --torch_reference PATH; torch only here, the
+   (bench/torch_step.py, or --torch_reference PATH; torch only there, the
    product never imports it). Every measurement is a fresh process; Paddle's and PyTorch's
    alternate, each repeated --repeats times, and the best of each is kept (the least disturbed
    by other work on the machine). Per model and thread count:
@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference_step.py"
+DEFAULT_TORCH_REFERENCE = REPO / "bench" / "torch_step.py"
 
 
 class Model(NamedTuple):
     method: str        # registry name
     backbone: str      # --model
-    torch_method: str  # torch_reference_step.py --method ("" = no baseline)
+    torch_method: str  # torch_step.py --method ("" = no baseline)
     way: int
     shot: int
     query: int

@@ -1,9 +1,10 @@
-"""DeepEMD's image pipelines: FCN images, Grid patches and Sampling patches (spec §3, §9).
+"""DeepEMD's image pipelines: FCN images, Grid patches and Sampling patches, as the official
+`dataloader/` transforms.
 
 Every pipeline takes a PIL RGB image and returns float32 arrays:
   fcn       [3, S, S]     one image;
   grid      [P, 3, S, S]  P = sum(n * n for n in patch_list) crops of a pyramid of grids;
-  sampling  [P, 3, S, S]  P = num_patch RandomResizedCrops, random at test time too (§9.3).
+  sampling  [P, 3, S, S]  P = num_patch RandomResizedCrops, random at test time too (as the official loader).
 
 Resizing is PIL bilinear on PIL images, as torchvision does on the reference's PIL input, so the
 pixels match the reference to float32 rounding; a cv2 or tensor resize would differ by ~0.05
@@ -27,7 +28,7 @@ Box = Tuple[int, int, int, int]
 CropParams = Tuple[int, int, int, int]
 Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 
-#: the constants every DeepEMD loader uses (the spec calls them "ImageNet-style")
+#: the normalisation every DeepEMD loader uses unless stated below (not torchvision's ImageNet statistics)
 DEEPEMD_STATS: Stats = (tuple(x / 255.0 for x in (125.3, 123.0, 113.9)),
                         tuple(x / 255.0 for x in (63.0, 62.1, 66.7)))
 #: CIFAR-FS's FCN and Grid loaders use CIFAR-100 statistics instead (its Sampling loader does not)
@@ -36,7 +37,7 @@ CIFAR_STATS: Stats = ((0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023))
 VARIANTS = ("fcn", "grid", "sampling")
 RRC_SCALE = (0.08, 1.0)            # torchvision RandomResizedCrop defaults, used by DeepEMD
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-#: datasets whose DeepEMD loaders differ from mini-ImageNet's (only CIFAR-FS, §9.2)
+#: datasets whose DeepEMD loaders differ from mini-ImageNet's (only CIFAR-FS)
 CIFAR_STYLE = {"cifar_fs"}
 
 

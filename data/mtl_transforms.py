@@ -1,4 +1,4 @@
-"""The image pipeline of the official MTL code (`pytorch/dataloader/dataset_loader.py`, spec §5):
+"""The image pipeline of the official MTL code (`pytorch/dataloader/dataset_loader.py`):
 
     Resize(92) -> [RandomResizedCrop(88)] -> CenterCrop(80) -> [RandomHorizontalFlip]
     -> ToTensor -> Normalize(mean [125.3, 123.0, 113.9] / 255, std [63.0, 62.1, 66.7] / 255)

@@ -1,4 +1,4 @@
-"""Image pipelines of the two Negative-Margin protocols (spec neg_margin.md §4).
+"""Image pipelines of the two Negative-Margin protocols (bl0's and mmfewshot's pre-training and meta-test configs).
 
 Training, both: RandomResizedCrop(size) (scale 0.08-1), ColorJitter(0.4, 0.4, 0.4), horizontal
 flip, normalise.

@@ -1,10 +1,10 @@
 """Image transforms per dataset, as the official FRN code (`datasets/transform_manager.py`).
 
-Training augmentation (spec §7.2):
+Training augmentation (`transform_type`):
   type 0: RandomResizedCrop(size) on the original image;
   type 1: RandomCrop(size, padding=8) for images that are already size x size;
   then ColorJitter(0.4, 0.4, 0.4), RandomHorizontalFlip, to-tensor, ImageNet normalisation.
-Evaluation (spec §7.3), applied on the fly instead of FRN's pre-resized folders:
+Evaluation, applied on the fly instead of FRN's pre-resized folders:
   type 0: resize the shorter side to 92/84 * size, centre-crop size;
   type 1: resize to (92/84 * size) squared (aspect not kept), centre-crop size;
   type 2: images are already size x size, only normalise.

@@ -1,7 +1,7 @@
 """Command-line flags of the entry points.
 
-The common flags keep the names and defaults of the seed (the Paddle FRN reproduction this
-project started from, DeepBDC family); the chosen method adds its own from its typed options
+The common flags keep the names and defaults of the AI Studio Paddle FRN reproduction this
+project started from (DeepBDC family); the chosen method adds its own from its typed options
 (methods/base.py `MethodOptions`), which `--help` lists too. Wrong values stop with one line
 naming the flag.
 """

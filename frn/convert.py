@@ -5,8 +5,7 @@
     python -m frn.convert --model ResNet50 --method simtrans_naive resnet50-19c8e357.pth resnet50_imagenet.pdparams
     python -m frn.convert --model ResNet50 --method simtrans_simnet simnet_state.pth simnet.pdparams
 
-The module trees of this project mirror the reference, so keys map one to one except
-(fixture README "Mapping reference keys to Paddle"):
+The module trees of this project mirror the reference, so keys map one to one except:
 - a leading `module.` (nn.DataParallel) is stripped;
 - BatchNorm `running_mean` / `running_var` become `_mean` / `_variance`; `num_batches_tracked`
   is dropped (Paddle keeps no counter);

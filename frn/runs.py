@@ -77,7 +77,7 @@ def data_folder_name(data_path: str) -> str:
 
 def run_folder(args: argparse.Namespace, name: str) -> str:
     """Where a training run writes: <checkpoint_dir>/<dataset>/<name> for the named benchmarks (the
-    folders the seed's commands pass from one stage to the next), and
+    folders the AI Studio FRN reproduction's commands pass from one stage to the next), and
     <checkpoint_dir>/custom/<data folder's name>/<name> for `--dataset custom`, so that two custom
     datasets never share a folder. A second data folder under a benchmark's name meets the run
     of the first one and is refused in one line (`check_run_folder`): pass --run_name."""

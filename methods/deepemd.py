@@ -1,7 +1,7 @@
 """DeepEMD (Zhang, Cai, Lin & Shen, CVPR 2020; v2 TPAMI): few-shot classification by the Earth
 Mover's Distance between dense image representations.
 
-Port of the official `Models/models/Network.py` and `emd_utils.py` (spec `deepemd.md` §3-7):
+Port of the official `Models/models/Network.py` and `emd_utils.py` (representations, EMD head, solvers, SFC):
 - every image is a set of nodes: the 5x5 positions of the ResNet-12 map (FCN, optionally with a
   feature pyramid), or one pooled vector per image patch (Grid, Sampling);
 - node weights come from the cross-reference mechanism (a node's dot product with the other
@@ -62,7 +62,7 @@ def nodes(features: paddle.Tensor) -> paddle.Tensor:
 
 
 def cross_reference_weights(proto: paddle.Tensor, query: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-    """Node weights of both sides on the raw features (spec §4a).
+    """Node weights of both sides on the raw features, before any centring (as `emd_forward_1shot`).
 
     Returns weight_1 [..., Q, W, n] (query nodes, referenced to each class's mean feature) and
     weight_2 [..., W, Q, n] (prototype nodes, referenced to each query's mean feature); leading
@@ -79,8 +79,8 @@ def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
     """sim[..., i, j, a, b] = cos(query i node a, prototype j node b) of channel-centred nodes,
     [..., Q, W, n, n] with query nodes on the rows. One matrix product of unit node vectors
     instead of the reference's [Q, W, n, n, C] repeat: same values, a fraction of the memory
-    and time (spec §13.14). Nodes are made rows first: Paddle's CPU reductions and products are
-    several times faster over a contiguous channel axis."""
+    and time (values within about 2e-7 of the repeat's). Nodes are made rows first: Paddle's CPU
+    reductions and products are several times faster over a contiguous channel axis."""
     def unit_rows(x):                                       # [..., N, C, n] -> [..., N, n, C]
         x = swapaxes(nodes(x), -1, -2)
         x = x - x.mean(-1, keepdim=True)
@@ -95,7 +95,7 @@ def centred_cosine(proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
 
 
 def normalise_weights(weights: paddle.Tensor, floor: float = OPENCV_FLOOR) -> paddle.Tensor:
-    """relu(w) + floor, rescaled so that each weight vector sums to its node count (spec §5)."""
+    """relu(w) + floor, rescaled so that each weight vector sums to its node count (as `emd_inference_opencv`)."""
     weights = F.relu(weights) + floor
     return weights * weights.shape[-1] / weights.sum(-1, keepdim=True)
 
@@ -116,7 +116,8 @@ def emd_logits(proto: paddle.Tensor, query: paddle.Tensor, solver: str = "opencv
                form: str = "L2", l2_strength: float = 1e-6, weight_gradient: bool = False,
                qp_iterations: Optional[int] = None, qp_mode: str = "qpth") -> paddle.Tensor:
     """Class scores [..., Q, W] of the queries [..., Q, C, h, w] against the prototypes
-    [..., W, C, h, w] (spec §4-6); leading dimensions are episodes solved in one batch.
+    [..., W, C, h, w] (the official `emd_forward_1shot` with its solvers); leading dimensions are
+    episodes solved in one batch.
 
     With `solver="exact"` and `weight_gradient` the node weights receive the gradient of the
     transport objective (its dual potentials); otherwise `exact` behaves as `opencv`: flows and
@@ -173,7 +174,8 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
 
 def feature_pyramid(features: paddle.Tensor, sizes: Sequence[int]) -> paddle.Tensor:
     """[N, C, h, w] -> [N, C, 1, Σs² + h·w]: adaptive average pools of each size, then the
-    un-pooled map last (spec §3). Paddle's adaptive bins are PyTorch's (overlapping for 5->2)."""
+    un-pooled map last (as the official `build_feature_pyramid`). Paddle's adaptive bins are
+    PyTorch's (overlapping for 5->2)."""
     n, c = features.shape[:2]
     levels = [F.adaptive_avg_pool2d(features, s).reshape([n, c, 1, s * s]) for s in sizes]
     return paddle.concat(levels + [features.reshape([n, c, 1, -1])], axis=-1)
@@ -190,7 +192,7 @@ def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
             logits_fn: Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor], steps: int = 100,
             lr: float = 100.0, batch_size: int = 4, permutations: Optional[np.ndarray] = None,
             on_step: Optional[Callable[[paddle.Tensor, np.ndarray], None]] = None) -> paddle.Tensor:
-    """The structured fully connected layer (spec §7) of E episodes at once.
+    """The structured fully connected layer (the official `get_sfc`) of E episodes at once.
 
     Starts from the class means `init` [E, W, C, h, w]; for each of `steps` random orders of an
     episode's support images [E, S, C, h, w] (labels [S]) it takes one SGD step (momentum 0.9,
@@ -226,7 +228,7 @@ def fit_sfc(init: paddle.Tensor, support: paddle.Tensor, labels: paddle.Tensor,
 # ----------------------------------------------------------------------------------------
 @dataclass
 class DeepEMDOptions(MethodOptions):
-    """The official flags (train_meta.py / eval.py), each with the seed's single dash and `--`."""
+    """The official flags (train_meta.py / eval.py), each with the official single dash and with `--`."""
     deepemd: str = option("fcn", "dense representation: fcn, grid or sampling", choices=VARIANTS,
                           flags=("-deepemd", "--deepemd"))
     solver: str = option("opencv", "EMD solver during training", choices=SOLVERS, flags=("-solver", "--solver"))
@@ -338,7 +340,7 @@ class DeepEMD(FewShotMethod):
 
     # ----- episodes ----------------------------------------------------------------------
     def active_solver(self) -> str:
-        """The reference uses its training solver only in training mode (spec §4f)."""
+        """The reference uses its training solver only in training mode (OpenCV otherwise)."""
         return self.options.solver if self.training else self.options.eval_solver
 
     def logits_against(self, proto: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:

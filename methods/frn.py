@@ -1,6 +1,6 @@
 """Feature Map Reconstruction Networks (Wertheimer, Tang & Hariharan, CVPR 2021).
 
-Port of the official `models/FRN.py` and `trainers/frn_train.py` (spec `frn.md` §3-5):
+Port of the official `models/FRN.py` and `trainers/frn_train.py`:
 each query position is reconstructed from a class's support positions by ridge regression,
 and the class whose reconstruction is closest wins.
 
@@ -28,7 +28,7 @@ RIDGE_DTYPE = "float64"
 
 
 def reconstruction_matrix(support: paddle.Tensor, alpha: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
-    """rho * (G + lam I)^-1 G for every class, [way, d, d], in float64 (spec §3.3).
+    """rho * (G + lam I)^-1 G for every class, [way, d, d], in float64 (the official `get_recon_dist`'s hat matrix).
 
     support [way, n, d] (n = shot * r rows per class), G = S^T S, lam = n/d * exp(alpha) + 1e-6,
     rho = exp(beta). A query row q is reconstructed as q @ (this matrix).
@@ -71,7 +71,7 @@ def reconstruct(query: paddle.Tensor, support: paddle.Tensor, alpha: paddle.Tens
     """Ridge-regression reconstruction of every query vector from every class's support.
 
     query [m, d] (one row per query position), support [way, n, d]. Returns [way, m, d]:
-    Q_bar = rho * Q (G + lam I)^-1 G (spec §3.3), in the dtype of the query.
+    Q_bar = rho * Q (G + lam I)^-1 G (as the official `get_recon_dist`), in the dtype of the query.
     """
     return _apply_per_class(query, reconstruction_matrix(support, alpha, beta)).transpose([1, 0, 2])
 
@@ -101,7 +101,7 @@ def reconstruction_distance(query: paddle.Tensor, support: paddle.Tensor, alpha:
 
 def aux_loss(support: paddle.Tensor) -> paddle.Tensor:
     """Auxiliary loss: 0.03 * sum over class pairs i > j of ||S_i S_j^T||_F^2, S normalised by
-    the Frobenius norm of the whole support tensor (one scalar, spec §3.5)."""
+    the Frobenius norm of the whole support tensor (one scalar, as the official `auxrank`)."""
     way = support.shape[0]
     s = support / paddle.linalg.norm(support.flatten())
     pairs = paddle.einsum("ind,jmd->ijnm", s, s)

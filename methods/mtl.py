@@ -1,5 +1,5 @@
 """Meta-Transfer Learning (Sun, Liu, Chua & Schiele, CVPR 2019), as the official PyTorch code
-(`yaoyao-liu/meta-transfer-learning`, folder `pytorch/`; spec `mtl.md`).
+(`yaoyao-liu/meta-transfer-learning`, folder `pytorch/`).
 
 Three phases, one class (`--method mtl` in all three entry points):
 1. pretrain.py: the ResNet-25 encoder with plain convolutions plus a 2-layer MLP classifier
@@ -55,7 +55,7 @@ STAGE_DEFAULTS: Dict[str, dict] = {
     "test": dict(model="ResNet25", image_size=80, test_n_way=5, n_shot=1, n_query=15, test_n_episode=600),
 }
 
-#: the official flag names (main.py, spec §9) per entry point -> the destinations they set
+#: the official flag names (main.py's argparse) per entry point -> the destinations they set
 OFFICIAL_ALIASES: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "pretrain": {"--pre_max_epoch": ("epoch",), "--pre_batch_size": ("batch_size",), "--pre_lr": ("lr",),
                  "--pre_gamma": ("gamma",), "--pre_step_size": ("step_size",),

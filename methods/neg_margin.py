@@ -1,9 +1,9 @@
 """Negative-Margin (Liu, Cao, Lin, Li, Zhang, Long & Hu, ECCV 2020): a backbone trained with a
 margin classifier over all base classes, then a fresh classifier fitted on each test episode's
-frozen support features (spec neg_margin.md).
+frozen support features.
 
-Two reference protocols, chosen with `--protocol` (README, "Negative-Margin"):
-- `mmfs` (mmfewshot configs, the seed's tables): meta-test fitting counts optimiser steps
+Two reference protocols, chosen with `--protocol` (docs/neg_margin.md):
+- `mmfs` (mmfewshot configs, the tables of mmfewshot's README): meta-test fitting counts optimiser steps
   (150 for 1-shot, 600 otherwise), ImageNet normalisation, short-side test resize;
 - `bl0` (the official code): fitting counts epochs over the support set (100), CIFAR-like
   normalisation, square test resize; positive margins allowed.

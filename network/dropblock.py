@@ -1,5 +1,5 @@
-"""DropBlock (Ghiasi et al., 2018) as the Negative-Margin code's ResNets use it (spec
-neg_margin.md §3.5, bl0 `lib/dropblock.py`), with the same keep-rate schedule.
+"""DropBlock (Ghiasi et al., 2018) as the Negative-Margin code's ResNets use it (bl0
+`lib/dropblock.py`), with the same keep-rate schedule.
 
 Seeds are drawn on the (S - b + 1)^2 grid of an S x S map; a seed at grid position (i, j) stands
 for the b x b block of rows i..i+b-1 and columns j..j+b-1 (the seed is the block's top-left

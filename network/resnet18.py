@@ -1,5 +1,5 @@
 """ResNet-10 and ResNet-18 of CloserLookFewShot, as the Negative-Margin code (bl0) uses them
-(`lib/backbone/resnet18.py`, spec neg_margin.md §3.3), for 224x224 inputs.
+(`lib/backbone/resnet18.py`), for 224x224 inputs.
 
 Stem: conv7x7/2 (3 -> 64) - BN - ReLU - MaxPool3x3/2. Four stages of `SimpleBlock`s
 (two each for ResNet-18, one for ResNet-10), widths 64-128-256-512; the first block of stages

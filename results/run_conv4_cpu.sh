@@ -5,7 +5,7 @@
 # Recipe: the official FRN Conv-4 recipe (episodic training from scratch, Adam 1e-3 and wd 5e-4
 # as its meta-iNat configs) cut to a CPU budget: SIZE x SIZE images, EPOCHS x EPISODES episodes
 # of 20-way SHOT-shot with 10 queries per class, LR x0.1 at epoch MILESTONE. Both methods get
-# exactly the same budget. Tests: 600 episodes, 15 queries (the seed's protocol), seed 0. The
+# exactly the same budget. Tests: 600 episodes, 15 queries (the AI Studio FRN reproduction's protocol), seed 0. The
 # epoch-1 checkpoints are tested too, to show accuracy rising with training.
 #
 # Why 1-shot training episodes and small images on CPU: with shot*h*w support vectors close to

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The demo: no download. Builds the embedded glyph dataset (100 classes rendered from the fonts
-# matplotlib ships, mini-ImageNet CSV layout), writes its filelists, then runs the seed's three
-# commands - pretrain stl_frn, meta-train meta_frn 20-way, test 5-way 1-shot and 5-shot - with a
-# budget sized for a 2-core CPU: Conv-4, 32x32 images, a few epochs (about 3-5 minutes).
+# matplotlib ships, mini-ImageNet CSV layout), writes its filelists, then runs the three commands
+# of the AI Studio FRN reproduction - pretrain stl_frn, meta-train meta_frn 20-way, test 5-way
+# 1-shot and 5-shot - with a budget sized for a 2-core CPU: Conv-4, 32x32 images, a few epochs (about 3-5 minutes).
 #
 # CPU-budget choices (the paper-scale recipes are in configs/frn/):
 # - Adam 1e-3 for meta-training, as the official FRN Conv-4 configs for meta-iNat.
 # - stl_frn pre-training is the official recipe for ResNet-12 only (its features are divided by
 #   sqrt(640)). On Conv-4's unnormalised features its class-pool distances are in the tens: with
 #   SGD the first steps drive the learned scale to 0, with Adam 1e-3 the backbone drifts and the
-#   following meta-training stalls at chance (measured). The demo keeps the step, so the seed's
-#   pipeline runs end to end, at Adam 1e-4 for one epoch: it barely moves the backbone, and the
+#   following meta-training stalls at chance (measured). The demo keeps the step, so the
+#   three-stage pipeline runs end to end, at Adam 1e-4 for one epoch: it barely moves the backbone, and the
 #   accuracy comes from meta-training.
 # - 1-shot training episodes: with many support vectors per class (shot x h x w close to the 64
 #   channels) the ridge regression reconstructs every query almost perfectly and FRN needs

@@ -1,7 +1,7 @@
 """Optimisers and learning-rate schedules shared by every method.
 
 Two kinds of schedule:
-- per epoch (the FRN reference's `get_opt`, spec frn.md §5): MultiStepDecay at `milestones`, or
+- per epoch (the FRN reference's `get_opt`): MultiStepDecay at `milestones`, or
   StepDecay every `step_size` epochs, stepped once at the end of each epoch;
 - per iteration (`IterationSchedule`): a linear warm-up times step decay by epoch (mmfewshot's
   `lr_config` with `warmup='linear'`) or a cosine decay over the iterations after the warm-up

@@ -1,4 +1,5 @@
-"""The seed's three commands end to end on the tiny demo data: pretrain -> meta-train -> test."""
+"""The AI Studio FRN reproduction's three commands end to end on the tiny demo data: pretrain ->
+meta-train -> test."""
 import json
 import re
 

@@ -64,8 +64,8 @@ def test_aliases_keep_the_official_spellings_and_their_choices():
 
 
 def test_validation_queries_have_their_own_flag():
-    """--val_n_query sizes the validation episodes; without it they keep --n_query (the seed's
-    commands), and the training episodes keep --n_query either way."""
+    """--val_n_query sizes the validation episodes; without it they keep --n_query (the AI Studio FRN
+    reproduction's commands), and the training episodes keep --n_query either way."""
     import numpy as np
 
     from frn.runs import val_episodes, validation_queries

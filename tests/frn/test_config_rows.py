@@ -37,7 +37,7 @@ def test_training_stages_write_the_scripts_run_folders(config, no_checkpoint_var
 def test_a_shared_run_folder_means_the_same_training(no_checkpoint_variable):
     """Rows share a training stage (DeepEMD's FCN pre-training, MTL's phase 1) only when its flags
     are the same: the runner skips a stage whose folder holds a finished run, so a folder must name one
-    training (the seed README's row and the official mini-ImageNet row once shared theirs)."""
+    training (the AI Studio reproduction's row and the official mini-ImageNet row once shared theirs)."""
     trainings = {}
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
         relative = str(path.relative_to(ROOT / "configs"))

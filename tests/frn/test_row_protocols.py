@@ -48,7 +48,7 @@ def test_negative_margin_cub_rows_use_the_closerlook_split(path):
 @pytest.mark.parametrize("path", [p for p in rows("frn")], ids=relative)
 def test_frn_rows_validate_with_16_queries(path, data_variables):
     """The official FRN trainer validates on 1,000 episodes with 16 queries per class (its evaluation
-    sampler fixes 16), while its training episodes have 15; the seed README's commands keep 15."""
+    sampler fixes 16), while its training episodes have 15; the AI Studio FRN reproduction's commands keep 15."""
     from frn.runs import validation_queries
     expected = 15 if path.name == "seed_mini_imagenet.yaml" else 16
     training = {name: args for name, args in parsed_stages(path).items() if args.stage != "test"}

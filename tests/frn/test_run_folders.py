@@ -1,6 +1,6 @@
-"""The run-folder rule: <checkpoint_dir>/<dataset>/<run> (the seed's folders), for --dataset custom
-<checkpoint_dir>/custom/<data folder's name>/<run>, so two datasets never share a folder; a new
-run into a folder holding checkpoints stops in one line before writing anything; --overwrite
+"""The run-folder rule: <checkpoint_dir>/<dataset>/<run> (the AI Studio FRN reproduction's folders),
+for --dataset custom <checkpoint_dir>/custom/<data folder's name>/<run>, so two datasets never share
+a folder; a new run into a folder holding checkpoints stops in one line before writing anything; --overwrite
 starts afresh, --resume continues, --run_name names the folder."""
 import hashlib
 import json
@@ -112,7 +112,7 @@ def test_two_custom_data_folders_get_two_run_folders(tiny_data, tmp_path):
 
 
 def test_a_second_data_folder_under_a_benchmark_name_is_refused(tiny_data, tmp_path):
-    """A named benchmark keeps the seed's <dataset>/<run> folders: another data folder trained
+    """A named benchmark keeps the AI Studio reproduction's <dataset>/<run> folders: another data folder trained
     under the same name meets the first run and stops in one line, writing nothing."""
     other = copy_dataset(tiny_data, tmp_path / "data" / "other_glyphs")
     code, _, err = pretrain(tiny_data, tmp_path / "ckpt", "--epoch", "1")
