@@ -25,7 +25,6 @@ import sys
 from typing import Dict, List, Optional
 
 
-
 def _find_repository() -> None:
     """The seed copies this script into the dataset folder and runs it there; that copy finds
     the repository through $FSL_REPO or the AI Studio work folder and imports the writers from it."""

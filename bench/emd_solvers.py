@@ -30,8 +30,14 @@ import paddle
 import paddle.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from methods.deepemd import (OPENCV_FLOOR, DeepEMD, centred_cosine, cross_reference_weights,  # noqa: E402
-                             normalise_weights, transport_score)
+from methods.deepemd import (  # noqa: E402
+    OPENCV_FLOOR,
+    DeepEMD,
+    centred_cosine,
+    cross_reference_weights,
+    normalise_weights,
+    transport_score,
+)
 from methods.emd_exact import backend, solve_emd  # noqa: E402
 from utils.compat import swapaxes  # noqa: E402
 
@@ -142,8 +148,8 @@ class RandomImages(paddle.io.Dataset):
 
 def deepemd_model(widths=None, **flags):
     """DeepEMD-FCN on ResNet-12 (full width unless `widths`) with eval.py's defaults."""
-    from network import build_backbone
     from methods import options_for
+    from network import build_backbone
     options = options_for("deepemd", **{"model": "ResNet12", "eval_solver": "exact", **flags})
     return DeepEMD(build_backbone("ResNet12", **({"widths": widths} if widths else {})), options)
 

@@ -66,7 +66,9 @@ def paddle_step_rate(model: Model, threads: int, steps: int, warmup: int, profil
     """Steps per second of the project's training step (fresh model, one synthetic episode)."""
     sys.path.insert(0, str(REPO))
     import utils  # noqa: F401  (first: records the thread variables before Paddle's import)
+    # isort: split
     import paddle
+
     from frn.engine import episode_step, train_one_epoch
     from frn.runs import build_model
     from methods import options_for

@@ -10,7 +10,8 @@ from typing import Callable
 
 import paddle.vision.transforms as T
 
-from data.transforms import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD
+from data.transforms import MEAN as IMAGENET_MEAN
+from data.transforms import STD as IMAGENET_STD
 
 BL0_MEAN = [0.507, 0.487, 0.441]
 BL0_STD = [0.267, 0.257, 0.276]

@@ -42,9 +42,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data.datasets import filelist_path, load_filelist
-from data.filelists import (aircraft_variant_images, aircraft_variants, cub_index, cub_train_test, dataset_folder,
-                            has_csv_layout, list_images, need_folder, read_class_list, read_lines, read_split_csv,
-                            read_table, write_json_files)
+from data.filelists import (
+    aircraft_variant_images,
+    aircraft_variants,
+    cub_index,
+    cub_train_test,
+    dataset_folder,
+    has_csv_layout,
+    list_images,
+    need_folder,
+    read_class_list,
+    read_lines,
+    read_split_csv,
+    read_table,
+    write_json_files,
+)
 from utils.errors import OneLineParser, UserError, exit_on_user_error
 
 INFO_FILE = "weakshot.json"

@@ -12,12 +12,12 @@ from typing import List, Optional, Type
 
 from data.transforms import DATASET_TRANSFORMS
 from frn.feature_store import DEFAULT_RAM_GB
-from utils.errors import OneLineParser, UserError
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
+from network import BACKBONES
+from utils.errors import OneLineParser, UserError
 from utils.flags import add_aliases
 from utils.options import add_options, options_from_args
-from network import BACKBONES
 
 
 def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -> None:

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
 from frn.feature_store import DEFAULT_RAM_GB, HostFeatures
-from utils.device import epoch_seed, rank_seed, seed_everything
 from methods.base import query_labels
+from utils.device import epoch_seed, rank_seed, seed_everything
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
 

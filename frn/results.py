@@ -111,6 +111,7 @@ def run_description(args: argparse.Namespace, checkpoint_sha256: str) -> Dict[st
     """What every record of a test run shares: method, options, data, checkpoint, Paddle and
     its CPU threads (which the wall time depends on)."""
     import paddle
+
     from utils.device import cpu_threads
     options = args.options
     return {"method": args.method,

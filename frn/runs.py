@@ -17,13 +17,20 @@ import paddle
 
 from data.datasets import ImageList, filelist_path
 from data.episodes import load_episodes, save_episodes
-from frn.hard_tasks import HardTaskEpisodes
-from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits,
-                           indices_by_class)
+from data.samplers import EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSampler, check_episode_fits, indices_by_class
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import (TrainState, allow_shared_memory, episode_step, evaluate, loader, resume_path, train,
-                        whole_class_step)
+from frn.engine import (
+    TrainState,
+    allow_shared_memory,
+    episode_step,
+    evaluate,
+    loader,
+    resume_path,
+    train,
+    whole_class_step,
+)
+from frn.hard_tasks import HardTaskEpisodes
 from frn.log import RunLog, ScalarLog
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from methods import METHODS

@@ -26,14 +26,20 @@ from frn.engine import allow_shared_memory, extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
-from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, SimNet, SimNetOptions, SimTransStage,
-                              WeightedClassifierOptions)
+from methods.simtrans import (
+    CLASSIFIER_FAMILY,
+    GraphRegularisedClassifier,
+    SimNet,
+    SimNetOptions,
+    SimTransStage,
+    WeightedClassifierOptions,
+)
 from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
 from network.resnet50 import imagenet_state, imagenet_weights_file
 from utils.device import rank_and_world, seed_everything, select_device
 from utils.errors import UserError
-from utils.options import replace
 from utils.optim import reset_optimizer_state
+from utils.options import replace
 from utils.stats import mean_and_interval, roc_auc
 
 

@@ -1,5 +1,7 @@
 """Methods by `--method` name. Adding a method = one file in this folder + one line here."""
 import utils  # noqa: F401  (first: its warning filters apply before Paddle is imported)
+
+# isort: split
 from typing import Dict, Type
 
 from methods.base import FewShotMethod, MethodOptions

@@ -30,8 +30,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from utils.options import shared
 from utils.optim import trainable_parameters
+from utils.options import shared
 
 #: a method's parameters grouped by learning-rate factor relative to --lr
 ParameterGroups = List[Tuple[List[paddle.Tensor], float]]

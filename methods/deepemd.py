@@ -30,11 +30,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from utils.compat import swapaxes
-from utils.flags import int_list
-from utils.errors import UserError
-from utils.optim import sgd_dampened_step
 from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions, query_labels
+from utils.compat import swapaxes
+from utils.errors import UserError
+from utils.flags import int_list
+from utils.optim import sgd_dampened_step
 from utils.options import check_positive, option
 
 VARIANTS = ("fcn", "grid", "sampling")

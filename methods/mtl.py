@@ -31,13 +31,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions, ParameterGroups, query_labels
+from network.common import torch_linear
+from network.resnet25 import WIDTHS
 from utils.errors import UserError
 from utils.flags import int_list
 from utils.optim import trainable_parameters
-from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions, ParameterGroups, query_labels
-from network.common import torch_linear
 from utils.options import check_positive, option
-from network.resnet25 import WIDTHS
 
 #: `preval_forward`: validation during pre-training ignores --base_lr and --update_step
 PREVAL_LR, PREVAL_STEPS = 0.01, 100

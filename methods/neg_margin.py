@@ -31,10 +31,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from utils.errors import UserError
-from utils.optim import sgd_dampened_step
 from methods.base import Adapted, CheckpointRules, FewShotMethod, MethodOptions
 from network.common import torch_uniform_bound
+from utils.errors import UserError
+from utils.optim import sgd_dampened_step
 from utils.options import check_positive, option
 
 PROTOCOLS = ("mmfs", "bl0")

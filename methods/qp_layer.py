@@ -54,9 +54,8 @@ Two Newton-system solvers implement the identical linear algebra:
     Mathematically the same iterates; backward stable (within the residual's evaluation error,
     tests/methods/test_qp_layer.py), so it differs from the dense solver by rounding only.
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
-
 import warnings
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle

@@ -33,11 +33,20 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from methods.base import CheckpointRules, FewShotMethod, MethodOptions, ParameterGroups
-from methods.simtrans_parts import (HEADS, DomainClassifier, adversarial_objective, graph_loss_matrix,
-                                    pair_enumeration, pair_targets, pooled, rectify, weighted_cross_entropy)
+from methods.simtrans_parts import (
+    HEADS,
+    DomainClassifier,
+    adversarial_objective,
+    graph_loss_matrix,
+    pair_enumeration,
+    pair_targets,
+    pooled,
+    rectify,
+    weighted_cross_entropy,
+)
 from utils.errors import UserError
-from utils.options import check_positive, internal, option
 from utils.optim import trainable_parameters
+from utils.options import check_positive, internal, option
 
 CLASSIFIER_FAMILY = "SimTransClassifier"  # naive, main and alternate share checkpoints
 #: the official spellings of flags this project already has (official flag -> our destinations)

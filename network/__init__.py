@@ -1,5 +1,7 @@
 """Backbones by `--model` name. Each returns a dense feature map [N, C, h, w]."""
 import utils  # noqa: F401  (first: its warning filters apply before Paddle is imported)
+
+# isort: split
 from typing import Callable, Dict
 
 import paddle.nn as nn

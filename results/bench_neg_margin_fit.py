@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.samplers import EpisodeSampler  # noqa: E402
 from frn.args import parse, test_parser  # noqa: E402
 from frn.checkpoint import load_weights  # noqa: E402
-from utils.device import seed_everything, select_device  # noqa: E402
 from frn.engine import FeatureCache, score_episodes  # noqa: E402
 from frn.runs import build_model, image_list  # noqa: E402
+from utils.device import seed_everything, select_device  # noqa: E402
 
 
 def timed_scores(model, cache: FeatureCache, episodes, group: int, args) -> tuple:

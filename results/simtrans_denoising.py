@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.similarity_folder import read_similarity  # noqa: E402
 from data.weakshot import injected_files, load_weakshot  # noqa: E402
+from frn.weakshot import web_sample_weights  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.stats import roc_auc  # noqa: E402
-from data.similarity_folder import read_similarity  # noqa: E402
-from frn.weakshot import web_sample_weights  # noqa: E402
 
 WEIGHT_TYPES = ("savg1", "avg1")
 

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import PIL.Image  # noqa: F401  (before Paddle: see utils/__init__.py)
-
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.deepemd_transforms import (CIFAR_STATS, DEEPEMD_STATS, dataset_stats, deepemd_transform,
-                                     grid_boxes, grid_intervals, sample_crop_params, sampling_patch)
+from data.deepemd_transforms import (
+    CIFAR_STATS,
+    DEEPEMD_STATS,
+    dataset_stats,
+    deepemd_transform,
+    grid_boxes,
+    grid_intervals,
+    sample_crop_params,
+    sampling_patch,
+)
 from utils.errors import UserError
 
 

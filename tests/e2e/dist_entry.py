@@ -28,6 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 import PIL.Image  # noqa: E402,F401  (before Paddle, as the entry scripts do)
+
+# isort: split
 import paddle  # noqa: E402
 
 import frn.engine as engine  # noqa: E402

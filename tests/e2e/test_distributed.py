@@ -122,6 +122,7 @@ def check_sharded_validation(flags: list, states: List[dict], history: List[dict
     averaged in the same order); the loss is a count-weighted mean of the halves' means, equal
     up to float64 rounding of that re-association (~1e-16 relative)."""
     import paddle
+
     from data.datasets import ImageList, filelist_path
     from frn.args import parse, pretrain_parser
     from frn.runs import build_model, episode_validator

@@ -6,11 +6,11 @@ import re
 import numpy as np
 import paddle
 
-from data.weakshot import fingerprint, injected_files, load_weakshot
-from utils.stats import roc_auc
 from data.similarity_folder import read_similarity
+from data.weakshot import fingerprint, injected_files, load_weakshot
 from frn.weakshot import web_sample_weights
 from tests.conftest import run_script, simtrans_flags
+from utils.stats import roc_auc
 
 RUN_FILES = ("best_model.pdparams", "last_model.pdparams", "resume.pdstate", "output.log", "history.json", "curves.png")
 

@@ -14,11 +14,11 @@ import pytest
 
 from frn.checkpoint import load_weights
 from frn.convert import torch_key_to_paddle, torch_state_to_paddle
-from utils.errors import UserError
 from methods import METHODS, options_for
 from methods.base import split_episode
 from network import build_backbone
 from tests.conftest import FIXTURES, ROOT
+from utils.errors import UserError
 
 
 def build(model: str = "Conv4", method: str = "meta_frn", num_classes=None, image_size: int = 84):

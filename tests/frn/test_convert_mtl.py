@@ -17,8 +17,8 @@ import paddle
 import pytest
 
 from frn.checkpoint import load_weights
-from utils.errors import UserError
 from tests.conftest import FIXTURES, ROOT
+from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import paddle
 
 from data.samplers import EpisodeSampler
 from frn.engine import evaluate
-from utils.stats import mean_and_interval
 from methods import METHODS, options_for
 from network import build_backbone
+from utils.stats import mean_and_interval
 
 
 class RandomImages(paddle.io.Dataset):
@@ -86,6 +86,7 @@ def test_feature_cache_memory_is_bounded_and_each_image_extracted_once():
     allocator (the device here) nor NumPy ever holds more than an extraction batch (64 images,
     4.1 MB) plus a group of episodes (2 x 12 images); the old device cache held all 25.6 MB."""
     import tracemalloc
+
     from paddle.base import core
     data = IndexImages()
     episodes = list(EpisodeSampler(data.labels, 3, 1, 3, n_episodes=60, seed=0))
@@ -133,6 +134,7 @@ def test_host_features_round_trip_in_ram_and_in_a_file():
 
 def test_host_features_refuse_a_short_or_long_write():
     import pytest
+
     from frn.feature_store import HostFeatures
     store = HostFeatures(4, 0)
     store.append(np.zeros((3, 2), "float32"))

@@ -364,9 +364,9 @@ def _train_step_gradients(state: Dict[str, np.ndarray], images: np.ndarray, way:
                           pin: RoutingPin = None, replay: bool = False) -> Dict[str, np.ndarray]:
     """Step-0 parameter gradients of the episodic loss (train mode) of a Conv-4 FRN loaded with
     the reference state dict `state`, built entirely in `dtype`."""
+
     from frn.convert import torch_state_to_paddle
     from network import build_backbone
-    import argparse
     paddle.set_default_dtype(dtype)
     try:
         width = state["feature_extractor.layers.0.layers.0.weight"].shape[0]

@@ -6,11 +6,11 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from frn.hard_tasks import HardTaskEpisodes, worst_class
 from frn.args import meta_train_parser, parse, pretrain_parser, test_parser
-from utils.errors import UserError
+from frn.hard_tasks import HardTaskEpisodes, worst_class
 from frn.runs import build_model, build_training
 from methods.mtl import MTL, adapt, linear_logits
+from utils.errors import UserError
 
 WIDTHS = "4,8,16"
 

@@ -7,10 +7,17 @@ import paddle
 import pytest
 
 from frn.args import parse, pretrain_parser, test_parser
-from utils.errors import UserError
-from methods.neg_margin import (FitSettings, NegMargin, NegMarginOptions, draw_episode, fit_classifiers, head_logits,
-                                support_batches)
+from methods.neg_margin import (
+    FitSettings,
+    NegMargin,
+    NegMarginOptions,
+    draw_episode,
+    fit_classifiers,
+    head_logits,
+    support_batches,
+)
 from network import build_backbone
+from utils.errors import UserError
 
 
 def flags(*extra: str, parser=test_parser) -> argparse.Namespace:

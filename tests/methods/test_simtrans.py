@@ -6,16 +6,24 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+from data.weakshot_batches import pair_training_batches, rand_pair_batches
 from frn.engine import validation_fell
+from methods import options_for
+from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier
+from methods.simtrans_parts import (
+    DomainClassifier,
+    adversarial_objective,
+    layer_norm,
+    pair_enumeration,
+    pair_targets,
+    raw_weights,
+    sample_weights,
+    similarity_matrix,
+)
+from tests.parity.simtrans_checks import stand_in_backbone
 from utils.errors import UserError
 from utils.optim import build_optimizer, reset_optimizer_state
 from utils.stats import roc_auc
-from data.weakshot_batches import pair_training_batches, rand_pair_batches
-from methods import options_for
-from methods.simtrans import GraphRegularisedClassifier, SimNet, WebClassifier
-from methods.simtrans_parts import (DomainClassifier, adversarial_objective, layer_norm, pair_enumeration, pair_targets,
-                                    raw_weights, sample_weights, similarity_matrix)
-from tests.parity.simtrans_checks import stand_in_backbone
 
 
 def test_pairs_put_the_fast_varying_image_first():
@@ -191,6 +199,7 @@ def test_graph_epochs_alternate_with_cross_entropy_epochs():
 
 def test_imagenet_weights_offline_is_one_line(monkeypatch):
     import paddle.utils.download as download
+
     from frn.weakshot import load_backbone_weights
     from network import build_backbone
 

@@ -13,10 +13,15 @@ import paddle
 import paddle.nn.functional as F
 
 from tests.parity.checkers import Entry, _np, _t, register
-from tests.parity.frn_checks import (BNRecorder, BNVarianceReplay, Identity, check_state_after_train_forward,
-                                     load_reference)
 from tests.parity.deepemd_data_checks import check_patches
 from tests.parity.deepemd_qp_checks import check_emd_qpth
+from tests.parity.frn_checks import (
+    BNRecorder,
+    BNVarianceReplay,
+    Identity,
+    check_state_after_train_forward,
+    load_reference,
+)
 
 #: checkers of this folder defined in their own modules (importing them registers them)
 ELSEWHERE = (check_patches, check_emd_qpth)
@@ -24,8 +29,8 @@ ELSEWHERE = (check_patches, check_emd_qpth)
 
 def deepemd_model(backbone=None, channels: int = 640, **flags):
     """A DeepEMD model with the official defaults (eval.py), `flags` overriding them."""
-    from methods.deepemd import DeepEMD
     from methods import options_for
+    from methods.deepemd import DeepEMD
     values = dict(model="ResNet12", deepemd="fcn", solver="opencv", eval_solver="opencv")
     values.update(flags)
     return DeepEMD(backbone if backbone is not None else Identity(channels), options_for("deepemd", **values))

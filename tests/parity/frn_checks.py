@@ -386,7 +386,7 @@ def _check_optimizer_only(entry: Entry, name: str, prefix: str, settings: dict) 
 
 
 def _is_torch_parameter(key: str) -> bool:
-    return not key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    return key.rsplit(".", 1)[-1] not in ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _end_to_end(entry, name: str, prefix: str, settings: dict, episodic: bool, dtype: str = "float32",

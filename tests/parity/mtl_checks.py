@@ -8,8 +8,8 @@ checker feeds that order to the inner loop as it is, then runs the method on the
 re-ordered class-major (this project's layout); the meta-iteration checker re-orders the
 support set class-major and keeps the queries in the reference's order with its labels.
 """
-from unittest import mock
 from typing import Dict, List, Optional, Tuple
+from unittest import mock
 
 import numpy as np
 import paddle
@@ -18,9 +18,16 @@ import paddle.nn.functional as F
 
 from methods.mtl import encoder_shape
 from tests.parity.checkers import Entry, _np, _t, check_or_reference_farther, consume_state, formula_weights, register
-from tests.parity.frn_checks import (TORCH_BN_KEEP, BNRecorder, BNVarianceReplay, Identity,
-                                     _is_torch_parameter, check_state_after_train_forward, load_reference,
-                                     paddle_key)
+from tests.parity.frn_checks import (
+    TORCH_BN_KEEP,
+    BNRecorder,
+    BNVarianceReplay,
+    Identity,
+    _is_torch_parameter,
+    check_state_after_train_forward,
+    load_reference,
+    paddle_key,
+)
 
 
 def mtl_model(widths, blocks: int = 4, num_classes: Optional[int] = None, backbone: Optional[nn.Layer] = None,

@@ -26,9 +26,9 @@ BL0_METRIC = {"neg_margin/head_bl0_cosface": "cosineface", "neg_margin/head_bl0_
 def neg_margin_model(model: str, image_size: int, backbone_options: Optional[dict] = None,
                      num_classes: Optional[int] = None, **flags):
     """A NegMargin model as the entry scripts build it (method defaults, `flags` overriding)."""
+    from methods import options_for
     from methods.neg_margin import NegMargin
     from network import build_backbone
-    from methods import options_for
     options = options_for("neg_margin", model=model, image_size=image_size, **flags)
     kwargs = dict(NegMargin.backbone_options(options, num_classes), **(backbone_options or {}))
     return NegMargin(build_backbone(model, **kwargs), options, num_classes)

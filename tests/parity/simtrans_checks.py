@@ -128,8 +128,8 @@ def check_domain_classifier(entry: Entry) -> None:
 # ----- one SimNet training iteration ------------------------------------------------------
 @register("simtrans/simnet_train_iteration")
 def check_simnet_train_iteration(entry: Entry) -> None:
-    from utils.optim import build_optimizer, reset_optimizer_state
     from methods.simtrans_parts import adversarial_objective
+    from utils.optim import build_optimizer, reset_optimizer_state
     cfg = entry.config
     simnet_state = use_all(entry, "param/")
     disc_state = use_all(entry, "param_dc/")
