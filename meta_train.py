@@ -1,4 +1,5 @@
-"""Episodic meta-training: python meta_train.py --method meta_frn --train_n_way 20 --n_shot 5 --pretrain_path P ... (flags: python meta_train.py --help)."""
+"""Episodic meta-training: python meta_train.py --method meta_frn --train_n_way 20 --n_shot 5 --pretrain_path P ...
+(flags: python meta_train.py --help)."""
 from frn import runs
 from frn.args import meta_train_parser, parse
 from utils.errors import exit_on_user_error

@@ -1,4 +1,5 @@
-"""Whole-class (pre-)training: python pretrain.py --method stl_frn --data_path DIR ... (flags: python pretrain.py --help)."""
+"""Whole-class (pre-)training: python pretrain.py --method stl_frn --data_path DIR ...
+(flags: python pretrain.py --help)."""
 from frn import runs
 from frn.args import parse, pretrain_parser
 from utils.errors import exit_on_user_error

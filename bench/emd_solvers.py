@@ -120,10 +120,11 @@ def bench_problems(quick: bool) -> Dict[int, float]:
             # same scores from both paths; this first call of each is also the warm-up of its timing
             np.testing.assert_allclose(reference_per_pair(sim[0], weight_1[0], weight_2[0]).numpy(),
                                        batched(sim, weight_1, weight_2, "exact")[0].numpy(), atol=1e-4)
-            per_pair = timed(lambda: reference_per_pair(sim[0], weight_1[0], weight_2[0]))
-            alone = timed(lambda: cv2_alone(cost[:one_episode], w1[:one_episode], w2[:one_episode]))
-            one = timed(lambda: solve_emd(cost, w1, w2, threads=1))
-            ours = timed(lambda: batched(sim, weight_1, weight_2, "exact"))
+            # each lambda binds this iteration's arrays (defaults) and is timed before the next one
+            per_pair = timed(lambda s=sim, a=weight_1, b=weight_2: reference_per_pair(s[0], a[0], b[0]))
+            alone = timed(lambda c=cost, a=w1, b=w2, n=one_episode: cv2_alone(c[:n], a[:n], b[:n]))
+            one = timed(lambda c=cost, a=w1, b=w2: solve_emd(c, a, b, threads=1))
+            ours = timed(lambda s=sim, a=weight_1, b=weight_2: batched(s, a, b, "exact"))
         rates = (one_episode / per_pair, one_episode / alone, len(cost) / one, len(cost) / ours)
         print(f"{nodes:>5} | {rates[0]:>18,.0f} {rates[1]:>13,.0f} {rates[2]:>15,.0f} {rates[3]:>16,.0f}   "
               f"({label}: {rates[3] / rates[0]:.1f}x the per-pair loop, {rates[3] / rates[1]:.1f}x cv2.EMD alone)")
@@ -187,7 +188,7 @@ def bench_sfc(quick: bool) -> None:
         model = deepemd_model(eval_solver=solver, sfc_update_step=steps)
         model.eval()
         support = episodes(count)
-        seconds = timed(lambda: model.sfc(support, 5, 5), repeat=1) * 100 / steps / count
+        seconds = timed(lambda model=model, support=support: model.sfc(support, 5, 5), repeat=1) * 100 / steps / count
         print(f"5-shot SFC, {solver}, {count} episode(s) at once: {seconds:.2f} s per episode of 700 SGD steps"
               + (f" (measured {steps * 7} steps)" if steps != 100 else ""))
     print("   the official code on a 2-core Intel Xeon VM: 127-226 s per 5-shot episode (3 runs: 127, 147, 226 s)")

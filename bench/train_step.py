@@ -153,8 +153,8 @@ def without_thread_variables() -> Dict[str, str]:
 
 
 def measure_paddle(name: str, threads: int, steps: int, warmup: int, profile: bool = False) -> float:
-    argv = [str(Path(__file__).resolve()), "--child", "paddle", "--models", name, "--threads", str(threads), "--steps", str(steps),
-            "--warmup", str(warmup)] + (["--profile"] if profile else [])
+    argv = [str(Path(__file__).resolve()), "--child", "paddle", "--models", name, "--threads", str(threads),
+            "--steps", str(steps), "--warmup", str(warmup)] + (["--profile"] if profile else [])
     return float(child(argv))
 
 
@@ -180,7 +180,8 @@ def compare(name: str, threads: int, args, reference: Optional[Path]) -> Optiona
                 torch_rates.append(measure_torch(reference, model, threads, args.steps, args.warmup))
         loads.append(load_average())
     best = max(paddle_rates)
-    what = f"{name} ({model.backbone} {model.method} {model.way}w{model.shot}s{model.query}q {model.size}px), {threads} thread(s)"
+    what = (f"{name} ({model.backbone} {model.method} {model.way}w{model.shot}s{model.query}q {model.size}px), "
+            f"{threads} thread(s)")
     print(f"{what}: paddle best {1 / best:.2f} s/step ({best * model.images:.0f} images/s) of "
           f"{[round(1 / r, 2) for r in paddle_rates]}", end="")
     if torch_rates:
@@ -201,7 +202,8 @@ def synthetic_jpegs(folder: str, count: int, pixels: int) -> None:
     names, labels = [], []
     grid = np.linspace(0, 1, pixels)
     for i in range(count):
-        field = np.stack([np.outer(np.sin(grid * rng.uniform(1, 8)), np.cos(grid * rng.uniform(1, 8))) for _ in range(3)], -1)
+        field = np.stack([np.outer(np.sin(grid * rng.uniform(1, 8)), np.cos(grid * rng.uniform(1, 8)))
+                          for _ in range(3)], -1)
         pixels_ = np.clip((field * 0.5 + 0.5) * 255 + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
         path = os.path.join(folder, "images", f"{i:05d}.jpg")
         Image.fromarray(pixels_).save(path, quality=90)
@@ -223,8 +225,9 @@ def compare_loader(args, step_images_per_s: Optional[float]) -> None:
         print(f"training loader (mini_imagenet train transform, batches of {args.loader_batch} images, {source}):")
         for workers in args.workers:
             for shared in ([True, False] if workers and args.both_transports else [True]):
-                argv = [str(Path(__file__).resolve()), "--child", "loader", "--loader_workers", str(workers), "--loader_batches",
-                        str(args.loader_batches), "--loader_batch", str(args.loader_batch), "--data_path", folder]
+                argv = [str(Path(__file__).resolve()), "--child", "loader", "--loader_workers", str(workers),
+                        "--loader_batches", str(args.loader_batches), "--loader_batch", str(args.loader_batch),
+                        "--data_path", folder]
                 if not shared:
                     argv.append("--no_shared_memory")
                 load = load_average()

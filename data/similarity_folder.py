@@ -62,7 +62,7 @@ def read_similarity(load_dir: str, weakshot: WeakShot, flag: str = "--load_dir")
             raise UserError(f"{flag} {load_dir} has no {os.path.basename(path)}; rerun step 2 for this --data_path")
         with np.load(path) as z:
             names, matrix = z["file_names"].tolist(), z["matrix"]
-        expected = [n for n, l in zip(web["file_names"], web["image_labels"]) if l == label]
+        expected = [n for n, of in zip(web["file_names"], web["image_labels"]) if of == label]
         if names != expected:
             raise UserError(f"{flag} {load_dir}: the web images of class {weakshot.novel_classes[label]!r} differ "
                             f"from web.json's; rerun step 2 for this --data_path")

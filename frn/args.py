@@ -49,7 +49,8 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add("--checkpoint_dir", default="./checkpoints", help="runs are written below this folder")
     add("--config", default=None, help="a paper-row config (configs/<method>/<row>.yaml): its flags for this "
                                       "script, the command line's on top")
-    add("--stage", dest="config_stage", default=None, help="which of the config's stages for this script (when it has several)")
+    add("--stage", dest="config_stage", default=None,
+        help="which of the config's stages for this script (when it has several)")
 
 
 def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones: List[int]) -> None:

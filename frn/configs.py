@@ -230,7 +230,8 @@ def config_argv(path: str, script: str, stage: Optional[str]) -> List[str]:
     config = load_config(path)
     names = [n for n, s in stages_of(config).items() if s.get("script") == script]
     if stage is not None and stage not in names:
-        raise UserError(f"config {path} has no {script} stage {stage!r} (its {script} stages: {', '.join(names) or 'none'})")
+        raise UserError(f"config {path} has no {script} stage {stage!r} "
+                        f"(its {script} stages: {', '.join(names) or 'none'})")
     if stage is None and len(names) != 1:
         raise UserError(f"config {path} has {len(names) or 'no'} {script} stages ({', '.join(names)}); "
                         f"pick one with --stage")

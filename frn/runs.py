@@ -103,7 +103,8 @@ def training_run_folder(args: argparse.Namespace) -> str:
         return run_folder(args, args.run_name)
     if args.stage == "meta_train":
         ht = f"_ht{args.ht_meta_batch}" if args.ht_meta_batch else ""
-        return run_folder(args, f"{options.model}_{options.run_name()}{ht}_{args.train_n_way}way_{args.n_shot}shot_metatrain")
+        return run_folder(args, f"{options.model}_{options.run_name()}{ht}"
+                                f"_{args.train_n_way}way_{args.n_shot}shot_metatrain")
     suffix = "" if weak_shot(args) else "_pretrain"
     return run_folder(args, f"{options.model}_{options.run_name()}{suffix}")
 

@@ -356,8 +356,8 @@ def train(args: argparse.Namespace) -> None:
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = build_training(args, model, iters_per_epoch)
     holder["optimizer"] = optimizer
-    run_training(args, model, training_run_folder(args), make_batches, validate, step=weak_shot_step, before_epoch=before_epoch,
-                 optimizer_and_schedule=(optimizer, scheduler))
+    run_training(args, model, training_run_folder(args), make_batches, validate, step=weak_shot_step,
+                 before_epoch=before_epoch, optimizer_and_schedule=(optimizer, scheduler))
 
 
 # ----------------------------------------------------------------------------------------

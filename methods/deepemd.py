@@ -235,7 +235,8 @@ class DeepEMDOptions(MethodOptions):
     eval_solver: str = option("exact", "EMD solver for evaluation (ours: exact, the same optimum as opencv, faster)",
                               choices=EVAL_SOLVERS, flags=("-eval_solver", "--eval_solver"))
     form: str = option("L2", "qpth formulation", choices=FORMS, flags=("-form", "--form"))
-    l2_strength: float = option(1e-6, "weight of the quadratic term of form L2", flags=("-l2_strength", "--l2_strength"))
+    l2_strength: float = option(1e-6, "weight of the quadratic term of form L2",
+                                flags=("-l2_strength", "--l2_strength"))
     qp_mode: str = option("qpth", "qpth solver (ours): 'qpth' runs qpth's 20 iterations as the reference, converged "
                                   "or not; 'converged' iterates until each problem's optimum is certified",
                           choices=QP_MODES, flags=("-qp_mode", "--qp_mode"))
@@ -253,7 +254,8 @@ class DeepEMDOptions(MethodOptions):
     patch_ratio: float = option(2.0, "Grid: patch enlargement at test time", flags=("-patch_ratio", "--patch_ratio"))
     num_patch: int = option(9, "Sampling: random crops per image", flags=("-num_patch", "--num_patch"))
     sfc_lr: float = option(100.0, "SFC learning rate (eval.py 100; train_meta.py 0.1)", flags=("-sfc_lr", "--sfc_lr"))
-    sfc_wd: float = option(0.0, "accepted for compatibility; unused, as in the reference", flags=("-sfc_wd", "--sfc_wd"))
+    sfc_wd: float = option(0.0, "accepted for compatibility; unused, as in the reference",
+                           flags=("-sfc_wd", "--sfc_wd"))
     sfc_update_step: int = option(100, "SFC epochs over the support set",
                                   flags=("-sfc_update_step", "--sfc_update_step"))
     sfc_bs: int = option(4, "SFC mini-batch size", flags=("-sfc_bs", "--sfc_bs"))

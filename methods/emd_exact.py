@@ -188,7 +188,8 @@ def solve_emd(cost, weight1, weight2, threads: int = 0) -> EMDSolution:
         todo = np.flatnonzero(status)
         if len(todo):
             warnings.warn(f"emd_exact: C solver failed on {len(todo)} problem(s) (codes "
-                          f"{sorted(set(status[todo].tolist()))}); solving them in numpy", RuntimeWarning)
+                          f"{sorted(set(status[todo].tolist()))}); solving them in numpy", RuntimeWarning,
+                          stacklevel=2)
     for i in todo:          # widened as the C solver does, so that the quantised masses agree
         problem = (a[i].astype(np.float64) for a in (cost, weight1, weight2))
         flow[i], u[i], v[i], value[i] = solve_one_numpy(*problem)
@@ -282,7 +283,8 @@ def _initial_tree(tree: _Tree, nd: int) -> None:
         cmp = (pair_a > pair_b) - (pair_a < pair_b)
         xv, xe = pair_a if cmp <= 0 else pair_b
         arcs.append((a, b, xv))
-        rem[a] -= xv; eps[a] -= xe; rem[b] -= xv; eps[b] -= xe
+        rem[a], eps[a] = rem[a] - xv, eps[a] - xe
+        rem[b], eps[b] = rem[b] - xv, eps[b] - xe
         alive[a] = alive[a] and cmp > 0
         alive[b] = alive[b] and cmp < 0
         if len(arcs) == n_nodes - 1:
@@ -304,10 +306,10 @@ def _initial_tree(tree: _Tree, nd: int) -> None:
     tree.refresh()
 
 
-def _pivot(tree: _Tree, k: int, l: int) -> None:
-    """Entering arc k -> l; leaving arc by the strongly feasible rule (see pivot in C)."""
+def _pivot(tree: _Tree, k: int, m: int) -> None:
+    """Entering arc k -> m (the C code's k -> l); leaving arc by the strongly feasible rule (see pivot in C)."""
     par, dep, fl, ns = tree.parent, tree.depth, tree.flow, tree.ns
-    a, b = k, l
+    a, b = k, m
     while dep[a] > dep[b]:
         a = par[a]
     while dep[b] > dep[a]:
@@ -322,7 +324,7 @@ def _pivot(tree: _Tree, k: int, l: int) -> None:
         if y < ns and (theta is None or fl[y] < theta):
             theta, q, side = fl[y], y, 0
         y = par[y]
-    x = l
+    x = m
     while x != apex:
         path_l.append(x)
         if x >= ns and (theta is None or fl[x] <= theta):
@@ -332,7 +334,7 @@ def _pivot(tree: _Tree, k: int, l: int) -> None:
         fl[y] += -theta if y < ns else theta
     for x in path_l:
         fl[x] += -theta if x >= ns else theta
-    cur, up = (l, k) if side else (k, l)
+    cur, up = (m, k) if side else (k, m)
     carried = theta
     while True:
         nxt, nf = par[cur], fl[cur]
@@ -362,13 +364,13 @@ def solve_one_numpy(cost: np.ndarray, weight1: np.ndarray, weight2: np.ndarray,
     limit = max_pivots if max_pivots is not None else 1000 * (ns + nd) ** 2 + 100000
     while True:
         reduced = local - tree.pot[:ns, None] - tree.pot[None, ns:]
-        k, l = divmod(int(np.argmin(reduced)), nd)            # Dantzig: most negative
-        if reduced[k, l] >= -tol:
+        k, j = divmod(int(np.argmin(reduced)), nd)            # Dantzig: most negative
+        if reduced[k, j] >= -tol:
             break
         limit -= 1
         if limit < 0:
             raise RuntimeError("emd_exact: pivot limit reached")
-        _pivot(tree, k, ns + l)
+        _pivot(tree, k, ns + j)
     return _finish(cost, np.asarray(weight1, np.float64), np.asarray(weight2, np.float64), tree, scale,
                    rows, cols, dummy, flow)
 

@@ -85,7 +85,8 @@ class BaseLearner(nn.Layer):
 
     def __init__(self, way: int, dim: int):
         super().__init__()
-        self.fc1_w = self.create_parameter([way, dim], default_initializer=nn.initializer.Normal(0.0, (2.0 / dim) ** 0.5))
+        self.fc1_w = self.create_parameter([way, dim],
+                                           default_initializer=nn.initializer.Normal(0.0, (2.0 / dim) ** 0.5))
         self.fc1_b = self.create_parameter([way], is_bias=True, default_initializer=nn.initializer.Constant(0.0))
 
     @property

@@ -199,7 +199,8 @@ class NegMarginOptions(MethodOptions):
     protocol: str = option("mmfs", "reference protocol: mmfs (mmfewshot configs) or bl0 (the official code)",
                            choices=PROTOCOLS)
     metric: Optional[str] = option(None, "head (bl0's names): cosineface (cosine margin, the default), neg-softmax "
-                                         "(dot-product margin), cosine, softmax (plain cosine / linear)", choices=METRICS)
+                                         "(dot-product margin), cosine, softmax (plain cosine / linear)",
+                                   choices=METRICS)
     metric_type: Optional[str] = option(None, "mmfewshot's name of the head instead: cosine = cosineface, "
                                               "softmax = neg-softmax", choices=tuple(MMFS_METRICS))
     scale_factor: Optional[float] = option(None, "logit scale of the training head (alias --temperature); none: "

@@ -2,8 +2,9 @@
 the Conv-4 of the Negative-Margin code (bl0 `ConvNet(4)`) and of mmfewshot.
 
 Four blocks of Conv3x3(bias) -> BatchNorm -> ReLU -> MaxPool2 (run as MaxPool2 -> ReLU, the same
-values and gradients); an 84x84 image gives a [64, 5, 5] map. The module tree mirrors the FRN reference (`layers.{0,3,6,9}.layers.{0,1}`) so
-its state dicts map key for key; `from_reference_key` maps the other two layouts.
+values and gradients); an 84x84 image gives a [64, 5, 5] map. The module tree mirrors the FRN
+reference (`layers.{0,3,6,9}.layers.{0,1}`) so its state dicts map key for key; `from_reference_key`
+maps the other two layouts.
 Initialisation: PyTorch's default (FRN), or with `init="kaiming"` the conv weights drawn
 N(0, 2 / (9 * out_channels)) as bl0's `init_layer` and mmfewshot's kaiming fan-out.
 """

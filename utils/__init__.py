@@ -14,7 +14,7 @@ THREAD_ENV_BEFORE_PADDLE = (None if "paddle" in sys.modules
 # Pillow's image codecs are loaded before Paddle can be: with Paddle 2.6 loaded first, Pillow's
 # PNG encoder binds to the zlib inside Paddle's library and crashes (segmentation fault in
 # deflateReset) the first time a PNG is written.
-import PIL.Image  # noqa: F401  (imported for its side effect)
+import PIL.Image  # noqa: E402,F401  (for its side effect, before any Paddle import: see above)
 
 # Paddle warns on every import when ccache is absent, and BatchNorm warns on every train-mode
 # call; neither is actionable for a user, and they would bury the one-line error messages.

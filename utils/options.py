@@ -94,8 +94,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, stage: Optional[str]
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kind = _scalar_type(hints[f.name])
-        kwargs: Dict[str, Any] = {"dest": f.name, "default": default,
-                                  "help": f"{f.metadata.get('help', '')} (default: {_describe(default)})".replace("%", "%%")}
+        help_text = f"{f.metadata.get('help', '')} (default: {_describe(default)})".replace("%", "%%")
+        kwargs: Dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind is bool:
             kwargs["type"] = _parse_bool
             kwargs["metavar"] = "{0,1}"

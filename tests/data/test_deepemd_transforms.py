@@ -77,7 +77,8 @@ def test_cifar_fs_constants_for_fcn_and_grid_imagenet_style_for_sampling():
     for variant, stats in (("fcn", CIFAR_STATS), ("grid", CIFAR_STATS), ("sampling", DEEPEMD_STATS)):
         out = deepemd_transform("cifar_fs", variant, training=False)(grey)
         expected = (128 / 255 - np.array(stats[0])) / np.array(stats[1])
-        np.testing.assert_allclose(out.reshape(-1, 3, 84 * 84).astype(np.float64).mean(axis=(0, 2)), expected, atol=1e-5)
+        np.testing.assert_allclose(out.reshape(-1, 3, 84 * 84).astype(np.float64).mean(axis=(0, 2)), expected,
+                                   atol=1e-5)
 
 
 def test_fcn_test_transform_is_resize_then_centre_crop():

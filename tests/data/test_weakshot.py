@@ -84,7 +84,7 @@ def test_too_few_outside_images_is_refused():
 def shrink_class(folder: Path, label: int, keep: int) -> None:
     """Leave only `keep` web images of class `label` in web.json."""
     web = read(folder, "web.json")
-    of_class = [i for i, l in enumerate(web["image_labels"]) if l == label]
+    of_class = [i for i, of in enumerate(web["image_labels"]) if of == label]
     rows = [i for i in range(len(web["image_labels"])) if i not in of_class[keep:]]
     for key in ("image_names", "image_labels", "file_names"):
         web[key] = [web[key][i] for i in rows]

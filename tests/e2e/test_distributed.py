@@ -27,6 +27,11 @@ ENTRY = Path(__file__).with_name("dist_entry.py")
 TIMEOUT = 240
 
 
+def ceil_div(a: int, b: int) -> int:
+    """The number of batches (or shards) of size `b` that `a` items need: ceil(a / b) in integers."""
+    return -(-a // b)
+
+
 def descendants(pid: int) -> List[int]:
     """Every process below `pid` (the launcher puts each rank in a session of its own, so a
     process-group kill would miss them): read from /proc."""
@@ -155,7 +160,7 @@ def test_meta_training_on_the_official_pool_epoch_is_sharded(tiny_data, tmp_path
         pool.set_epoch(epoch)
         whole.append(len(list(pool)))
     # each rank takes half of every epoch (rounded up), not the whole epoch
-    check_ranks_agree(launch(tmp_path, "meta_train.py", flags), epochs=2, steps=[-(-n // 2) for n in whole])
+    check_ranks_agree(launch(tmp_path, "meta_train.py", flags), epochs=2, steps=[ceil_div(n, 2) for n in whole])
 
 
 def weak_shot_folder(tiny_data: Path, tmp_path: Path) -> Tuple[Path, int]:
@@ -179,7 +184,7 @@ def test_early_stop_is_decided_once_for_every_rank(workflow, tiny_data, tmp_path
         bench, web = weak_shot_folder(tiny_data, tmp_path)
         flags = simtrans_flags(bench, tmp_path / "ckpt", "--method", "simtrans_naive", "--batch_size", "8",
                                "--backbone", "conv4")
-        run, steps = tmp_path / "ckpt" / "demo" / "Conv4_simtrans_naive", -(-(-(-web // 8)) // 2)
+        run, steps = tmp_path / "ckpt" / "demo" / "Conv4_simtrans_naive", ceil_div(ceil_div(web, 8), 2)
     dumps = launch(tmp_path, "pretrain.py", [*flags, "--epoch", "5", "--stop_th", "2"], fake_val=True)
     check_ranks_agree(dumps, epochs=2, steps=[steps, steps])
     history = json.loads((run / "history.json").read_text())
@@ -188,8 +193,8 @@ def test_early_stop_is_decided_once_for_every_rank(workflow, tiny_data, tmp_path
 
 def test_weak_shot_training_with_an_odd_number_of_batches(tiny_data, tmp_path):
     bench, web = weak_shot_folder(tiny_data, tmp_path)
-    batches = -(-web // 8)
+    batches = ceil_div(web, 8)
     assert batches % 2 == 1, batches  # the case this test is for
     flags = simtrans_flags(bench, tmp_path / "ckpt", "--method", "simtrans_naive", "--num_epoch", "2",
                            "--batch_size", "8", "--backbone", "conv4")
-    check_ranks_agree(launch(tmp_path, "pretrain.py", flags), epochs=2, steps=[-(-batches // 2)] * 2)
+    check_ranks_agree(launch(tmp_path, "pretrain.py", flags), epochs=2, steps=[ceil_div(batches, 2)] * 2)

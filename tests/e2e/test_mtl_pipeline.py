@@ -38,7 +38,8 @@ def test_meta_test_prints_the_seed_line_and_caching_changes_nothing(mtl_run, tin
     outputs = []
     for extra in ([], ["--no_feature_cache"]):
         result = run_script("test.py", *tiny_mtl_flags(tiny_data, mtl_run["checkpoints"], "--eval_weights", model,
-                                                       "--update_step", "5", "--shot", "5", "--test_n_episode", "6", *extra))
+                                                       "--update_step", "5", "--shot", "5", "--test_n_episode", "6",
+                                                       *extra))
         assert result.returncode == 0, result.stderr
         outputs.append(ACC.findall(result.stdout))
     assert len(outputs[0]) == 1 and outputs[0][0][0] == "6"
@@ -51,10 +52,13 @@ def test_meta_training_resumes_exactly(tiny_data, tmp_path, mtl_run):
     common = ["--num_batch", "2", "--update_step", "3", "--val_n_episode", "2", "--init_weights", pre,
               "--step_size", "1", "--meta_lr2", "0.01"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, straight, *common, "--max_epoch", "2")).returncode == 0
-    assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "1")).returncode == 0
+    assert run_script("meta_train.py",
+                      *tiny_mtl_flags(tiny_data, straight, *common, "--max_epoch", "2")).returncode == 0
+    assert run_script("meta_train.py",
+                      *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "1")).returncode == 0
     folder = resumed / "demo" / "ResNet25_mtl_5way_1shot_metatrain"
-    result = run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "2", "--resume", folder))
+    result = run_script("meta_train.py",
+                        *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "2", "--resume", folder))
     assert result.returncode == 0, result.stderr
     a = paddle.load(str(straight / "demo" / "ResNet25_mtl_5way_1shot_metatrain" / "last_model.pdparams"))["state_dict"]
     b = paddle.load(str(folder / "last_model.pdparams"))["state_dict"]

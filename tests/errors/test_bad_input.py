@@ -211,8 +211,8 @@ def test_neg_margin_shot_beyond_the_images_of_a_class(previous_run, tiny_data, t
         from frn.checkpoint import save_model
         from frn.runs import build_model
         model = tmp_path / "neg_margin.pdparams"
-        save_model(build_model(parse(test_parser(), tiny_flags(tiny_data, previous_run, "--method", "neg_margin")).options),
-                   str(model))
+        options = parse(test_parser(), tiny_flags(tiny_data, previous_run, "--method", "neg_margin")).options
+        save_model(build_model(options), str(model))
         extra = ["--method", "neg_margin", "--model_path", model]
     result = run_script(script, *tiny_flags(tiny_data, previous_run, *extra, "--n_shot", "20"))
     check_untouched(previous_run, result, "--n_shot 20", "lower --n_shot")

@@ -40,15 +40,18 @@ def meta_trained(runs):
 
 @pytest.mark.parametrize("script", ["pretrain.py", "meta_train.py", "test.py"])
 def test_n_shot_beyond_the_images_of_a_class(mtl_runs, tiny_data, script):
-    extra = {"pretrain.py": ["--epoch", "1", "--batch_size", "16"], "meta_train.py": ["--epoch", "1", "--update_step", "5"],
+    extra = {"pretrain.py": ["--epoch", "1", "--batch_size", "16"],
+             "meta_train.py": ["--epoch", "1", "--update_step", "5"],
              "test.py": ["--model_path", meta_trained(mtl_runs), "--update_step", "5"]}[script]
     result = failed_run(mtl_runs, script, *tiny_mtl_flags(tiny_data, mtl_runs, "--n_shot", "20", *extra))
     assert_one_line_error(result, "--n_shot 20", "only 12", "lower --n_shot")
 
 
 def test_meta_test_of_a_pretraining_checkpoint(mtl_runs, tiny_data):
-    result = failed_run(mtl_runs, "test.py", *tiny_mtl_flags(tiny_data, mtl_runs, "--model_path", pretrained(mtl_runs)))
-    assert_one_line_error(result, "--model_path", "pre-training checkpoint", "mtl_weight", "meta_train.py --pretrain_path")
+    result = failed_run(mtl_runs, "test.py",
+                        *tiny_mtl_flags(tiny_data, mtl_runs, "--model_path", pretrained(mtl_runs)))
+    assert_one_line_error(result, "--model_path", "pre-training checkpoint", "mtl_weight",
+                          "meta_train.py --pretrain_path")
 
 
 def test_meta_test_with_other_encoder_widths(mtl_runs, tiny_data):

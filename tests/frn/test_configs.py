@@ -55,7 +55,8 @@ def test_a_reference_to_a_missing_stage_is_one_line(tmp_path, data_variables):
 def test_a_missing_variable_names_itself(tmp_path, monkeypatch):
     monkeypatch.delenv("SOMEDATA", raising=False)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("row: x\nstages:\n  test:\n    script: test.py\n    flags: {method: protonet, data_path: '${SOMEDATA}'}\n")
+    bad.write_text("row: x\nstages:\n  test:\n    script: test.py\n"
+                   "    flags: {method: protonet, data_path: '${SOMEDATA}'}\n")
     with pytest.raises(UserError, match="SOMEDATA"):
         plan(load_config(str(bad)))
 

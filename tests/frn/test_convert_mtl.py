@@ -110,8 +110,10 @@ def test_pretraining_checkpoint_converts_and_starts_meta_training(entry, tmp_pat
 
 def test_reference_settings_read_the_stage_and_the_encoder_size():
     from methods.mtl import MTL
-    meta = {"encoder.layer1.0.conv1.weight": np.zeros((8, 4, 3, 3)), "encoder.layer2.0.conv1.weight": np.zeros((16, 8, 3, 3)),
-            "encoder.layer3.0.conv1.weight": np.zeros((32, 16, 3, 3)), "encoder.layer1.1.conv1.weight": np.zeros((8, 8, 3, 3)),
+    meta = {"encoder.layer1.0.conv1.weight": np.zeros((8, 4, 3, 3)),
+            "encoder.layer2.0.conv1.weight": np.zeros((16, 8, 3, 3)),
+            "encoder.layer3.0.conv1.weight": np.zeros((32, 16, 3, 3)),
+            "encoder.layer1.1.conv1.weight": np.zeros((8, 8, 3, 3)),
             "encoder.conv1.mtl_weight": np.zeros((4, 3, 1, 1)), "base_learner.fc1_w": np.zeros((5, 32))}
     assert MTL.checkpoint_rules.reference_settings(meta, "mtl") == {"widths": "8,16,32", "blocks": 2, "way": 5,
                                                                     "stage": "test", "num_classes": None}
@@ -127,7 +129,8 @@ def test_official_keys_map_onto_ours():
     from methods.mtl import MTL
     assert MTL.checkpoint_rules.from_reference_key("encoder.layer1.0.downsample.0.mtl_weight", None) == \
         "feature_extractor.layer1.0.downsample.0.mtl_weight"
-    assert MTL.checkpoint_rules.from_reference_key("layer3.3.bn2._variance", None) == "feature_extractor.layer3.3.bn2._variance"
+    assert (MTL.checkpoint_rules.from_reference_key("layer3.3.bn2._variance", None)
+            == "feature_extractor.layer3.3.bn2._variance")
     assert MTL.checkpoint_rules.from_reference_key("conv1.weight", None) == "feature_extractor.conv1.weight"
     assert MTL.checkpoint_rules.from_reference_key("base_learner.vars.0", None) is None
     assert MTL.checkpoint_rules.from_reference_key("pre_fc.2.weight", None) == "pre_fc.2.weight"

@@ -186,7 +186,8 @@ def test_without_a_compiler_it_warns_once_and_falls_back_to_numpy(tmp_path):
             "    print(backend())\n"
             "    s = solve_emd(np.array([[[0., 1.], [1., 0.]]]), np.ones((1, 2)), np.ones((1, 2)))\n"
             "    print(len(w), float(s.cost_value[0]))\n")
-    env = dict(os.environ, CC=str(tmp_path / "no-compiler"), FSL_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, CC=str(tmp_path / "no-compiler"), FSL_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["python", "1", "0.0"], out.stdout

@@ -317,7 +317,8 @@ def test_pretraining_head_on_fixture_inputs_is_as_precise_as_the_reference(entry
     arrays = np.load(FIXTURES / "frn" / entry["file"])
     resnet = bool(entry["config"].get("resnet"))
     ours64 = _pretrain_head(arrays, resnet, "float64")
-    keys = [k for k in ("log_prediction", "loss", "grad_cat_mat", "grad_scale", "grad_features") if k in entry["tolerance"]]
+    keys = [k for k in ("log_prediction", "loss", "grad_cat_mat", "grad_scale", "grad_features")
+            if k in entry["tolerance"]]
     assert_as_precise_as_reference(_pretrain_head(arrays, resnet, "float32"), ours64, _reference_gaps(entry, keys),
                                    arrays["labels"], entry["name"])
 

@@ -156,8 +156,9 @@ def test_episodes_of_another_way_are_refused():
 
 # ----- flags ---------------------------------------------------------------------------------------
 def test_official_defaults_and_flag_names_per_entry_point():
-    pre = parse(pretrain_parser(), ["--method", "mtl", "--pre_max_epoch", "110", "--pre_lr", "0.2", "--pre_gamma", "0.3",
-                                    "--pre_step_size", "20", "--pre_batch_size", "64", "--pre_custom_momentum", "0.8",
+    pre = parse(pretrain_parser(), ["--method", "mtl", "--pre_max_epoch", "110", "--pre_lr", "0.2",
+                                    "--pre_gamma", "0.3", "--pre_step_size", "20", "--pre_batch_size", "64",
+                                    "--pre_custom_momentum", "0.8",
                                     "--pre_custom_weight_decay", "1e-4", "--shot", "5", "--dataset_dir", "/d"])
     assert (pre.epoch, pre.lr, pre.gamma, pre.step_size, pre.batch_size, pre.momentum, pre.wd, pre.n_shot,
             pre.data_path) == (110, 0.2, 0.3, 20, 64, 0.8, 1e-4, 5, "/d")

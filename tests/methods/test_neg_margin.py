@@ -239,9 +239,10 @@ def test_dropblock_schedule_counts_training_passes_and_is_checkpointed():
 
 def test_model_trained_with_dropblock_loads_into_a_test_model_without(tmp_path):
     from frn.checkpoint import load_weights, save_model
-    make = lambda *extra: NegMargin(build_backbone("ResNet12", widths=(4, 4, 8, 8),  # noqa: E731
-                                                   **NegMargin.backbone_options(options(*extra, "--model", "ResNet12"))),
-                                    options(*extra, "--model", "ResNet12"), None)
+    make = lambda *extra: NegMargin(  # noqa: E731
+        build_backbone("ResNet12", widths=(4, 4, 8, 8),
+                       **NegMargin.backbone_options(options(*extra, "--model", "ResNet12"))),
+        options(*extra, "--model", "ResNet12"), None)
     trained = make("--drop_rate", "0.1")
     save_model(trained, str(tmp_path / "m.pdparams"))
     load_weights(make(), str(tmp_path / "m.pdparams"))

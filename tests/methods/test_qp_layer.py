@@ -173,7 +173,7 @@ def test_structured_and_dense_solvers_reach_the_same_certified_optimum(form, str
     h, total = (t.numpy() for t in ql.transport_data(paddle.to_tensor(w1), paddle.to_tensor(w2)))
     results = [flows(cost, w1, w2, form=form, l2_strength=strength, mode="converged", solver=solver,
                      return_certificate=True)[0] for solver in ("structured", "dense")]
-    for (flow, cert), (other_flow, other_cert) in (results, results[::-1]):
+    for (_, cert), (other_flow, other_cert) in (results, results[::-1]):
         assert cert.holds().all(), cert.worst()
         bound = lower_bound_at(other_flow.numpy(), cert, cost, h, total, form, strength)
         assert (other_cert.objective >= bound - 1e-11 * (1 + np.abs(bound))).all()

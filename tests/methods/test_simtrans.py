@@ -181,10 +181,13 @@ def test_roc_auc_counts_ties_as_half():
 def test_reference_key_names_map_onto_the_paddle_modules():
     assert SimNet.checkpoint_rules.from_reference_key("backbone.module.resnet.layer1.0.conv1.weight", None) == \
         "feature_extractor.layer1.0.conv1.weight"
-    assert SimNet.checkpoint_rules.from_reference_key("similarity_head.module.fc1.0.weight", None) == "similarity_head.fc1.0.weight"
-    assert WebClassifier.checkpoint_rules.from_reference_key("module.backbone.fc.weight", None) == "fc.weight"  # the GCN wrapper
+    assert (SimNet.checkpoint_rules.from_reference_key("similarity_head.module.fc1.0.weight", None)
+            == "similarity_head.fc1.0.weight")
+    assert (WebClassifier.checkpoint_rules.from_reference_key("module.backbone.fc.weight", None)
+            == "fc.weight")  # the GCN wrapper
     assert WebClassifier.checkpoint_rules.from_reference_key("conv1.weight", None) == "feature_extractor.conv1.weight"
-    assert WebClassifier.checkpoint_rules.from_reference_key("backbone.layer4.2.bn3._mean", None) == "feature_extractor.layer4.2.bn3._mean"
+    assert (WebClassifier.checkpoint_rules.from_reference_key("backbone.layer4.2.bn3._mean", None)
+            == "feature_extractor.layer4.2.bn3._mean")
 
 
 def test_graph_epochs_alternate_with_cross_entropy_epochs():

@@ -154,7 +154,8 @@ def test_a_bias_before_train_mode_batch_norm_gets_no_gradient_beyond_rounding():
     like M). Paddle's conv2d bias + stock BatchNorm reach ~0.6 at these sizes and grow with M."""
     rng = np.random.default_rng(3)
     for _ in range(25):
-        n, c, h, w = int(rng.integers(2, 6)), int(rng.integers(1, 5)), int(rng.integers(16, 48)), int(rng.integers(16, 48))
+        n, c = int(rng.integers(2, 6)), int(rng.integers(1, 5))
+        h, w = int(rng.integers(16, 48)), int(rng.integers(16, 48))
         x = paddle.to_tensor(rng.standard_normal((n, 3, h, w)).astype(F32))
         kernel = paddle.to_tensor((0.3 * rng.standard_normal((c, 3, 3, 3))).astype(F32))
         upstream = rng.standard_normal((n, c, h, w)).astype(F32)

@@ -46,7 +46,7 @@ def test_train_mode_block_is_the_conv_bn_sequence_to_float32_rounding():
     plain sequence cancels it in float32) more accurate."""
     for shift in (0.0, 10.0):
         (ours, ours_mean), (plain, plain_mean), (exact, exact_mean) = _block_runs(shift)
-        rms = lambda a: float(np.sqrt(np.mean((a - exact) ** 2)))  # noqa: E731
+        rms = lambda a, exact=exact: float(np.sqrt(np.mean((a - exact) ** 2)))  # noqa: E731
         # outputs are O(1) normalised 27-term float32 sums: a few eps32 of error, whatever the BLAS
         assert rms(ours) < 8 * EPS32
         # 1.5: the two float32 runs round differently; at shift 0 they are equally accurate

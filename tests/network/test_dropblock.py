@@ -200,7 +200,8 @@ def test_the_parity_checker_takes_other_sizes_from_the_entry(tmp_path):
     arrays["gamma_t"] = steps
     for rate, b, size in ((0.1, 5, 21), (0.2, 3, 7)):
         keep = np.maximum(1 - rate / 40000 * steps, 1 - rate)
-        arrays[f"gamma_r{rate}_b{b}_S{size}"] = ((1 - keep) / b ** 2 * size ** 2 / (size - b + 1) ** 2).astype(np.float32)
+        gamma = (1 - keep) / b ** 2 * size ** 2 / (size - b + 1) ** 2
+        arrays[f"gamma_r{rate}_b{b}_S{size}"] = gamma.astype(np.float32)
     np.savez(tmp_path / "dropblock_other.npz", **arrays)
     spec = {"name": "dropblock_other.npz", "file": "dropblock_other.npz", "kind": "neg_margin/dropblock",
             "config": {"cases": cases}, "arrays": {k: {} for k in arrays},

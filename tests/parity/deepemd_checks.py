@@ -261,7 +261,8 @@ def _excuse_by_float64(entry: Entry, ours: Dict[str, np.ndarray], references: Di
             f"up to {ref_error.max():.3g} from the reference and up to {our_error.max():.3g} from ours (everywhere: "
             f"reference {np.abs(ref - truth).max():.3g}, ours {np.abs(got - truth).max():.3g})")
         entry.checked.add(key)
-    ours_argmax, ref_argmax, exact_argmax = (a.argmax(1) for a in (ours["logits"], references["logits"], exact["logits"]))
+    ours_argmax, ref_argmax, exact_argmax = (a.argmax(1)
+                                             for a in (ours["logits"], references["logits"], exact["logits"]))
     differ = ours_argmax != ref_argmax
     if differ.any():
         assert (ours_argmax[differ] == exact_argmax[differ]).all(), "SFC predictions differ from the reference's " \

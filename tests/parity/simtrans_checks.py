@@ -324,7 +324,7 @@ def check_backbone_resnet50(entry: Entry) -> None:
             features = model.extract(x)
             outputs = {f"feature_{mode}": _np(features), f"logits_{mode}": _np(model.fc(features))}
         for key, actual in outputs.items():
-            check_or_reference_farther(entry, key, actual, lambda: exact_of(mode, key),
+            check_or_reference_farther(entry, key, actual, lambda mode=mode, key=key: exact_of(mode, key),
                                        note=TRAIN_MODE_NOISE if mode == "train" else "")
 
 

@@ -47,7 +47,8 @@ def test_parity(method, spec):
     checker(entry)
     entry.assert_all_outputs_checked()
     if entry.noise_issues:
-        message = f"{spec['file']}: diagnosed imprecision of the reference beyond the listed tolerance: " + "; ".join(entry.noise_issues)
+        message = (f"{spec['file']}: diagnosed imprecision of the reference beyond the listed tolerance: "
+                   + "; ".join(entry.noise_issues))
         if os.environ.get("FSL_PARITY_STRICT") == "1":
             pytest.fail(message)
         pytest.xfail(message)
