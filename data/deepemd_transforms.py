@@ -24,13 +24,17 @@ from utils.errors import UserError
 
 #: (left, upper, right, lower): a PIL crop box
 Box = Tuple[int, int, int, int]
+# Pillow >= 9.1 names these constants in enums (the spelling its type hints know); older Pillow
+# has only the module-level names, which newer releases keep as aliases
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+FLIP_LEFT_RIGHT = getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT
 #: (top i, left j, height h, width w): torchvision's RandomResizedCrop parameters
 CropParams = Tuple[int, int, int, int]
 Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 
 #: the normalisation every DeepEMD loader uses unless stated below (not torchvision's ImageNet statistics)
-DEEPEMD_STATS: Stats = (tuple(x / 255.0 for x in (125.3, 123.0, 113.9)),
-                        tuple(x / 255.0 for x in (63.0, 62.1, 66.7)))
+DEEPEMD_STATS: Stats = ((125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0),
+                        (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0))
 #: CIFAR-FS's FCN and Grid loaders use CIFAR-100 statistics instead (its Sampling loader does not)
 CIFAR_STATS: Stats = ((0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023))
 
@@ -52,7 +56,7 @@ def to_normalized_array(img: Image.Image, stats: Stats) -> np.ndarray:
 
 def resize_square(img: Image.Image, size: int) -> Image.Image:
     """Resize([size, size]): the aspect ratio is not kept."""
-    return img.resize((size, size), Image.BILINEAR)
+    return img.resize((size, size), BILINEAR)
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -64,7 +68,7 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def maybe_flip(img: Image.Image, flip: bool) -> Image.Image:
-    return img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img
+    return img.transpose(FLIP_LEFT_RIGHT) if flip else img
 
 
 def draw_flip() -> bool:

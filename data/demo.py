@@ -30,6 +30,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from utils.errors import UserError, exit_on_user_error
 
+# Pillow >= 9.1 names these constants in enums (the spelling its type hints know); older Pillow
+# has only the module-level names, which newer releases keep as aliases
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+AFFINE = getattr(Image, "Transform", Image).AFFINE
+
 #: bump when the images change for the same settings, so old demo folders are rebuilt
 GENERATOR_VERSION = 1
 INFO_FILE = "demo_info.json"
@@ -103,7 +108,7 @@ def load_font(file: str, size: int) -> ImageFont.FreeTypeFont:
 
 def draw_char(char: str, font: ImageFont.FreeTypeFont) -> Image.Image:
     """`char` drawn white on black, centred on a canvas with room to spare (mode L)."""
-    side = 3 * font.size
+    side = 3 * int(font.size)  # an int size here (Pillow types it float)
     canvas = Image.new("L", (side, side), 0)
     ImageDraw.Draw(canvas).text((side // 2, side // 2), char, font=font, fill=255, anchor="mm")
     return canvas
@@ -137,11 +142,11 @@ def crop_to_ink(mask: Image.Image) -> Image.Image:
 
 def shape_signature(mask: Image.Image, angle: float = 0.0) -> np.ndarray:
     """Unit-norm, zero-mean vector of the glyph's shape, independent of its size and position."""
-    ink = crop_to_ink(crop_to_ink(mask).rotate(angle, resample=Image.BILINEAR, expand=True))
+    ink = crop_to_ink(crop_to_ink(mask).rotate(angle, resample=BILINEAR, expand=True))
     side = max(ink.size)
     square = Image.new("L", (side, side), 0)
     square.paste(ink, ((side - ink.width) // 2, (side - ink.height) // 2))
-    small = square.resize((_SIGNATURE_SIZE, _SIGNATURE_SIZE), Image.BILINEAR)
+    small = square.resize((_SIGNATURE_SIZE, _SIGNATURE_SIZE), BILINEAR)
     vec = np.asarray(small, dtype=np.float32).ravel()
     vec -= vec.mean()
     return vec / (np.linalg.norm(vec) + 1e-6)
@@ -220,7 +225,7 @@ def pick_colours(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.n
     least MIN_CONTRAST darker than both, so the glyph stays visible."""
     back_a = random_colour(rng, *BACKGROUND_LUMINANCE)
     back_b = random_colour(rng, *BACKGROUND_LUMINANCE)
-    darkest = min(luminance(back_a), luminance(back_b))
+    darkest = float(min(luminance(back_a), luminance(back_b)))
     stroke = random_colour(rng, STROKE_LUMINANCE[0],
                            min(STROKE_LUMINANCE[1], darkest - MIN_CONTRAST))
     return back_a, back_b, stroke
@@ -250,7 +255,7 @@ def placed_glyph(rng: np.random.Generator, char: str, size: int) -> np.ndarray:
     cx, cy = centre
     mx, my = mask.width / 2, mask.height / 2
     coeffs = (cos, sin, mx - cos * cx - sin * cy, -sin, cos, my + sin * cx - cos * cy)
-    placed = mask.transform((size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    placed = mask.transform((size, size), AFFINE, coeffs, resample=BILINEAR)
     return np.asarray(placed, dtype=np.float32) / 255.0
 
 

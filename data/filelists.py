@@ -612,8 +612,14 @@ def aircraft_variant_images(root: str, part: str, variants) -> List[Tuple[str, s
 def aircraft_boxes(root: str) -> Dict[str, Box]:
     """images_box.txt as {image id: (xmin, ymin, xmax, ymax)}."""
     path = os.path.join(root, "images_box.txt")
-    return {image_id: tuple(parse_numbers(path, number, values)) for number, (image_id, *values)
+    return {image_id: _box(parse_numbers(path, number, values)) for number, (image_id, *values)
             in read_table(path, 5, "<image id> <xmin> <ymin> <xmax> <ymax>", AIRCRAFT_FIX)}
+
+
+def _box(numbers: Sequence[float]) -> Box:
+    """The four numbers of a row of images_box.txt as a Box."""
+    left, upper, right, lower = numbers
+    return left, upper, right, lower
 
 
 def write_aircraft(data_path: str, crop_dir: Optional[str] = None,

@@ -7,7 +7,7 @@ The bracketed steps only in pre-training; the meta phases use no augmentation. T
 pipeline serves every dataset (FC100's 32x32 images are up-sampled to 92). At another
 --image_size every size is scaled by image_size / 80 (ours; the reference runs 80 only).
 """
-from typing import Callable
+from typing import Callable, List
 
 import paddle.vision.transforms as T
 
@@ -23,7 +23,7 @@ def mtl_transform(image_size: int = REFERENCE_SIZE, augment: bool = False) -> Ca
     def scaled(size: int) -> int:
         return round(size * image_size / REFERENCE_SIZE)
 
-    steps = [T.Resize(scaled(92))]
+    steps: List[Callable] = [T.Resize(scaled(92))]
     if augment:
         steps.append(T.RandomResizedCrop(scaled(88)))
     steps.append(T.CenterCrop(image_size))

@@ -367,7 +367,8 @@ def weakshot_cub(data_path: str, out_dir: str, split_dir: Optional[str] = None,
     base_classes = read_class_list(os.path.join(folder, "trainvalclasses.txt"))
     novel_classes = read_class_list(os.path.join(folder, "testclasses.txt"))
     is_train = cub_train_test(cub)
-    train, test = [], []
+    train: List[Tuple[str, str, str]] = []  # (class folder, image path, path relative to images/)
+    test: List[Tuple[str, str, str]] = []
     for rel, image_id in cub_index(cub).items():
         item = (rel.split("/")[0], os.path.join(cub, "images", rel), rel)
         (train if is_train.get(image_id) else test).append(item)

@@ -66,7 +66,7 @@ def rand_pair_batches(labels: Sequence[int], batch_size: int, class_num: int,
         if not remained:
             break
         chosen = rng.permutation(remained).tolist()[:class_num]
-        batch = []
+        batch: List[int] = []
         while chosen and len(batch) < batch_size:
             pick = rng.randint(0, len(chosen))
             pool = pools[chosen[pick]]

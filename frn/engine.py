@@ -112,14 +112,15 @@ def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
     per-image correctness 0/1) of `model.classify(images)` over every image of `dataset`."""
     model.eval()
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    correct, loss_sum = [], 0.0
+    hits: List[np.ndarray] = []
+    loss_sum = 0.0
     bar = progress(loader(dataset, batches, num_workers), desc, total=len(batches))
     for images, labels, *_ in bar:
         logits = model.classify(images)
-        correct.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
+        hits.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        bar.set_postfix(acc=f"{100 * np.concatenate(correct).mean():.2f}", refresh=False)
-    correct = np.concatenate(correct).astype(np.float64)
+        bar.set_postfix(acc=f"{100 * np.concatenate(hits).mean():.2f}", refresh=False)
+    correct = np.concatenate(hits).astype(np.float64)
     return 100.0 * float(correct.mean()), loss_sum / len(correct), correct
 
 
@@ -267,13 +268,13 @@ def save_resume(run_dir: str, model, optimizer, scheduler, state: TrainState, se
 def zero_nan_gradients(parameters: Iterable[paddle.Tensor]) -> None:
     """Zero every gradient that holds a NaN (DeepEMD's `detect_grad_nan`: a degenerate transport
     problem must not poison the weights). One host synchronisation when no gradient has a NaN."""
-    with_grad = [p for p in parameters if p.grad is not None]
+    with_grad = [(p, grad) for p, grad in ((p, p.grad) for p in parameters) if grad is not None]
     if not with_grad:
         return
-    has_nan = paddle.stack([paddle.isnan(p.grad).any() for p in with_grad])
+    has_nan = paddle.stack([paddle.isnan(grad).any() for _, grad in with_grad])
     if not bool(has_nan.any()):
         return
-    for param, bad in zip(with_grad, has_nan.numpy()):
+    for (param, _), bad in zip(with_grad, has_nan.numpy()):
         if bad:
             param.clear_gradient(set_to_zero=True)
 
@@ -431,7 +432,7 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
         if not per_iteration(scheduler):
             scheduler.step()
         val_loss = val_acc = None
-        extra_metrics = {}
+        extra_metrics: Dict[str, float] = {}
         if validate is not None and validation_epoch(epoch, args.val_freq, args.epoch):
             val_acc, val_loss, *more = validate()
             extra_metrics = more[0] if more else {}

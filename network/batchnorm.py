@@ -31,7 +31,7 @@ on a GPU the layer is Paddle's (cuDNN) kernel, as the reference's is. Precision:
 tests/network/test_batchnorm_precision.py.
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -77,8 +77,9 @@ class _TrainModeBatchNorm(PyLayer):
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
+    # None for an input that needs no gradient, as Paddle's PyLayer docs allow (its type hints omit None)
     @staticmethod
-    def backward(ctx, dy: paddle.Tensor, *unused) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    def backward(ctx, dy: paddle.Tensor, *unused) -> Tuple[Optional[paddle.Tensor], ...]:  # type: ignore[override]
         """dx = w / std * (dy - mean(dy) - xhat * mean(dy * xhat)), dw = sum(dy * xhat),
         db = sum(dy), with xhat = (centred - shift) / std; the sums by `channel_sum`."""
         centred, weight, shift, inv_std = ctx.saved_tensor()
@@ -119,8 +120,9 @@ class _ChannelBias(PyLayer):
         ctx.frozen = (x.stop_gradient, bias.stop_gradient)
         return (_rows(x) + _per_row(bias, x)).reshape(x.shape)
 
+    # None for an input that needs no gradient, as Paddle's PyLayer docs allow (its type hints omit None)
     @staticmethod
-    def backward(ctx, dy: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    def backward(ctx, dy: paddle.Tensor) -> Tuple[Optional[paddle.Tensor], ...]:  # type: ignore[override]
         grads = (dy, channel_sum(dy).astype(dy.dtype))
         return tuple(None if frozen else g for g, frozen in zip(grads, ctx.frozen))
 

@@ -59,7 +59,7 @@ class Conv2DMtl(nn.Layer):
             self.weight.stop_gradient = True
             self.mtl_weight = self.create_parameter([out_channels, in_channels, 1, 1],
                                                     default_initializer=nn.initializer.Constant(1.0))
-            if bias:
+            if self.bias is not None:  # the conv was built with a bias
                 self.bias.stop_gradient = True
                 self.mtl_bias = self.create_parameter([out_channels], is_bias=True,
                                                       default_initializer=nn.initializer.Constant(0.0))

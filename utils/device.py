@@ -1,15 +1,18 @@
 """Device choice, CPU threads and seeding."""
 import os
 import random
-from typing import Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
 
 import utils
 
+if TYPE_CHECKING:
+    from paddle._typing import PlaceLike
 
-def select_device(want_gpu: bool, threads: int = 0) -> str:
+
+def select_device(want_gpu: bool, threads: int = 0) -> "PlaceLike":
     """Use the GPU when asked for and Paddle has CUDA; otherwise the CPU, saying so once.
     Either way Paddle's CPU math gets `set_cpu_threads(threads)` threads."""
     set_cpu_threads(threads)
@@ -39,10 +42,11 @@ def _cgroup_cpu_quota() -> int:
     cfs_period_us), rounded up (1.5 CPUs keep 2 threads busy); 0 when unlimited or unknown."""
     v2 = _read("/sys/fs/cgroup/cpu.max").split()
     if v2:
-        quota, period = (v2 + [""])[:2]
+        quota_text, period_text = (v2 + [""])[:2]
     else:
-        quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    quota, period = _positive_int(quota), _positive_int(period)  # "max" and -1: unlimited
+        quota_text = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        period_text = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    quota, period = _positive_int(quota_text), _positive_int(period_text)  # "max" and -1: unlimited
     return -(-quota // period) if quota and period else 0
 
 

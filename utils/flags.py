@@ -1,7 +1,7 @@
 """Flag helpers shared by the argument parsers and the methods' own flags (no method imports
 here, so methods can use them without an import cycle)."""
 import argparse
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from utils.errors import UserError
 
@@ -50,8 +50,9 @@ def add_aliases(parser: argparse.ArgumentParser, aliases: Dict[str, Sequence[str
         if not present or option in parser_flags(parser):
             continue
         first = actions[present[0]]
-        kind = first.type if first.choices is None else _one_of(first.choices, first.type)
-        parser.add_argument(option, action=_SetAll, targets=present, type=kind, dest=f"_alias{option}",
+        kind = first.type if first.choices is None else _one_of(list(first.choices), first.type)
+        typed: Dict[str, Any] = {} if kind is None else {"type": kind}  # argparse's own default when the flag has none
+        parser.add_argument(option, action=_SetAll, targets=present, dest=f"_alias{option}", **typed,
                             nargs=first.nargs, default=argparse.SUPPRESS, help=f"same as --{present[0]}")
 
 

@@ -12,7 +12,7 @@ Two kinds of schedule:
 (DeepEMD's SFC and Negative-Margin's meta-test classifier use it).
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import paddle
 
@@ -99,6 +99,8 @@ def build_optimizer(model: paddle.nn.Layer, scheduler, name: str = "sgd", weight
     whose learning rate is the schedule's times the factor; default: every trainable
     parameter at the schedule's rate.
     """
+    # parameters, or parameter-group dicts (which Paddle types as a TypedDict per optimiser)
+    params: List[Any]
     if groups is None or (len(groups) == 1 and groups[0][1] == 1.0):
         params = list(groups[0][0]) if groups else trainable_parameters(model)
     else:

@@ -17,12 +17,15 @@ common flags (the backbone name, image size, ...).
 import argparse
 import dataclasses
 import typing
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple, Type, TypeVar
 
 from utils.errors import UserError
 from utils.flags import parser_flags
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 _NO_DEFAULT = object()
 
 
@@ -92,7 +95,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, stage: Optional[str]
         flags = [s for s in (f.metadata.get("flags") or (f"--{f.name}",)) if s not in taken]
         if not flags:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _field_default(f)
         kind = _scalar_type(hints[f.name])
         help_text = f"{f.metadata.get('help', '')} (default: {_describe(default)})".replace("%", "%%")
         kwargs: Dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
@@ -108,6 +111,15 @@ def add_options(parser: argparse.ArgumentParser, cls: type, stage: Optional[str]
         group.add_argument(*flags, **kwargs)
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one from its factory when it has one)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"option {f.name} has no default")
+
+
 def options_from_args(cls: Type[T], args: argparse.Namespace, **overrides: Any) -> T:
     """The options object of parsed `args`: method flags and shared settings by field name
     (a field `args` lacks keeps its declared default), then `overrides`."""
@@ -118,7 +130,7 @@ def options_from_args(cls: Type[T], args: argparse.Namespace, **overrides: Any) 
 
 def replace(options: T, **changes: Any) -> T:
     """A copy of `options` with some fields changed."""
-    return dataclasses.replace(options, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(options, **changes)
 
 
 def check_positive(options: Any, *names: str) -> None:

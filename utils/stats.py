@@ -1,14 +1,17 @@
 """Summary statistics of few-shot evaluation."""
-from typing import Sequence, Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def mean_and_interval(accs: Sequence[float]) -> Tuple[float, float]:
+
+def mean_and_interval(accs: "ArrayLike") -> Tuple[float, float]:
     """Mean and 95% half-width 1.96 * sqrt(var / n) with the population variance (numpy's
     default), as the official FRN `get_score`."""
-    accs = np.asarray(accs, dtype=np.float64)
-    return float(accs.mean()), float(1.96 * np.sqrt(accs.var() / len(accs)))
+    values = np.asarray(accs, dtype=np.float64)
+    return float(values.mean()), float(1.96 * np.sqrt(values.var() / len(values)))
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -19,17 +22,17 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
+def roc_auc(scores: "ArrayLike", positives: "ArrayLike") -> float:
     """Area under the ROC curve of `scores` ranking the `positives` first: the probability that a
     random positive outscores a random negative, ties counting one half (Mann-Whitney U)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = np.asarray(positives, dtype=bool)
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    values = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("ROC-AUC needs both positives and negatives")
     from scipy.stats import rankdata  # here: scipy.stats takes a while to import, and only SimTrans ranks
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranked = ~np.isnan(scores)
-    ranks[ranked] = rankdata(scores[ranked])  # 1-based, ties get their average rank
-    ranks[~ranked] = np.arange(ranked.sum() + 1, len(scores) + 1)  # NaNs last, each its own rank, in order
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranked = ~np.isnan(values)
+    ranks[ranked] = rankdata(values[ranked])  # 1-based, ties get their average rank
+    ranks[~ranked] = np.arange(ranked.sum() + 1, len(values) + 1)  # NaNs last, each its own rank, in order
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
