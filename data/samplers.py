@@ -8,7 +8,7 @@ with the reference's seed they reproduce its episodes exactly (fixture `samplers
 A batch is the flat index list of one episode: `way*shot` support indices, class-major, then
 `way*query` query indices, class-major.
 """
-from typing import Dict, Iterator, List, Optional, Sequence, TypeVar
+from typing import Dict, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import paddle
@@ -16,6 +16,8 @@ import paddle
 from utils.errors import UserError
 
 T = TypeVar("T")
+#: the class label of every image: a list, or the integer array a dataset holds (`ImageList.labels`)
+Labels = Union[Sequence[int], np.ndarray]
 
 
 def rank_share(items: Sequence[T], rank: int = 0, world: int = 1) -> List[T]:
@@ -39,7 +41,7 @@ def rank_count(n_items: int, world: int = 1) -> int:
     return -(-n_items // max(world, 1))
 
 
-def indices_by_class(labels: Sequence[int]) -> Dict[int, List[int]]:
+def indices_by_class(labels: Labels) -> Dict[int, List[int]]:
     """Map each label to the (sorted) dataset indices that carry it."""
     groups: Dict[int, List[int]] = {}
     for index, label in enumerate(labels):
@@ -68,7 +70,7 @@ class EpisodeSampler(paddle.io.BatchSampler):
     yields its `rank_share` of the same sequence (episodes rank, rank+world, ..., padded).
     """
 
-    def __init__(self, labels: Sequence[int], way: int, shot: int, query: int, n_episodes: int,
+    def __init__(self, labels: Labels, way: int, shot: int, query: int, n_episodes: int,
                  seed: int = 0, rank: int = 0, world: int = 1, split: str = "test"):
         self.groups = indices_by_class(labels)
         check_episode_fits(self.groups, way, shot, query, split)
@@ -109,7 +111,7 @@ class PoolEpisodeSampler(paddle.io.BatchSampler):
     the ranks train on different episodes and take the same number of steps.
     """
 
-    def __init__(self, labels: Sequence[int], way: int, shot: int, query: int, seed: int = 0,
+    def __init__(self, labels: Labels, way: int, shot: int, query: int, seed: int = 0,
                  split: str = "base", rng: Optional[np.random.RandomState] = None, rank: int = 0, world: int = 1):
         self.groups = indices_by_class(labels)
         check_episode_fits(self.groups, way, shot, query, split)

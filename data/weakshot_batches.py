@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 
 from data.datasets import ImageList
-from data.samplers import ShuffledBatchSampler, indices_by_class
+from data.samplers import Labels, ShuffledBatchSampler, indices_by_class
 
 F1_CLASSES, F1_IMAGES = 10, 10   # SimNet evaluation batches: 10 classes x 10 images
 
@@ -54,7 +54,7 @@ class WeightedImages(paddle.io.Dataset):
         return image, label, self.weights[index]
 
 
-def rand_pair_batches(labels: Sequence[int], batch_size: int, class_num: int,
+def rand_pair_batches(labels: Labels, batch_size: int, class_num: int,
                       rng: np.random.RandomState) -> List[List[int]]:
     """The reference's RandPairSet: len // batch_size batches, each drawn from at most `class_num`
     random classes that still have unused images: pick one of them, then one of its unused images,
@@ -77,7 +77,7 @@ def rand_pair_batches(labels: Sequence[int], batch_size: int, class_num: int,
     return batches
 
 
-def diff_pair_batches(labels: Sequence[int], batch_size: int, n_batches: int,
+def diff_pair_batches(labels: Labels, batch_size: int, n_batches: int,
                       rng: np.random.RandomState) -> List[List[int]]:
     """The reference's DiffPairSet (its --noisy_frac batches): `n_batches` batches, each one random
     image of each of min(batch_size, classes) distinct random classes, so every pair of a batch but
@@ -91,7 +91,7 @@ def diff_pair_batches(labels: Sequence[int], batch_size: int, n_batches: int,
     return batches
 
 
-def pair_training_batches(labels_a: Sequence[int], labels_b: Sequence[int], offset_b: int, batch_size: int,
+def pair_training_batches(labels_a: Labels, labels_b: Labels, offset_b: int, batch_size: int,
                           class_num_a: int, class_num_b: int, seed: int, epoch: int,
                           noisy_frac: float = 0.0) -> List[List[int]]:
     """One SimNet epoch (the reference's get_train_loader_ for A, then for B): RandPairSet batches of
@@ -111,7 +111,7 @@ def pair_training_batches(labels_a: Sequence[int], labels_b: Sequence[int], offs
     return [x + [offset_b + i for i in y] for x, y in zip(a, b) if len(x) == len(y)]
 
 
-def f1_batches(labels: Sequence[int], seed: int, n_batches: int) -> List[List[int]]:
+def f1_batches(labels: Labels, seed: int, n_batches: int) -> List[List[int]]:
     """The reference's SimNet evaluation batches (SequentialBalancedSampler2), drawn once: each of
     min(10, classes) random classes x 10 random images (with replacement if a class has fewer)."""
     rng = np.random.RandomState(seed)

@@ -28,7 +28,7 @@ the PyTorch keys (optionally prefixed `param/`, as in the parity fixtures) is ac
 """
 import argparse
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, cast
 
 import numpy as np
 
@@ -201,7 +201,8 @@ def main(argv=None) -> None:
     keys = {torch_key_to_paddle(k) or k: v for k, v in state.items()}
     settings = METHODS[args.method].checkpoint_rules.reference_settings(keys, args.method)
     implied = settings.pop("num_classes", None)
-    num_classes = args.num_classes if args.num_classes is not None else implied
+    # reference_settings gives num_classes as an int (REQUIRED: the user must) or None (no head)
+    num_classes = args.num_classes if args.num_classes is not None else cast(Optional[int], implied)
     if num_classes == REQUIRED:
         raise UserError(f"--method {args.method} needs --num_classes (the input does not tell the class count)")
     model = build_model(args.model, args.method, num_classes, args.image_size, **settings)

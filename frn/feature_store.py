@@ -5,6 +5,7 @@ A 10,000-episode test on tiered-ImageNet's test split touches ~206,000 images; R
 model, more than half of many machines' RAM. The cache therefore keeps the features here, on the
 host, and hands the device one group of episodes at a time (frn/engine.py `FeatureCache`).
 """
+import io
 import os
 import shutil
 import tempfile
@@ -39,7 +40,7 @@ class HostFeatures:
         self.dtype = np.dtype("float32")
         self.written = 0
         self.array: Optional[np.ndarray] = None
-        self.file = None
+        self.file: Optional[io.BufferedRandom] = None
 
     @property
     def row_bytes(self) -> int:
@@ -75,10 +76,10 @@ class HostFeatures:
             raise ValueError(f"rows of {chunk.shape[1:]} {chunk.dtype} after rows of {self.row_shape} {self.dtype}")
         if self.written + len(chunk) > self.n_rows:
             raise ValueError(f"more than the {self.n_rows} rows announced")
-        if self.in_ram:
+        if self.array is not None:  # in RAM
             self.array[self.written:self.written + len(chunk)] = chunk
         else:
-            self.file.write(np.ascontiguousarray(chunk).data)
+            self._storage().write(np.ascontiguousarray(chunk).data)
         self.written += len(chunk)
 
     def finish(self) -> None:
@@ -90,7 +91,7 @@ class HostFeatures:
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """The rows `rows` (1-D row numbers, repeats allowed), stacked in that order."""
-        if self.in_ram:
+        if self.array is not None:  # in RAM
             return self.array[rows]
         out = np.empty((len(rows), *self.row_shape), self.dtype)
         size = self.row_bytes
@@ -98,12 +99,19 @@ class HostFeatures:
             self._read(out[k], row * size, size)
         return out
 
+    def _storage(self) -> io.BufferedRandom:
+        """The file the rows are in (an error before any row or when they are in RAM)."""
+        if self.file is None:
+            raise ValueError("the rows are not in a file")
+        return self.file
+
     def _read(self, into: np.ndarray, offset: int, size: int) -> None:
+        buffer = into.data.cast("B")  # the row's bytes, written in place
         if hasattr(os, "preadv"):  # one system call, no shared file position
-            got = os.preadv(self.file.fileno(), [into], offset)
+            got = os.preadv(self._storage().fileno(), [buffer], offset)
         else:
-            self.file.seek(offset)
-            got = self.file.readinto(memoryview(into).cast("B"))
+            self._storage().seek(offset)
+            got = self._storage().readinto(buffer)
         if got != size:
             raise OSError(f"the feature cache file returned {got} of {size} bytes at offset {offset}")
 

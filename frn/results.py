@@ -115,7 +115,8 @@ def run_description(args: argparse.Namespace, checkpoint_sha256: str) -> Dict[st
     from utils.device import cpu_threads
     options = args.options
     return {"method": args.method,
-            "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else vars(options),
+            "options": (dataclasses.asdict(options)
+                        if dataclasses.is_dataclass(options) and not isinstance(options, type) else vars(options)),
             "dataset": args.dataset, "data_path": os.path.abspath(args.data_path),
             "checkpoint": os.path.abspath(args.model_path), "checkpoint_sha256": checkpoint_sha256,
             "paddle": paddle.__version__, "cpu_threads": (cpu_threads() or (None,))[0]}

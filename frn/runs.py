@@ -10,7 +10,7 @@ import csv
 import io
 import os
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -179,7 +179,7 @@ def resume_state(args: argparse.Namespace, model: FewShotMethod, optimizer, sche
     return TrainState(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt["history"])
 
 
-Batches = Callable[[int], Tuple[object, int]]
+Batches = Callable[[int], Tuple[Iterable, int]]
 
 
 def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, make_batches: Batches,
@@ -251,7 +251,7 @@ def episode_validator(args: argparse.Namespace, model: FewShotMethod):
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     mine = episodes[rank * len(episodes) // world:(rank + 1) * len(episodes) // world]
 
-    def validate():
+    def validate() -> Tuple[float, float]:
         accs, loss = np.zeros(0), 0.0
         if mine:
             accs, loss = evaluate(model, val, mine, args.val_n_way, args.n_shot, validation_queries(args),
@@ -263,8 +263,19 @@ def episode_validator(args: argparse.Namespace, model: FewShotMethod):
         paddle.distributed.all_gather_object(shares, (accs, loss * len(mine)))
         every = np.concatenate([share_accs for share_accs, _ in shares])
         return float(every.mean()), sum(loss_sum for _, loss_sum in shares) / len(every)
-    validate.same_on_every_rank = True
-    return validate
+    return SharedValidator(validate)
+
+
+class SharedValidator:
+    """A validator that gives every rank the same result itself (`validated_once` then uses it
+    as it is): calling it calls `validate`."""
+    same_on_every_rank = True
+
+    def __init__(self, validate: Callable[[], tuple]):
+        self.validate = validate
+
+    def __call__(self) -> tuple:
+        return self.validate()
 
 
 def weak_shot(args: argparse.Namespace) -> bool:

@@ -11,7 +11,7 @@ Every check that can fail on user input runs before anything is written.
 import argparse
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import paddle
@@ -54,8 +54,9 @@ def need_weakshot(args: argparse.Namespace) -> WeakShot:
     return load_weakshot(args.data_path)
 
 
-def check_origin(identity: Optional[dict], flag: str, path: str, family: str, weakshot: WeakShot) -> None:
-    """Refuse a checkpoint of another kind or made on another weak-shot dataset, in one line."""
+def check_origin(identity: Optional[dict], flag: str, path: str, family: str, weakshot: WeakShot) -> dict:
+    """Refuse a checkpoint of another kind or made on another weak-shot dataset, in one line;
+    returns the accepted checkpoint's `identity`."""
     if not identity or identity.get("family") != family:
         found = f"a {identity.get('family')} model" if identity else "a model without identity"
         raise UserError(f"{flag} {path} holds {found}, not a {family}; pass the best_model.pdparams of "
@@ -64,6 +65,7 @@ def check_origin(identity: Optional[dict], flag: str, path: str, family: str, we
     if made_on is not None and made_on != weakshot.fingerprint:
         raise UserError(f"{flag} {path} was made on another weak-shot dataset (fingerprint {made_on}, "
                         f"--data_path has {weakshot.fingerprint}); pass the run of this dataset")
+    return identity
 
 
 def load_backbone_weights(model: SimTransStage, source: str, flag: str,
@@ -133,12 +135,11 @@ def preflight(args: argparse.Namespace, produced: Sequence[str] = ()) -> None:
 def load_simnet(path: str, flag: str, weakshot: WeakShot) -> SimNet:
     """A trained SimNet (step 1) in eval mode, built as its checkpoint describes."""
     ckpt = read_checkpoint(path, flag)
-    identity = ckpt.get("identity")
-    check_origin(identity, flag, path, "SimNet", weakshot)
+    identity = check_origin(ckpt.get("identity"), flag, path, "SimNet", weakshot)
     options = SimNetOptions(method="simtrans_simnet", model=identity["model"],
                             head_type=identity.get("head_type", SimNetOptions.head_type),
                             domain_bn=identity.get("domain_bn", SimNetOptions.domain_bn), weakshot=weakshot.fingerprint)
-    simnet = build_model(options)
+    simnet = cast(SimNet, build_model(options))  # options.method is a SimNet
     load_weights(simnet, path, flag, ckpt=ckpt)
     simnet.eval()
     return simnet
@@ -336,11 +337,11 @@ def train(args: argparse.Namespace) -> None:
     if args.num_classes and args.num_classes < num_classes:
         raise UserError(f"--num_classes {args.num_classes} is smaller than the {num_classes} training "
                         f"classes; drop the flag or raise it")
-    model = build_model(args.options, args.num_classes or num_classes)
+    model = cast(SimTransStage, build_model(args.options, args.num_classes or num_classes))  # a weak-shot method
     start_weights(args, model, weakshot)
     validate = None
     if args.val != "none":
-        validate = (simnet_validator(args, model) if is_simnet
+        validate = (simnet_validator(args, cast(SimNet, model)) if is_simnet
                     else classifier_validator(args, model, args.options.splits()[1]))
 
     def make_batches(epoch: int):
@@ -393,8 +394,8 @@ def test_classifier(args: argparse.Namespace) -> Tuple[List[float], Dict[str, An
     splits = options.splits()[1] if args.split == "novel" else (args.split,)
     split = "+".join(splits)
     test_set = split_images(args, splits, training=False)
-    identity = ckpt.get("identity")
-    check_origin(identity, "--model_path", args.model_path, CLASSIFIER_FAMILY, need_weakshot(args))
+    identity = check_origin(ckpt.get("identity"), "--model_path", args.model_path, CLASSIFIER_FAMILY,
+                            need_weakshot(args))
     if "fc.weight" not in ckpt["state_dict"]:
         raise UserError(f"--model_path {args.model_path} has no classifier (fc.weight); pass the best_model.pdparams "
                         f"of step 0 or 3")

@@ -23,7 +23,7 @@ Adding a method is one file in this folder and one registry line in `methods/__i
 the engine never branches on a method's name.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import paddle
@@ -114,7 +114,7 @@ class CheckpointRules:
 class FewShotMethod(nn.Layer):
     """Base class: a backbone plus the method's head (see the module docstring)."""
 
-    Options: ClassVar[type] = MethodOptions
+    Options: ClassVar[Type[MethodOptions]] = MethodOptions
     checkpoint_rules: ClassVar[CheckpointRules] = CheckpointRules()
     #: "few_shot" (frn/runs.py) or "weak_shot" (frn/weakshot.py)
     workflow: ClassVar[str] = "few_shot"

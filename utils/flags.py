@@ -1,7 +1,7 @@
 """Flag helpers shared by the argument parsers and the methods' own flags (no method imports
 here, so methods can use them without an import cycle)."""
 import argparse
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 from utils.errors import UserError
 
@@ -40,7 +40,7 @@ def parser_destinations(parser: argparse.ArgumentParser) -> Dict[str, argparse.A
     return {action.dest: action for action in parser._actions}  # noqa: SLF001
 
 
-def add_aliases(parser: argparse.ArgumentParser, aliases: Dict[str, Sequence[str]]) -> None:
+def add_aliases(parser: argparse.ArgumentParser, aliases: Mapping[str, Sequence[str]]) -> None:
     """Accept another spelling for flags the parser already has (an official codebase's names):
     `aliases` maps the new option to the destinations it sets; destinations the parser lacks are
     skipped, and an alias with none left is not added."""

@@ -5,7 +5,7 @@ returns it; nothing is shown or saved here. In a notebook call `display(fig)` (o
 `fig.savefig(path)`).
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -13,6 +13,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from data.transforms import MEAN, STD
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType  # matplotlib >= 3.8; only the type checker reads it
 
 SUPPORT_COLOUR = "tab:blue"
 QUERY_COLOUR = "tab:orange"
@@ -57,7 +60,7 @@ def stack_images(dataset, indices: Sequence[int]) -> paddle.Tensor:
     return paddle.stack([x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x) for x in images])
 
 
-def frame(ax: Axes, colour: str, linestyle: str = "-", width: float = 4.0) -> None:
+def frame(ax: Axes, colour: str, linestyle: "LineStyleType" = "-", width: float = 4.0) -> None:
     """Hide the ticks of `ax` and draw its border in `colour`."""
     ax.set_xticks([])
     ax.set_yticks([])

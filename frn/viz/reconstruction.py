@@ -1,5 +1,5 @@
 """FRN: how a query is reconstructed from each class's support positions."""
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
@@ -108,7 +108,8 @@ def show_reconstruction(model, support_images: paddle.Tensor, query_image: paddl
     return fig
 
 
-def draw_column(axes: Sequence[Axes], image: np.ndarray, rgb: np.ndarray, title: str, colour: str) -> None:
+def draw_column(axes: Union[Sequence[Axes], np.ndarray], image: np.ndarray, rgb: np.ndarray, title: str,
+                colour: str) -> None:
     """Image and PCA feature panels of one `show_reconstruction` column, framed in `colour`."""
     axes[0].imshow(image)
     axes[0].set_title(title, fontsize=8, color="black" if colour == "lightgrey" else colour)
