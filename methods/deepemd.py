@@ -23,7 +23,7 @@ Episodes use this project's class-major layout (methods/base.py); the reference'
 order only affects bookkeeping (SFC initial means, support labels), handled here.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import paddle
@@ -322,9 +322,10 @@ class DeepEMD(FewShotMethod):
             self.fc = nn.Linear(backbone.out_channels, num_classes)
 
     @classmethod
-    def image_transform(cls, options: DeepEMDOptions, training: bool) -> Callable:
+    def image_transform(cls, options: MethodOptions, training: bool) -> Callable:
         """DeepEMD's own pipelines: FCN crops, Grid patches or Sampling crops."""
         from data.deepemd_transforms import deepemd_transform
+        options = cast(DeepEMDOptions, options)  # the method's own options (cls.Options)
         return deepemd_transform(options.dataset, options.deepemd, training, image_size=options.image_size,
                                  patch_list=options.patches(), patch_ratio=options.patch_ratio,
                                  num_patch=options.num_patch)

@@ -231,7 +231,7 @@ class _Tree:
 
     def refresh(self) -> None:
         """Depths and potentials of all nodes from the parent pointers (root potential 0)."""
-        children = [[] for _ in range(self.n_nodes)]
+        children: List[List[int]] = [[] for _ in range(self.n_nodes)]
         root = -1
         for x, p in enumerate(self.parent):
             if p < 0:
@@ -289,7 +289,7 @@ def _initial_tree(tree: _Tree, nd: int) -> None:
         alive[b] = alive[b] and cmp < 0
         if len(arcs) == n_nodes - 1:
             break
-    adjacency = [[] for _ in range(n_nodes)]
+    adjacency: List[List[Tuple[int, int]]] = [[] for _ in range(n_nodes)]  # (neighbour, flow)
     for a, b, f in arcs:
         adjacency[a].append((b, f))
         adjacency[b].append((a, f))
@@ -330,6 +330,8 @@ def _pivot(tree: _Tree, k: int, m: int) -> None:
         if x >= ns and (theta is None or fl[x] <= theta):
             theta, q, side = fl[x], x, 1
         x = par[x]
+    if theta is None:  # unreachable: the entering arc's cycle always has an arc against its direction
+        raise RuntimeError("emd_exact: no leaving arc on the pivot cycle")
     for y in path_k:
         fl[y] += -theta if y < ns else theta
     for x in path_l:
@@ -400,7 +402,7 @@ def _finish(cost, weight1, weight2, tree: _Tree, scale: float, rows, cols, dummy
         p = tree.parent[x]
         if p < 0 or tree.flow[x] == 0:
             continue
-        a, b = (x, p - ns) if x < ns else (p, x - ns)
-        if a < len(rows) and b < len(cols):
-            flow[rows[a], cols[b]] = tree.flow[x] / scale
+        i, j = (x, p - ns) if x < ns else (p, x - ns)
+        if i < len(rows) and j < len(cols):
+            flow[rows[i], cols[j]] = tree.flow[x] / scale
     return flow, u, v, float((flow * cost).sum())

@@ -11,7 +11,7 @@ One class, two stages:
   that decorrelates the support sets of different classes.
 """
 import math
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Final, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -24,7 +24,7 @@ AUX_LOSS_WEIGHT = 0.03
 
 
 #: dtype of the d x d (or n x n) ridge algebra, whatever the dtype of the features (see below)
-RIDGE_DTYPE = "float64"
+RIDGE_DTYPE: Final = "float64"
 
 
 def reconstruction_matrix(support: paddle.Tensor, alpha: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
@@ -104,8 +104,8 @@ def aux_loss(support: paddle.Tensor) -> paddle.Tensor:
     the Frobenius norm of the whole support tensor (one scalar, as the official `auxrank`)."""
     way = support.shape[0]
     s = support / paddle.linalg.norm(support.flatten())
-    pairs = paddle.einsum("ind,jmd->ijnm", s, s)
-    sq_norms = paddle.square(pairs).sum(axis=[2, 3])  # [way, way]; square: correctly rounded, faster than ** 2
+    pairs = paddle.einsum("ind,jmd->ijnm", s, s)  # a Tensor in dygraph (Paddle types it Optional)
+    sq_norms = paddle.square(pairs).sum(axis=[2, 3])  # type: ignore[arg-type]  # see einsum above  # [way, way]; square: correctly rounded, faster than ** 2
     lower = paddle.tril(paddle.ones([way, way], dtype=s.dtype), diagonal=-1)
     return (sq_norms * lower).sum() * AUX_LOSS_WEIGHT
 
@@ -170,8 +170,8 @@ class FRN(FewShotMethod):
         matrix product, no solve (ResNet-12, 5 classes, 64 queries: 0.09 instead of 0.16 CPU-s),
         and an exported graph holds no linear solver."""
         d = support.shape[-1]
-        labels = labels.numpy()
-        pools = [support[paddle.to_tensor((labels == c).nonzero()[0])].reshape([1, -1, d]) for c in range(way)]
+        label_array = labels.numpy()
+        pools = [support[paddle.to_tensor((label_array == c).nonzero()[0])].reshape([1, -1, d]) for c in range(way)]
         maps = paddle.concat([residual_maps(p, self.r[0], self.r[1]) for p in pools])
         return {"maps": maps.astype(support.dtype)}
 

@@ -24,7 +24,7 @@ so both layouts give the same numbers on the same images (the parity tests feed 
 reference's order; tests/methods/test_mtl.py checks the equivalence).
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, cast
 
 import numpy as np
 import paddle
@@ -245,15 +245,17 @@ class MTL(FewShotMethod):
                                             torch_linear(PRE_FC_HIDDEN, num_classes))
 
     @classmethod
-    def backbone_options(cls, options: MTLOptions, num_classes: Optional[int]) -> dict:
+    def backbone_options(cls, options: MethodOptions, num_classes: Optional[int]) -> dict:
         """Plain convolutions for pre-training, scaling/shifting ones for the meta stage."""
+        options = cast(MTLOptions, options)  # the method's own options (cls.Options)
         return {"widths": options.encoder_widths(), "blocks": options.blocks, "mtl": num_classes is None}
 
     @classmethod
-    def image_transform(cls, options: MTLOptions, training: bool) -> Callable:
+    def image_transform(cls, options: MethodOptions, training: bool) -> Callable:
         """Resize(92) -> [RandomResizedCrop(88)] -> CenterCrop(80) -> [flip], augmented only in
         pre-training (the meta phases use `train_aug=False`), sizes scaled to --image_size."""
         from data.mtl_transforms import mtl_transform
+        options = cast(MTLOptions, options)  # the method's own options (cls.Options)
         return mtl_transform(options.image_size, augment=training and options.stage == "pretrain")
 
     # ----- features ----------------------------------------------------------------------

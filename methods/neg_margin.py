@@ -24,7 +24,7 @@ draws (initial weights, then its batch orders) come from numpy's global RNG in e
 so the grouping never changes a result.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import paddle
@@ -51,7 +51,7 @@ BL0_EPOCHS = 100
 FIT_GROUP_ELEMENTS = 2 ** 15
 MAX_EPISODE_BATCH = 250
 #: mmfewshot's spelling of the head's scale
-ALIASES = {"--temperature": ("scale_factor",)}
+ALIASES: Dict[str, Tuple[str, ...]] = {"--temperature": ("scale_factor",)}
 #: mmfewshot's `metric_type` names -> bl0's
 MMFS_METRICS = {"cosine": "cosineface", "softmax": "neg-softmax"}
 
@@ -74,6 +74,8 @@ def similarity(x: paddle.Tensor, weight: paddle.Tensor, metric: str, bias: Optio
         return paddle.matmul(x if unit_x else unit(x), unit(weight), transpose_y=True)
     z = paddle.matmul(x, weight, transpose_y=True)
     if metric == "softmax":
+        if bias is None:
+            raise ValueError("the softmax head needs its bias")
         return z + bias.unsqueeze(-2)
     # the reference's in-place z -= z.min(1): the gradient of the min goes to the arg-min column
     return z - paddle.take_along_axis(z, z.argmin(axis=-1, keepdim=True), axis=-1)
@@ -339,14 +341,16 @@ class NegMargin(FewShotMethod):
         return channels * side * side if self.flatten else channels
 
     @classmethod
-    def image_transform(cls, options: NegMarginOptions, training: bool) -> Callable:
+    def image_transform(cls, options: MethodOptions, training: bool) -> Callable:
         """The protocol's pipeline: ImageNet (mmfs) or CIFAR-like (bl0) statistics, and its test resize."""
         from data.neg_margin_transforms import neg_margin_transform
+        options = cast(NegMarginOptions, options)  # the method's own options (cls.Options)
         return neg_margin_transform(options.protocol, options.image_size, training)
 
     @classmethod
-    def backbone_options(cls, options: NegMarginOptions, num_classes: Optional[int] = None) -> dict:
+    def backbone_options(cls, options: MethodOptions, num_classes: Optional[int] = None) -> dict:
         """Conv-4 drawn as bl0/mmfewshot draw it; ResNets with bl0's dropout/DropBlock."""
+        options = cast(NegMarginOptions, options)  # the method's own options (cls.Options)
         if options.model == "Conv4":
             return {"init": "kaiming"}
         if options.model in ("ResNet12", "ResNet10", "ResNet18"):
@@ -384,7 +388,9 @@ class NegMargin(FewShotMethod):
         steps = self.fit_steps(shot, n_support)
         draws = [draw_episode(np.random, way, dim, n_support, self.fit, steps) for _ in range(n_episodes)]
         weight = paddle.to_tensor(np.stack([w for w, _, _ in draws]))
-        bias = paddle.to_tensor(np.stack([b for _, b, _ in draws])) if self.metric == "softmax" else None
+        # the softmax head draws a bias for every episode (draw_episode), the others none
+        bias = (paddle.to_tensor(np.stack([cast(np.ndarray, b) for _, b, _ in draws])) if self.metric == "softmax"
+                else None)
         batches = [np.stack([d[2][t] for d in draws]) for t in range(steps)]
         labels = np.arange(way).repeat(shot)  # class-major support
         weight, bias = fit_classifiers(support, labels, weight, bias, batches, self.fit)

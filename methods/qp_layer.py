@@ -62,6 +62,18 @@ import paddle
 import scipy.linalg as sla
 
 Array = np.ndarray
+#: an interior-point iterate (x, s, λ, ν); ν is None without equality constraints
+Point = Tuple[Array, Array, Array, Optional[Array]]
+#: its residuals (dual rx, primal-inequality rz, primal-equality ry; ry None without equalities)
+Residuals = Tuple[Array, Array, Optional[Array]]
+
+
+def _given(v: Optional[Array], what: str) -> Array:
+    """`v`, which the problem's shape guarantees (equality parts exist when it has equalities,
+    factors after `factor`): an error names `what` if it is missing."""
+    if v is None:
+        raise RuntimeError(f"QP layer: {what} is missing")
+    return v
 #: qpth clamps the multipliers and slacks at this value before the backward solve
 _BACKWARD_CLAMP = 1e-8
 #: fraction of the distance to the boundary taken by the combined step
@@ -155,21 +167,25 @@ class _DenseKKT:
         block[:, idx, idx] += 1.0 / d
         self.d, self.t_lu = d, _BatchLU(block)
 
-    def solve(self, rx: Array, rs: Array, rz: Array, ry: Optional[Array]) -> Tuple[Array, ...]:
+    def solve(self, rx: Array, rs: Array, rz: Array, ry: Optional[Array]) -> Point:
         """(dx, ds, dλ, dν) of the Newton system with right-hand side −(rx, rs, rz, ry)."""
+        d, t_lu = _given(self.d, "the scaling"), self.t_lu
+        if t_lu is None:
+            raise RuntimeError("QP layer: solve before factor")
         q_inv_rx = self.q_lu.solve(rx)
-        top = _mv(self.A, q_inv_rx) - ry if self.neq else None   # equality rows of the rhs
-        bottom = _mv(self.G, q_inv_rx) + rs / self.d - rz          # inequality rows
-        if self.neq:
+        top = _mv(self.A, q_inv_rx) - _given(ry, "ry") if self.neq else None   # equality rows of the rhs
+        bottom = _mv(self.G, q_inv_rx) + rs / d - rz                           # inequality rows
+        dnu: Optional[Array] = None
+        if top is not None:
             # forward elimination of dν: the inequality block sees −bottom + GQ⁻¹Aᵀ(AQ⁻¹Aᵀ)⁻¹ top
             eq_inv_top = self.eq_lu.solve(top)
-            dlam = self.t_lu.solve(-bottom + _mv(self.g_qi_at, eq_inv_top))
+            dlam = t_lu.solve(-bottom + _mv(self.g_qi_at, eq_inv_top))
             dnu = self.eq_lu.solve(-top - _mtv(self.g_qi_at, dlam))
         else:
-            dlam, dnu = self.t_lu.solve(-bottom), None
-        g1 = -rx - self.ineq_t(dlam) - (self.eq_t(dnu) if self.neq else 0.0)
+            dlam = t_lu.solve(-bottom)
+        g1 = -rx - self.ineq_t(dlam) - (self.eq_t(dnu) if dnu is not None else 0.0)
         dx = self.q_lu.solve(g1)
-        ds = (-rs - dlam) / self.d
+        ds = (-rs - dlam) / d
         return dx, ds, dlam, dnu
 
 
@@ -300,8 +316,8 @@ class _TransportKKT:
         then D_B never multiplies a residual (D_B → ∞ on tight constraints), and
             P dx + Mᵀw = −rx_x − rs_x + D_x rz_x,   B dx − D_B⁻¹ dλ_B = −rz_B + D_B⁻¹ rs_B.
         """
-        n, nz = self.n, self.nz
-        d_x, d_b = self.d[:, :nz], self.d[:, nz:]
+        n, nz, d = self.n, self.nz, _given(self.d, "the scaling")
+        d_x, d_b = d[:, :nz], d[:, nz:]
         r = -rx - rs[:, :nz] + d_x * rz[:, :nz]
         g = np.zeros((rx.shape[0], len(self.N)))
         g[:, :2 * n] = -rz[:, nz:] + rs[:, nz:] / d_b
@@ -323,8 +339,8 @@ class _TransportKKT:
         dlam = np.concatenate([-rs[:, :nz] + self.kappa * ratio * rz[:, :nz]
                                + ratio * (rx + rs[:, :nz] + m_t_w), w[:, :2 * n]], axis=1)
         # on a tight constraint (large d) the slack step is tiny: take it from dλ, not from G dx
-        tight = self.d > 1.0
-        ds = np.where(tight, (-rs - dlam) / self.d, ds)
+        tight = d > 1.0
+        ds = np.where(tight, (-rs - dlam) / d, ds)
         return dx, ds, dlam, w[:, 2 * n:2 * n + 1]
 
 
@@ -343,10 +359,10 @@ def _max_step(v: Array, dv: Array) -> Array:
     return ratio.min(axis=1)
 
 
-def _start_point(kkt, p: Array, h: Array, b: Optional[Array]) -> Tuple[Array, ...]:
+def _start_point(kkt, p: Array, h: Array, b: Optional[Array]) -> Point:
     """Initial iterate: the KKT solution with unit scaling, then s, λ shifted to be ≥ 1."""
     kkt.factor(np.ones_like(h))
-    x, s, lam, nu = kkt.solve(p, np.zeros_like(h), -h, -b if kkt.neq else None)
+    x, s, lam, nu = kkt.solve(p, np.zeros_like(h), -h, -_given(b, "b") if kkt.neq else None)
     for v in (s, lam):
         low = v.min(axis=1)
         neg = low < 0
@@ -357,13 +373,14 @@ def _start_point(kkt, p: Array, h: Array, b: Optional[Array]) -> Tuple[Array, ..
 class _Best:
     """Best iterate per problem by residual score, and the count of non-improving iterations."""
 
-    def __init__(self):
-        self.score = None
+    def __init__(self) -> None:
+        self.score: Optional[Array] = None
         self.stalled = 0
         self.iteration: Optional[Array] = None
+        self.point: List[Optional[Array]] = []
 
-    def update(self, score: Array, point: Sequence[Array], iteration: int) -> None:
-        if self.score is None:
+    def update(self, score: Array, point: Sequence[Optional[Array]], iteration: int) -> None:
+        if self.score is None or self.iteration is None:  # the first iterate (both set together)
             self.score, self.point = score.copy(), [None if v is None else v.copy() for v in point]
             self.iteration = np.zeros(len(score), dtype=np.int64)
             return
@@ -372,11 +389,11 @@ class _Best:
         self.score[better] = score[better]
         self.iteration[better] = iteration
         for kept, new in zip(self.point, point):
-            if kept is not None:
+            if kept is not None and new is not None:  # (None together: ν without equalities)
                 kept[better] = new[better]
 
 
-def _residuals(kkt, x, s, lam, nu, p, h, b) -> Tuple[Array, ...]:
+def _residuals(kkt, x, s, lam, nu, p, h, b) -> Residuals:
     """Dual, primal-inequality and primal-equality residuals at (x, s, λ, ν)."""
     rx = kkt.hess(x) + kkt.ineq_t(lam) + p
     if kkt.neq:
@@ -393,7 +410,7 @@ def _pdipm(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: in
     so numpy's warnings about them are silenced."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         best = _pdipm_iterations(kkt, p, h, b, eps, max_iter, not_improved_lim)
-    return best.point, best.iteration
+    return best.point, _given(best.iteration, "the best iteration")  # max_iter >= 1: set
 
 
 def _scaling(s: Array, lam: Array, score: Array) -> Tuple[Array, Array]:
@@ -405,8 +422,7 @@ def _scaling(s: Array, lam: Array, score: Array) -> Tuple[Array, Array]:
     return scaling, live
 
 
-def _mehrotra_step(kkt, point: Sequence[Array], residuals: Sequence[Array], mu: Array,
-                   live: Array) -> Tuple[Array, ...]:
+def _mehrotra_step(kkt, point: Point, residuals: Residuals, mu: Array, live: Array) -> Point:
     """One predictor-corrector step from `point` (kkt factored at its scaling); problems that
     are not `live` stay where they are."""
     x, s, lam, nu = point
@@ -418,7 +434,7 @@ def _mehrotra_step(kkt, point: Sequence[Array], residuals: Sequence[Array], mu: 
     sigma = (gap_aff / (s * lam).sum(1)) ** 3
     # corrector: centring towards σμ plus Mehrotra's second-order term
     rs_c = (-(mu * sigma)[:, None] + ds_a * dl_a) / s
-    zero_ry = np.zeros_like(ry) if kkt.neq else None
+    zero_ry = np.zeros_like(_given(ry, "ry")) if kkt.neq else None
     dx_c, ds_c, dl_c, dn_c = kkt.solve(np.zeros_like(x), rs_c, np.zeros_like(s), zero_ry)
     dx, ds, dl = dx_a + dx_c, ds_a + ds_c, dl_a + dl_c
     alpha = np.minimum(_STEP_FRACTION * np.minimum(_max_step(lam, dl), _max_step(s, ds)), 1.0)
@@ -426,8 +442,8 @@ def _mehrotra_step(kkt, point: Sequence[Array], residuals: Sequence[Array], mu: 
     x = x + alpha[:, None] * dx
     s = s + alpha[:, None] * ds
     lam = lam + alpha[:, None] * dl
-    nu = nu + alpha[:, None] * (dn_a + dn_c) if kkt.neq else None
-    return x, s, lam, nu
+    new_nu = _given(nu, "ν") + alpha[:, None] * (dn_a + dn_c) if kkt.neq else None
+    return x, s, lam, new_nu
 
 
 def _pdipm_iterations(kkt, p: Array, h: Array, b: Optional[Array], eps: float, max_iter: int,
@@ -438,13 +454,13 @@ def _pdipm_iterations(kkt, p: Array, h: Array, b: Optional[Array], eps: float, m
     for iteration in range(max_iter):
         rx, rz, ry = _residuals(kkt, x, s, lam, nu, p, h, b)
         mu = np.abs((s * lam).sum(1) / m)
-        primal = np.linalg.norm(rz, axis=1) + (np.linalg.norm(ry, axis=1) if kkt.neq else 0.0)
+        primal = np.linalg.norm(rz, axis=1) + (np.linalg.norm(_given(ry, "ry"), axis=1) if kkt.neq else 0.0)
         score = primal + np.linalg.norm(rx, axis=1) + m * mu
         scaling, live = _scaling(s, lam, score)
         score[~live] = np.nan
         kkt.factor(scaling)
         best.update(score, (x, s, lam, nu), iteration)
-        if best.stalled == not_improved_lim or best.score.max() < eps or mu.min() > 1e32:
+        if best.stalled == not_improved_lim or _given(best.score, "the best score").max() < eps or mu.min() > 1e32:
             break
         x, s, lam, nu = _mehrotra_step(kkt, (x, s, lam, nu), (rx, rz, ry), mu, live)
     return best
@@ -473,11 +489,16 @@ class Certificate(NamedTuple):
     def worst(self) -> str:
         return f"primal {self.primal.max():.1e}, dual {self.dual.max():.1e}, gap {self.gap.max():.1e}"
 
+    def copy(self) -> "Certificate":
+        """The same certificate in arrays of its own."""
+        return Certificate(self.objective.copy(), self.primal.copy(), self.dual.copy(), self.gap.copy(),
+                           self.iterations.copy(), self.lam.copy(), None if self.nu is None else self.nu.copy())
 
-def _certificate(kkt, point: Sequence[Array], p: Array, h: Array, b: Optional[Array],
+
+def _certificate(kkt, point: Sequence[Optional[Array]], p: Array, h: Array, b: Optional[Array],
                  iterations: Array) -> Certificate:
     """The `Certificate` of (x, λ, ν); the slack s of the interior point plays no part."""
-    x, _, lam, nu = point
+    x, lam, nu = _given(point[0], "x"), _given(point[2], "λ"), point[3]
     qx = kkt.hess(x)
     objective = 0.5 * np.sum(x * qx, 1) + np.sum(p * x, 1)
     r = qx + p + kkt.ineq_t(lam)
@@ -486,6 +507,7 @@ def _certificate(kkt, point: Sequence[Array], p: Array, h: Array, b: Optional[Ar
     scale = np.abs(h).max(1)
     primal = np.maximum(violation, 0.0).max(1)
     if kkt.neq:
+        nu, b = _given(nu, "ν"), _given(b, "b")
         r = r + kkt.eq_t(nu)
         eq_violation = kkt.eq(x) - b
         slack_term = slack_term - np.sum(nu * eq_violation, 1)
@@ -507,7 +529,9 @@ def _pdipm_certified(kkt, p: Array, h: Array, b: Optional[Array], max_iter: int,
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x, s, lam, nu = _start_point(kkt, p, h, b)
         m, batch = h.shape[1], h.shape[0]
-        kept, kept_measure = None, np.full(batch, np.inf)
+        kept: Optional[List[Optional[Array]]] = None  # the best (x, s, λ, ν) ...
+        kept_cert: Optional[Certificate] = None        # ... and its certificate
+        kept_measure = np.full(batch, np.inf)
         done = np.zeros(batch, dtype=bool)
         for step in range(max_iter):
             point = (x, s, lam, nu)
@@ -518,11 +542,11 @@ def _pdipm_certified(kkt, p: Array, h: Array, b: Optional[Array], max_iter: int,
             # still converging fast (superlinearly): one more step makes the flows more accurate
             # than the certificate requires (it bounds them only by √(2·gap / λmin(Q)))
             settling = measure < kept_measure / _SETTLE_FACTOR
-            if kept is None:
+            if kept is None or kept_cert is None:
                 kept = [None if v is None else v.copy() for v in point]
-                kept.append(Certificate(*(None if v is None else v.copy() for v in cert)))
-            for store, new in zip(kept[:4] + list(kept[4]), list(point) + list(cert)):
-                if store is not None:
+                kept_cert = cert.copy()
+            for store, new in zip(kept + list(kept_cert), list(point) + list(cert)):
+                if store is not None and new is not None:  # (None together: ν without equalities)
                     store[better] = new[better]
             kept_measure[better] = measure[better]
             done |= (kept_measure <= tol) & ~settling
@@ -533,7 +557,9 @@ def _pdipm_certified(kkt, p: Array, h: Array, b: Optional[Array], max_iter: int,
             scaling, live = _scaling(s, lam, mu)
             kkt.factor(scaling)
             x, s, lam, nu = _mehrotra_step(kkt, point, (rx, rz, ry), mu, live & ~done)
-    return kept[:4], kept[4]._replace(lam=kept[2], nu=kept[3])
+    if kept is None or kept_cert is None:  # max_iter >= 1: the first iterate is always kept
+        raise RuntimeError("QP layer: no iterate examined")
+    return kept, kept_cert._replace(lam=_given(kept[2], "λ"), nu=kept[3])
 
 
 def _implicit_solve(kkt, lam: Array, s: Array, grad_x: Array) -> Tuple[Array, Array, Optional[Array]]:

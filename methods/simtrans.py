@@ -25,7 +25,7 @@ label mask (eye = 1); model selection and early stopping use the test accuracy, 
 does (flagged in the logs).
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import paddle
@@ -50,9 +50,10 @@ from utils.options import check_positive, internal, option
 
 CLASSIFIER_FAMILY = "SimTransClassifier"  # naive, main and alternate share checkpoints
 #: the official spellings of flags this project already has (official flag -> our destinations)
-OFFICIAL_ALIASES = {"--num_epoch": ("epoch",), "--lr_interval": ("step_size",), "--lr_decay": ("gamma",),
-                    "--optim": ("optimizer",), "--backbone": ("model",),
-                    "--pretrained": ("imagenet_pretrained",)}  # (a shorter spelling of ours)
+OFFICIAL_ALIASES: Dict[str, Tuple[str, ...]] = {
+    "--num_epoch": ("epoch",), "--lr_interval": ("step_size",), "--lr_decay": ("gamma",),
+    "--optim": ("optimizer",), "--backbone": ("model",),
+    "--pretrained": ("imagenet_pretrained",)}  # (a shorter spelling of ours)
 #: the reference base parser's values of this project's common flags (utils/parser.py)
 REFERENCE_DEFAULTS = dict(model="ResNet50", image_size=224, lr=1e-2, wd=1e-4, gamma=0.5, step_size=20,
                           milestones=[], epoch=60, batch_size=64, no_nesterov=True, stop_th=10)
@@ -295,7 +296,7 @@ class SimTransStage(FewShotMethod):
 class WebClassifier(SimTransStage):
     """Step 0, naive/train.py: a classifier of the novel classes trained on their web images."""
 
-    Options = WebClassifierOptions
+    Options: ClassVar[Type[SimTransOptions]] = WebClassifierOptions  # subclasses declare their own
     checkpoint_rules = ClassifierRules()
 
     def __init__(self, backbone: nn.Layer, options: SimTransOptions, num_classes: Optional[int] = None):

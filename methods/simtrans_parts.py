@@ -191,8 +191,8 @@ def sample_weights(matrix: np.ndarray, weight_type: str, weight_norm: str = "one
         try:
             scale, mu = float(parts[1]), float(parts[2])
         except ValueError:
-            scale = mu = None
-        if scale is not None:
+            pass  # not numbers: the error below
+        else:
             return relax(weights / weights.max(), mu, scale).astype(np.float32)
     raise UserError(f"--weight_norm {weight_norm!r} is not one_mean or max_<scale>_<mu> (e.g. max_2_-4)")
 
