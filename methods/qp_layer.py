@@ -67,13 +67,6 @@ Point = Tuple[Array, Array, Array, Optional[Array]]
 #: its residuals (dual rx, primal-inequality rz, primal-equality ry; ry None without equalities)
 Residuals = Tuple[Array, Array, Optional[Array]]
 
-
-def _given(v: Optional[Array], what: str) -> Array:
-    """`v`, which the problem's shape guarantees (equality parts exist when it has equalities,
-    factors after `factor`): an error names `what` if it is missing."""
-    if v is None:
-        raise RuntimeError(f"QP layer: {what} is missing")
-    return v
 #: qpth clamps the multipliers and slacks at this value before the backward solve
 _BACKWARD_CLAMP = 1e-8
 #: fraction of the distance to the boundary taken by the combined step
@@ -98,6 +91,14 @@ _SETTLE_FACTOR = 10.0
 # ----------------------------------------------------------------------------------------------
 # batched small helpers
 # ----------------------------------------------------------------------------------------------
+def _given(v: Optional[Array], what: str) -> Array:
+    """`v`, which the problem's shape guarantees (equality parts exist when it has equalities,
+    factors after `factor`): an error names `what` if it is missing."""
+    if v is None:
+        raise RuntimeError(f"QP layer: {what} is missing")
+    return v
+
+
 def _mv(M: Array, v: Array) -> Array:
     """Batched matrix-vector product M[b] @ v[b]."""
     return np.matmul(M, v[..., None])[..., 0]
