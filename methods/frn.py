@@ -11,7 +11,7 @@ One class, two stages:
   that decorrelates the support sets of different classes.
 """
 import math
-from typing import Dict, Final, Mapping, Optional, Tuple
+from typing import Dict, Final, Mapping, Optional, Tuple, cast
 
 import numpy as np
 import paddle
@@ -104,8 +104,9 @@ def aux_loss(support: paddle.Tensor) -> paddle.Tensor:
     the Frobenius norm of the whole support tensor (one scalar, as the official `auxrank`)."""
     way = support.shape[0]
     s = support / paddle.linalg.norm(support.flatten())
-    pairs = paddle.einsum("ind,jmd->ijnm", s, s)  # a Tensor in dygraph (Paddle types it Optional)
-    sq_norms = paddle.square(pairs).sum(axis=[2, 3])  # type: ignore[arg-type]  # see einsum above  # [way, way]; square: correctly rounded, faster than ** 2
+    # Paddle types einsum's result Optional; in dygraph it is always a Tensor
+    pairs = cast(paddle.Tensor, paddle.einsum("ind,jmd->ijnm", s, s))
+    sq_norms = paddle.square(pairs).sum(axis=[2, 3])  # [way, way]; square: correctly rounded, faster than ** 2
     lower = paddle.tril(paddle.ones([way, way], dtype=s.dtype), diagonal=-1)
     return (sq_norms * lower).sum() * AUX_LOSS_WEIGHT
 
