@@ -88,13 +88,38 @@ def loader(dataset, batch_sampler, num_workers: int):
                                 use_shared_memory=shared)
 
 
+class _NumpyStreamKept:
+    """Iterates a worker DataLoader without moving NumPy's global random stream."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        state = np.random.get_state()
+        iterator = iter(self.batches)  # Paddle draws its workers' base seed from NumPy's global stream here
+        np.random.set_state(state)
+        return iterator
+
+
+def eval_loader(dataset, batch_sampler, num_workers: int):
+    """`loader` for evaluation: NumPy's global random stream is left where it was, so the draws
+    evaluation makes from it (Negative-Margin's classifier fit, DeepEMD's SFC orders, as the
+    official code does) are the same whatever `num_workers` is; PyTorch's loader, which the
+    references use, does not draw from NumPy either."""
+    batches = loader(dataset, batch_sampler, num_workers)
+    return batches if num_workers == 0 else _NumpyStreamKept(batches)
+
+
 @paddle.no_grad()
 def feature_batches(model, dataset, indices: Sequence[int], batch_size: int = 64,
                     num_workers: int = 0) -> Iterator[paddle.Tensor]:
     """Features of `dataset[indices]`, one backbone pass per image, `batch_size` images at a
     time in `indices` order."""
     batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
-    for images, _ in progress(loader(dataset, batches, num_workers), "features", total=len(batches)):
+    for images, _ in progress(eval_loader(dataset, batches, num_workers), "features", total=len(batches)):
         yield model.extract(images)
 
 
@@ -114,7 +139,7 @@ def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     hits: List[np.ndarray] = []
     loss_sum = 0.0
-    bar = progress(loader(dataset, batches, num_workers), desc, total=len(batches))
+    bar = progress(eval_loader(dataset, batches, num_workers), desc, total=len(batches))
     for images, labels, *_ in bar:
         logits = model.classify(images)
         hits.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
@@ -236,7 +261,7 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
         with FeatureCache(model, dataset, episodes, num_workers, ram_gb=cache_ram_gb) as cache:
             return score_episodes(model, cache.batches(episodes, group), -(-len(episodes) // group),
                                   way, shot, query, desc, on_scores)
-    batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
+    batches = (model.extract(images).unsqueeze(0) for images, _ in eval_loader(dataset, list(episodes), num_workers))
     return score_episodes(model, batches, len(episodes), way, shot, query, desc, on_scores)
 
 

@@ -34,7 +34,7 @@ import paddle
 from data.images import ImageFiles, folder_labels, list_images
 from data.support import LabelledImages, read_support
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import loader, progress
+from frn.engine import eval_loader, progress
 from frn.runs import build_model, image_pipeline
 from methods import METHODS
 from methods.base import Adapted, FewShotMethod, MethodOptions, UnequalShots
@@ -122,7 +122,7 @@ def extract_batches(model: FewShotMethod, paths: Sequence[str], transform: Calla
     """Yield (positions, features) of the images, `batch_size` at a time, one backbone pass each."""
     dataset = ImageFiles(paths, transform, flag)
     batches = [list(range(i, min(i + batch_size, len(paths)))) for i in range(0, len(paths), batch_size)]
-    for images, positions in progress(loader(dataset, batches, num_workers), desc, total=len(batches)):
+    for images, positions in progress(eval_loader(dataset, batches, num_workers), desc, total=len(batches)):
         with paddle.no_grad():
             features = model.extract(images)
         yield positions.numpy().reshape(-1), features

@@ -22,7 +22,7 @@ from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import JoinedImages, WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import allow_shared_memory, extract_features, loader, progress
+from frn.engine import allow_shared_memory, eval_loader, extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
@@ -166,7 +166,7 @@ def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
     model.eval()
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     correct, loss_sum = [], 0.0
-    bar = progress(loader(dataset, batches, num_workers), desc, total=len(batches))
+    bar = progress(eval_loader(dataset, batches, num_workers), desc, total=len(batches))
     for images, labels, *_ in bar:
         logits = model.classify(images)
         correct.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
@@ -183,7 +183,7 @@ def pair_f1(simnet: SimNet, dataset, batches: List[List[int]], num_workers: int 
     simnet.eval()
     tp = fp = fn = 0
     losses = []
-    for images, labels in loader(dataset, batches, num_workers):
+    for images, labels in eval_loader(dataset, batches, num_workers):
         logits = simnet.pair_logits(images)
         targets = pair_targets(labels)
         predicted = logits.argmax(axis=1)

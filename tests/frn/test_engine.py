@@ -4,7 +4,7 @@ import numpy as np
 import paddle
 
 from data.samplers import EpisodeSampler
-from frn.engine import evaluate
+from frn.engine import eval_loader, evaluate, loader
 from methods import METHODS, options_for
 from network import build_backbone
 from utils.stats import mean_and_interval
@@ -159,3 +159,26 @@ def test_validation_runs_after_every_nth_epoch_counted_from_one_and_after_the_la
     from frn.engine import validation_epoch
     assert [e for e in range(12) if validation_epoch(e, 5, 12)] == [4, 9, 11]
     assert [e for e in range(3) if validation_epoch(e, 1, 3)] == [0, 1, 2]
+
+
+class Numbers(paddle.io.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i):
+        return np.full(2, i, dtype="float32"), np.int64(i)
+
+
+def test_evaluation_loader_leaves_numpy_random_stream_alone():
+    """A worker DataLoader draws its workers' base seed from NumPy's global stream (the training
+    loader relies on it); the evaluation loader gives the same batches and leaves the stream where
+    it was, so the fits that draw from it after feature extraction do not depend on --num_workers."""
+    batches = [[0, 1, 2], [3, 4, 5], [6, 7]]
+    drawn = {}
+    for name, make, workers in (("plain", eval_loader, 0), ("workers", eval_loader, 2), ("training", loader, 2)):
+        np.random.seed(3)
+        got = [images.numpy()[:, 0].tolist() for images, _ in make(Numbers(), batches, workers)]
+        assert got == [[0, 1, 2], [3, 4, 5], [6, 7]], name
+        drawn[name] = np.random.randint(1 << 30)
+    assert drawn["workers"] == drawn["plain"]
+    assert drawn["training"] != drawn["plain"]  # the draw the evaluation loader undoes
