@@ -11,6 +11,7 @@ layer, and its backward leaves the per-channel sum of dL/dx (exactly 0) at ~eps 
 which Adam turns into +-lr moves of any conv bias that feeds a train-mode BatchNorm.
 """
 import math
+from unittest import mock
 
 import numpy as np
 import paddle
@@ -201,15 +202,30 @@ def _pooled_train_forward(net, x: np.ndarray, dtype: str, hooked: bool = False) 
     return out
 
 
+def _correctly_rounded_conv2d(x, weight, *args, **kwargs):
+    """Paddle's conv2d computed in float64 and rounded once to the input's dtype: the float32
+    result every correct BLAS gives (the float64 error, ~1e-16 relative, is far below half a
+    float32 ulp), so the BatchNorm's share of the error is what a test of it then measures."""
+    if x.dtype == paddle.float32:
+        return _REAL_CONV2D(x.astype("float64"), weight.astype("float64"), *args, **kwargs).astype("float32")
+    return _REAL_CONV2D(x, weight, *args, **kwargs)
+
+
+_REAL_CONV2D = F.conv2d
+
+
 def test_resnet25_train_forward_no_less_precise_than_with_the_yardstick_batch_norm():
     """Batch of 2, train mode, random weights, 8 seeds: the float32 pooled features of a small
     ResNet-25 (MTL's encoder) against its float64 values, once with our BatchNorm and once with
-    every BatchNorm replaced by the float32 yardstick (the convolutions are Paddle's in both).
-    Summed over seeds ours is 0.75x the yardstick's (each seed 0.6-0.85x, the same with 1 or 2
-    threads), Paddle's stock BatchNorm 0.99x; bound 0.9. (In a deep
-    ResNet-50, or with larger batches, the convolutions' rounding dominates the end-to-end error
-    and the per-seed ratio scatters around 1 for any BatchNorm: its BatchNorm is covered per
-    layer above.)"""
+    every BatchNorm replaced by the float32 yardstick. The convolutions' outputs are correctly
+    rounded float32 in both runs: with the BLAS's own float32 convolutions their rounding, which
+    depends on the kernels the CPU and BLAS build choose, dominates and the ratio below moved
+    from 0.75 to 1.13 between MKL's code paths on the same machine (MKL_CBWR). With them
+    rounded once, the error left is the BatchNorms' (and exact ReLUs and sums): ours must be
+    below 0.9x the yardstick's summed over the seeds (measured 0.85x, the same under every MKL_CBWR
+    code path, 1 or 2 threads and OpenBLAS core type).
+    Its BatchNorm is also covered per layer above."""
+    from network import resnet25
     kwargs = dict(widths=(8, 16, 32), blocks=2, mtl=True)
 
     def fresh(seed: int):
@@ -217,11 +233,13 @@ def test_resnet25_train_forward_no_less_precise_than_with_the_yardstick_batch_no
         return build_backbone("ResNet25", **kwargs)
 
     ours_total = yard_total = 0.0
-    for seed in range(8):
-        x = np.random.default_rng(seed).standard_normal((2, 3, 24, 24)).astype(F32)
-        exact = _pooled_train_forward(fresh(seed), x, "float64")
-        ours_total += np.abs(_pooled_train_forward(fresh(seed), x, "float32") - exact).max()
-        yard_total += np.abs(_pooled_train_forward(fresh(seed), x, "float32", hooked=True) - exact).max()
+    with mock.patch.object(resnet25.F, "conv2d", _correctly_rounded_conv2d):
+        for seed in range(8):
+            x = np.random.default_rng(seed).standard_normal((2, 3, 24, 24)).astype(F32)
+            exact = _pooled_train_forward(fresh(seed), x, "float64")
+            ours_total += np.abs(_pooled_train_forward(fresh(seed), x, "float32") - exact).max()
+            yard_total += np.abs(_pooled_train_forward(fresh(seed), x, "float32", hooked=True) - exact).max()
+    print(f"ours {ours_total:.3g}, yardstick {yard_total:.3g}, ratio {ours_total / yard_total:.2f}")
     assert ours_total <= 0.9 * yard_total, (ours_total, yard_total)
 
 

@@ -140,14 +140,17 @@ class Entry:
 
 
 def check_or_reference_farther(entry: Entry, key: str, actual: np.ndarray, exact: Callable[[], np.ndarray],
-                               tol_key: Optional[str] = None, note: Union[str, Callable[[], str]] = "") -> None:
+                               tol_key: Optional[str] = None, note: Union[str, Callable[[], str]] = "",
+                               judged: Optional[Callable[[], np.ndarray]] = None) -> None:
     """`entry.check(key, actual)` at the manifest's tolerance, with one diagnosed exception judged
     by float64: `exact()` gives the float64 value of the same computation (the same float32
     weights and inputs, our port in float64). If the reference's own float32 array misses it
     beyond the tolerance and ours is no further from it (max |.| over the array), the mismatch
     is the reference's float32 imprecision: recorded in `Entry.noise_issues` (an xfail) with
     both distances and `note` (a string, or a function called only then). Otherwise the
-    complete assertion is raised."""
+    complete assertion is raised. `judged` gives the float32 result float64 judges instead of
+    `actual` (our computation with its machine-dependent rounding taken out, e.g. convolutions
+    rounded once from float64); both of ours are printed."""
     try:
         entry.check(key, actual, tol_key=tol_key)
         return
@@ -158,10 +161,13 @@ def check_or_reference_farther(entry: Entry, key: str, actual: np.ndarray, exact
     reference = entry[key].astype(np.float64)
     reference_off = np.abs(reference - truth) > atol + rtol * np.abs(truth)
     reference_error = float(np.abs(reference - truth).max())
-    our_error = float(np.abs(np.asarray(actual, dtype=np.float64) - truth).max())
+    machine_error = float(np.abs(np.asarray(actual, dtype=np.float64) - truth).max())
+    our_error = machine_error if judged is None else float(np.abs(np.asarray(judged(), np.float64) - truth).max())
     if not (reference_off.any() and our_error <= reference_error):
         entry.check(key, actual, tol_key=tol_key)  # not the reference's imprecision: the full assertion
     note = note() if callable(note) else note
+    if judged is not None:
+        note = (note + "; " if note else "") + f"ours with this machine's rounding: {machine_error:.3g}"
     entry.noise_issues.append(
         f"{key}: the reference misses the float64 value of its own computation beyond the tolerance in "
         f"{int(reference_off.sum())}/{reference_off.size} elements; max |reference - float64| = {reference_error:.3g} "

@@ -92,6 +92,38 @@ class BranchPin:
             handle.remove()
 
 
+class FunctionalReluPin(BranchPin):
+    """A BranchPin for networks that call `module.F.relu` (MTL's ResNet-25) instead of ReLU
+    layers: attaching patches that function for the run, with the same record / replay rules."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self._real = None
+
+    def attach(self, network: paddle.nn.Layer, replay: bool = False) -> "FunctionalReluPin":
+        self._next = 0
+        real = self._real = self.module.F.relu
+
+        def relu(x, *args, **kwargs):
+            if not replay:
+                self.decisions.append(x > 0)
+                self.inputs.append(x.numpy())
+                self.kinds.append("relu")
+                return real(x, *args, **kwargs)
+            decision = self.decisions[self._next]
+            self._next += 1
+            self.replayed_inputs.append(x.numpy())
+            return x * decision.astype(x.dtype)
+
+        self.module.F.relu = relu
+        return self
+
+    def detach(self) -> None:
+        if self._real is not None:
+            self.module.F.relu, self._real = self._real, None
+
+
 def first_flips(ours: BranchPin, exact: BranchPin) -> Tuple[int, int, bool]:
     """(call index, number of flipped decisions, all within float32 rounding) at the first call
     where our float32 run decided differently from float64. `exact` has recorded the float64
@@ -128,11 +160,12 @@ def misses(entry: Entry, key: str, actual: np.ndarray, expected: Optional[np.nda
     return np.abs(actual.astype(np.float64) - ref) > atol + rtol * np.abs(ref)
 
 
-def judge(entry: Entry, run: Callable[[RecordingEntry, str, Optional[BranchPin], bool], None]) -> None:
-    """Run `run(recording entry, dtype, pin, replay)` — one end-to-end training check that
-    calls `check` on the entry it is given — in float32; compare as usual; judge misses by
-    float64 (module docstring)."""
-    ours, pin32 = RecordingEntry(entry), BranchPin()
+def judge(entry: Entry, run: Callable[[RecordingEntry, str, Optional[BranchPin], bool], None],
+          make_pin: Callable[[], BranchPin] = BranchPin) -> None:
+    """Run `run(recording entry, dtype, pin, replay)` — one end-to-end check that calls `check`
+    on the entry it is given — in float32; compare as usual; judge misses by float64 (module
+    docstring). `make_pin` makes the branch recorder (ReLU / max-pool layers by default)."""
+    ours, pin32 = RecordingEntry(entry), make_pin()
     run(ours, "float32", pin32, False)
     missed = {k: r for k, r in ours.records.items() if misses(entry, k, *r).any()}
     for key, (actual, expected, tol_key) in ours.records.items():
@@ -140,7 +173,7 @@ def judge(entry: Entry, run: Callable[[RecordingEntry, str, Optional[BranchPin],
             entry.check(key, actual, expected, tol_key)
     if not missed:
         return
-    exact, pin64 = RecordingEntry(entry), BranchPin()
+    exact, pin64 = RecordingEntry(entry), make_pin()
     run(exact, "float64", pin64, False)
     pinned = RecordingEntry(entry)
     run(pinned, "float32", pin64, True)

@@ -28,6 +28,7 @@ from tests.parity.frn_checks import (
     load_reference,
     paddle_key,
 )
+from tests.parity.judge import BranchPin, FunctionalReluPin, judge
 
 
 def mtl_model(widths, blocks: int = 4, num_classes: Optional[int] = None, backbone: Optional[nn.Layer] = None,
@@ -85,7 +86,9 @@ def check_backbone_reduced(entry: Entry) -> None:
     y, grads = eval_gradients(model, x, upstream)
     entry.check("y_eval", y)
     assert {paddle_key(k) for k in entry.with_prefix("grad/")} == set(grads), "trainable parameters differ"
-    check_gradients_against_float64(entry, grads, model, _float64_copy(state), x, upstream)
+    twins = {"float32": model, "float64": _float64_copy(state)}
+    judge(entry, lambda recording, dtype, pin, replay: _gradients_run(recording, twins[dtype], x, upstream,
+                                                                       pin, replay), _relu_pin)
 
     model.train()
     recorder = BNRecorder(encoder)
@@ -117,17 +120,6 @@ def eval_gradients(model, x: np.ndarray, upstream: np.ndarray,
     return _np(y), grads
 
 
-def relu_sign_flips(model, model_float64, x: np.ndarray, upstream: np.ndarray) -> Tuple[int, float]:
-    """(number of ReLU inputs whose sign differs between the float32 and the float64 model,
-    the largest |input| among them)."""
-    ins32, ins64 = [], []
-    eval_gradients(model, x, upstream, ins32)
-    eval_gradients(model_float64, x, upstream, ins64)
-    flips = [(np.sign(a) != np.sign(b)) & ((a != 0) | (b != 0)) for a, b in zip(ins32, ins64)]
-    largest = max((float(np.abs(b[f]).max()) for b, f in zip(ins64, flips) if f.any()), default=0.0)
-    return int(sum(int(f.sum()) for f in flips)), largest
-
-
 def _float64_copy(state: Dict[str, np.ndarray]):
     twin = mtl_model(*encoder_shape(state))
     load_reference(twin.feature_extractor, state)
@@ -135,27 +127,27 @@ def _float64_copy(state: Dict[str, np.ndarray]):
     return twin
 
 
-def check_gradients_against_float64(entry: Entry, grads: Dict[str, np.ndarray], model, model_float64,
-                                    x: np.ndarray, upstream: np.ndarray) -> None:
-    """Compare the float32 gradients (`grad/<key>`, Paddle names in `grads`) with the
-    reference's; a miss is judged by the same computation in float64
-    (`check_or_reference_farther`: an xfail only where the reference is the farther side), the
-    note counting the ReLU inputs whose sign float32 rounding flips (the side of the kink)."""
-    exact: Dict[str, np.ndarray] = {}
+def _relu_pin() -> BranchPin:
+    from network import resnet25
+    return FunctionalReluPin(resnet25)
 
-    def exact_gradient(pk: str) -> np.ndarray:
-        if not exact:
-            exact.update(eval_gradients(model_float64, x, upstream)[1])
-        return exact[pk]
 
-    def note() -> str:
-        flips, largest = relu_sign_flips(model, model_float64, x, upstream)
-        return f"{flips} ReLU input(s) of |x| <= {largest:.1e} change sign between our float32 and float64 runs"
-
-    for key in entry.with_prefix("grad/"):
-        pk = paddle_key(key)
-        check_or_reference_farther(entry, "grad/" + key, grads[pk], lambda pk=pk: exact_gradient(pk), tol_key="grads",
-                                   note=note)
+def _gradients_run(recording, model, x: np.ndarray, upstream: np.ndarray, pin: Optional[BranchPin],
+                   replay: bool) -> None:
+    """One judged run (tests/parity/judge.py) of the eval-mode gradients: `model` in its dtype,
+    its ReLU decisions recorded or replayed by `pin`; every `grad/<key>` goes to `recording`. A
+    miss then passes only as a ReLU input within float32 rounding of 0 that our float32 run puts
+    on the other side (the run pinned to float64's branches matches), or as an xfail where
+    float64 finds the reference farther."""
+    if pin is not None:
+        pin.attach(model, replay)
+    try:
+        grads = eval_gradients(model, x, upstream)[1]
+    finally:
+        if pin is not None:
+            pin.detach()
+    for key in recording.with_prefix("grad/"):
+        recording.check("grad/" + key, grads[paddle_key(key)], tol_key="grads")
 
 
 def _torch_shapes(model) -> Dict[str, Tuple[int, ...]]:
@@ -311,6 +303,20 @@ def _meta_step(entry: Entry, state: Dict[str, np.ndarray], dtype: str = "float32
     return dict(model=model, params=params, loss=loss, logits=logits, grads=grads, recorder=hooks)
 
 
+def _meta_gradients_run(recording, entry: Entry, state: Dict[str, np.ndarray], dtype: str,
+                        pin: Optional[BranchPin], replay: bool) -> None:
+    """One judged run of the meta-iteration's gradients (`_gradients_run`'s rules)."""
+    if pin is not None:
+        pin.attach(paddle.nn.Layer(), replay)  # the pin patches the encoder's F.relu, whatever the model
+    try:
+        grads = _meta_step(entry, state, dtype)["grads"]
+    finally:
+        if pin is not None:
+            pin.detach()
+    for key in recording.with_prefix("grad/"):
+        recording.check("grad/" + key, grads[our_key(key)], tol_key="grads")
+
+
 @register("mtl/meta_iteration")
 def check_meta_iteration(entry: Entry) -> None:
     """model.train(); the episodic loss through the training entry (query batch, then support
@@ -332,8 +338,8 @@ def check_meta_iteration(entry: Entry) -> None:
     assert trainable == {our_key(k) for k in cfg["trainable"]}, "trainable parameters differ"
     entry.check("logits_train", _np(run["logits"]))
     entry.check("loss", _np(run["loss"]))
-    for key in entry.with_prefix("grad/"):
-        entry.check("grad/" + key, run["grads"][our_key(key)], tol_key="grads")
+    judge(entry, lambda recording, dtype, pin, replay: _meta_gradients_run(recording, entry, state, dtype, pin,
+                                                                            replay), _relu_pin)
 
     exact: Dict[str, dict] = {}  # the float64 step, run once if a parameter needs judging
 

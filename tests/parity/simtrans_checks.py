@@ -324,8 +324,32 @@ def check_backbone_resnet50(entry: Entry) -> None:
             features = model.extract(x)
             outputs = {f"feature_{mode}": _np(features), f"logits_{mode}": _np(model.fc(features))}
         for key, actual in outputs.items():
+            train = mode == "train"
             check_or_reference_farther(entry, key, actual, lambda mode=mode, key=key: exact_of(mode, key),
-                                       note=TRAIN_MODE_NOISE if mode == "train" else "")
+                                       note=TRAIN_MODE_NOISE if train else "",
+                                       judged=(lambda key=key: rounded_conv_outputs(model, x)[key]) if train else None)
+
+
+def rounded_conv_outputs(model, x: paddle.Tensor) -> Dict[str, np.ndarray]:
+    """The train-mode outputs of `model` (float32) with every convolution computed in float64 and
+    rounded once to float32: what any correct BLAS gives for the convolutions. Their rounding is
+    what the 1e5-fold amplification acts on, and it depends on the kernels the CPU and BLAS build
+    choose (ours moved from 0.0065 to 0.0080 from float64 between MKL's code paths on one
+    machine, against the reference's 0.0076), so the float64 judgment of this entry compares the
+    computation with that rounding taken out."""
+    def rounded(layer, inputs, output):
+        return F.conv2d(inputs[0].astype("float64"), layer.weight.astype("float64"),
+                        None if layer.bias is None else layer.bias.astype("float64"), layer._stride,
+                        layer._padding, layer._dilation, layer._groups).astype(output.dtype)
+
+    handles = [m.register_forward_post_hook(rounded) for m in model.sublayers() if isinstance(m, nn.Conv2D)]
+    try:
+        with paddle.no_grad():
+            features = model.extract(x)
+            return {"feature_train": _np(features), "logits_train": _np(model.fc(features))}
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def float64_outputs(entry: Entry, state: Dict[str, np.ndarray], mode: str) -> Dict[str, np.ndarray]:

@@ -91,3 +91,24 @@ def test_first_flips_of_pooling_compare_the_two_candidates():
     exact.replayed_inputs.append(ours.inputs[0])
     call, flips, ties = first_flips(ours, exact)
     assert (call, flips, ties) == (0, 1, True)
+
+
+def test_functional_relu_pin_records_replays_and_restores():
+    """The pin for networks calling F.relu (MTL's ResNet-25): recording keeps the decisions and
+    inputs, replaying applies the recorded decisions (not the new input's signs), and detaching
+    puts the real function back."""
+    from types import SimpleNamespace
+
+    from tests.parity.judge import FunctionalReluPin
+    real = paddle.nn.functional.relu
+    module = SimpleNamespace(F=SimpleNamespace(relu=real))
+    pin = FunctionalReluPin(module)
+    pin.attach(paddle.nn.Layer())
+    out = module.F.relu(paddle.to_tensor([-1.0, 2.0]))
+    pin.detach()
+    assert module.F.relu is real and out.numpy().tolist() == [0.0, 2.0]
+    assert pin.kinds == ["relu"] and pin.decisions[0].numpy().tolist() == [False, True]
+    pin.attach(paddle.nn.Layer(), replay=True)
+    replayed = module.F.relu(paddle.to_tensor([3.0, 4.0]))  # both positive: the pin still drops the first
+    pin.detach()
+    assert replayed.numpy().tolist() == [0.0, 4.0] and pin.replayed_inputs[0].tolist() == [3.0, 4.0]
