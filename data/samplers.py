@@ -19,8 +19,24 @@ T = TypeVar("T")
 
 
 def rank_share(items: Sequence[T], rank: int = 0, world: int = 1) -> List[T]:
-    """The items one process of a multi-process run takes: every world-th, from its rank."""
-    return list(items[rank::world])
+    """The items (batches, episodes) one process of a multi-process run takes.
+
+    Every rank gets the same number, ceil(len / world): like Paddle's `DistributedBatchSampler`
+    the list is PADDED by repeating its first items (wrapping around) up to a multiple of
+    `world`, then rank r takes items r, r + world, ... Equal counts are what keep the ranks in
+    step: a rank with an extra step would wait forever in that step's gradient all-reduce.
+    Nothing is dropped, so a single-process run (world 1) and every multi-process run see every
+    item; at most world - 1 items are seen twice per epoch."""
+    items = list(items)
+    if world <= 1 or not items:
+        return items
+    padded = [items[i % len(items)] for i in range(rank_count(len(items), world) * world)]
+    return padded[rank::world]
+
+
+def rank_count(n_items: int, world: int = 1) -> int:
+    """How many of `n_items` each rank takes (`rank_share`): ceil(n_items / world)."""
+    return -(-n_items // max(world, 1))
 
 
 def indices_by_class(labels: Sequence[int]) -> Dict[int, List[int]]:
@@ -49,7 +65,7 @@ class EpisodeSampler(paddle.io.BatchSampler):
 
     For each episode: shuffle the class list, take the first `way` classes; for each, shuffle
     its images and take `shot` support then `query` query images. With `world > 1` rank `rank`
-    yields episodes rank, rank+world, ... of the same sequence.
+    yields its `rank_share` of the same sequence (episodes rank, rank+world, ..., padded).
     """
 
     def __init__(self, labels: Sequence[int], way: int, shot: int, query: int, n_episodes: int,
@@ -79,7 +95,7 @@ class EpisodeSampler(paddle.io.BatchSampler):
         yield from rank_share(list(self.episodes()), self.rank, self.world)
 
     def __len__(self) -> int:
-        return len(rank_share(range(self.n_episodes), self.rank, self.world))
+        return rank_count(self.n_episodes, self.world)
 
 
 class PoolEpisodeSampler(paddle.io.BatchSampler):
@@ -88,21 +104,31 @@ class PoolEpisodeSampler(paddle.io.BatchSampler):
     Every image is used at most once per epoch: classes are drawn without replacement with
     probability proportional to their unused images, and the epoch ends when fewer than `way`
     classes still have `shot + query` unused images. Call `set_epoch` before each epoch; the
-    epoch's episodes depend only on (seed, epoch), which is what makes resuming exact.
+    epoch's episodes depend only on (seed, epoch), which is what makes resuming exact. With
+    `world > 1` every rank draws the same epoch and takes its `rank_share` of it (padded), so
+    the ranks train on different episodes and take the same number of steps.
     """
 
     def __init__(self, labels: Sequence[int], way: int, shot: int, query: int, seed: int = 0,
-                 split: str = "base", rng: Optional[np.random.RandomState] = None):
+                 split: str = "base", rng: Optional[np.random.RandomState] = None, rank: int = 0, world: int = 1):
         self.groups = indices_by_class(labels)
         check_episode_fits(self.groups, way, shot, query, split)
         self.way, self.shots, self.seed = way, (shot, query), seed
         self.rng = rng
+        self.rank, self.world = rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[List[int]]:
+        if self.world <= 1:
+            yield from self.episodes()
+        else:  # the epoch's length is known only once it is drawn: draw it whole, then share it
+            yield from rank_share(list(self.episodes()), self.rank, self.world)
+
+    def episodes(self) -> Iterator[List[int]]:
+        """The whole epoch's episodes (every rank's)."""
         rng = self.rng if self.rng is not None else np.random.RandomState([self.seed, self.epoch])
         pools = {c: list(v) for c, v in self.groups.items()}
         for c in pools:  # the reference shuffles every class's list in class order
@@ -124,12 +150,13 @@ class PoolEpisodeSampler(paddle.io.BatchSampler):
 
     def __len__(self) -> int:
         # Upper bound: the exact count depends on the draws (every image used at most once).
-        return sum(len(v) for v in self.groups.values()) // (self.way * sum(self.shots))
+        return rank_count(sum(len(v) for v in self.groups.values()) // (self.way * sum(self.shots)), self.world)
 
 
 class ShuffledBatchSampler(paddle.io.BatchSampler):
     """Shuffled mini-batches for whole-class training; the order depends only on (seed, epoch)
-    (call `set_epoch`), and with `world > 1` each rank takes every world-th batch."""
+    (call `set_epoch`), and with `world > 1` each rank takes its `rank_share` (every world-th
+    batch, padded to equal counts)."""
 
     def __init__(self, n_items: int, batch_size: int, seed: int = 0, drop_last: bool = True,
                  rank: int = 0, world: int = 1):
@@ -148,4 +175,4 @@ class ShuffledBatchSampler(paddle.io.BatchSampler):
         yield from rank_share(self._batches(), self.rank, self.world)
 
     def __len__(self) -> int:
-        return len(rank_share(self._batches(), self.rank, self.world))
+        return rank_count(len(self._batches()), self.world)

@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional, Type
 
 from data.transforms import DATASET_TRANSFORMS
+from frn.feature_store import DEFAULT_RAM_GB
 from utils.errors import OneLineParser, UserError
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
@@ -23,7 +24,8 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add = parser.add_argument
     add("--dataset", default="mini_imagenet", choices=sorted(DATASET_TRANSFORMS),
         help="dataset name: picks the official transforms (custom: your own images, ImageNet-style "
-             "transforms at --image_size) and the run folder <checkpoint_dir>/<dataset>/<data folder's name>/")
+             "transforms at --image_size) and the run folder <checkpoint_dir>/<dataset>/<run> "
+             "(custom: <checkpoint_dir>/custom/<data folder's name>/<run>)")
     add("--data_path", default="", help="dataset folder holding base.json/val.json/novel.json")
     add("--model", default="ResNet12", choices=sorted(BACKBONES), help="backbone")
     add("--method", default=method_default, choices=sorted(METHODS), help="few-shot method")
@@ -33,8 +35,17 @@ def _common(parser: argparse.ArgumentParser, method_default: str, n_shot: int) -
     add("--n_shot", type=int, default=n_shot, help="support images per class")
     add("--n_query", type=int, default=15, help="query images per class")
     add("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    add("--no_shared_memory", action="store_true",
+        help="worker processes pickle batches through a pipe instead of handing them over in /dev/shm "
+             "(shared memory is used when /dev/shm has room)")
+    add("--threads", type=int, default=0,
+        help="CPU threads of Paddle's math (0: $OMP_NUM_THREADS or $MKL_NUM_THREADS when set, else every "
+             "available core)")
     add("--no_feature_cache", action="store_true",
         help="evaluate with one backbone pass per episode instead of caching each image's features")
+    add("--feature_cache_gb", type=float, default=DEFAULT_RAM_GB,
+        help="the evaluation feature cache stays in RAM up to this size; a larger one (tiered-ImageNet) "
+             "goes to a temporary file in $TMPDIR, read back episode by episode (never on the GPU)")
     add("--checkpoint_dir", default="./checkpoints", help="runs are written below this folder")
     add("--config", default=None, help="a paper-row config (configs/<method>/<row>.yaml): its flags for this "
                                       "script, the command line's on top")
@@ -78,7 +89,7 @@ def _training(parser: argparse.ArgumentParser, lr: float, epoch: int, milestones
         help="start afresh in a run folder that holds an earlier run (its checkpoints, log and curves are removed)")
     add("--run_name", default="",
         help="name of the run folder (default: from model, method and settings), below "
-             "<checkpoint_dir>/<dataset>/<data folder's name>/")
+             "<checkpoint_dir>/<dataset>/ (custom: <checkpoint_dir>/custom/<data folder's name>/)")
     add("--train_n_way", type=int, default=20, help="classes per training episode")
     add("--quiet", action="store_true", help="only write output.log, print nothing per epoch")
     add("--visualdl", default="", metavar="DIR",
@@ -251,6 +262,10 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive (got {args.lr})")
     if getattr(args, "num_workers", 0) < 0:
         raise UserError("--num_workers must be >= 0")
+    if getattr(args, "feature_cache_gb", 0) < 0:
+        raise UserError(f"--feature_cache_gb must be >= 0 (0: always a file; got {args.feature_cache_gb})")
+    if getattr(args, "threads", 0) < 0:
+        raise UserError(f"--threads must be >= 0 (0: every available core; got {args.threads})")
     for name in ("warmup_iters", "warmup_epochs", "lr_lag", "eta_min"):
         if getattr(args, name, 0) < 0:
             raise UserError(f"--{name} must be >= 0 (got {getattr(args, name)})")

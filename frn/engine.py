@@ -16,7 +16,8 @@ from paddle.io.dataloader.collate import default_collate_fn
 from tqdm import tqdm
 
 from frn.checkpoint import atomic_save, save_model
-from utils.device import epoch_seed, seed_everything
+from frn.feature_store import DEFAULT_RAM_GB, HostFeatures
+from utils.device import epoch_seed, rank_seed, seed_everything
 from methods.base import query_labels
 
 Episode = List[int]  # dataset indices: support class-major, then queries class-major
@@ -47,22 +48,61 @@ class MainThreadLoader:
         return len(self.batch_sampler)
 
 
+#: /dev/shm space asked for per batch a worker may hold (Paddle prefetches 2 per worker): 256 MB
+#: is 7x a 20-way 5-shot 15-query episode at 84 px (34 MB), 3x 128 images at 224 px (77 MB)
+SHARED_MEMORY_PER_BATCH = 256 << 20
+PREFETCH_PER_WORKER = 2
+_shared_memory = {"allowed": True}
+
+
+def allow_shared_memory(allowed: bool) -> None:
+    """Let worker processes hand batches over in shared memory (the default), or not
+    (--no_shared_memory: they are pickled through a pipe instead)."""
+    _shared_memory["allowed"] = bool(allowed)
+
+
+def shared_memory_fits(num_workers: int, folder: str = "/dev/shm") -> bool:
+    """Whether `folder` has room for the batches `num_workers` workers keep in flight. A full
+    /dev/shm kills a worker with a bus error (a container's default is 64 MB), so too little
+    room means no shared memory rather than a crash."""
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): Paddle's default transport
+        return False
+    return stat.f_bavail * stat.f_frsize >= num_workers * PREFETCH_PER_WORKER * SHARED_MEMORY_PER_BATCH
+
+
 def loader(dataset, batch_sampler, num_workers: int):
-    """A DataLoader over `batch_sampler` (lists of indices); worker processes if num_workers > 0."""
+    """A DataLoader over `batch_sampler` (lists of indices); worker processes if num_workers > 0,
+    handing batches over in shared memory when allowed and /dev/shm has room.
+
+    Built anew for every epoch on purpose: Paddle seeds its workers' random streams once per
+    DataLoader iterator (from NumPy's state, which `seed_everything(epoch_seed(...))` sets), so
+    fresh workers per epoch are what keeps each epoch's augmentation a function of (seed, epoch)
+    and a resumed run exact; persistent workers would carry the first epoch's streams on. Their
+    start is a fork per worker (docs/performance.md: well under a second per epoch)."""
     if num_workers == 0:
         return MainThreadLoader(dataset, batch_sampler)
+    shared = _shared_memory["allowed"] and shared_memory_fits(num_workers)
     return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                use_shared_memory=False)
+                                use_shared_memory=shared)
 
 
 @paddle.no_grad()
+def feature_batches(model, dataset, indices: Sequence[int], batch_size: int = 64,
+                    num_workers: int = 0) -> Iterator[paddle.Tensor]:
+    """Features of `dataset[indices]`, one backbone pass per image, `batch_size` images at a
+    time in `indices` order."""
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    for images, _ in progress(loader(dataset, batches, num_workers), "features", total=len(batches)):
+        yield model.extract(images)
+
+
 def extract_features(model, dataset, indices: Sequence[int], batch_size: int = 64,
                      num_workers: int = 0) -> paddle.Tensor:
-    """Features of `dataset[indices]`, one backbone pass per image, stacked in `indices` order."""
-    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
-    chunks = [model.extract(images) for images, _ in progress(loader(dataset, batches, num_workers),
-                                                              "features", total=len(batches))]
-    return paddle.concat(chunks)
+    """Features of `dataset[indices]`, one backbone pass per image, stacked in `indices` order
+    on the device (for a split's worth of episodes use `FeatureCache`, which keeps them on the host)."""
+    return paddle.concat(list(feature_batches(model, dataset, indices, batch_size, num_workers)))
 
 
 @paddle.no_grad()
@@ -83,9 +123,14 @@ def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
     return 100.0 * float(correct.mean()), loss_sum / len(correct), correct
 
 
+def correct_fraction(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+    """Fraction of rows whose argmax is the label: a float32 scalar, left on the device."""
+    return (logits.argmax(axis=1) == labels.reshape([-1])).astype("float32").mean()
+
+
 def accuracy(logits: paddle.Tensor, labels: paddle.Tensor) -> float:
     """Percentage of rows whose argmax is the label."""
-    return float((logits.argmax(axis=1) == labels).astype("float32").mean()) * 100
+    return float(correct_fraction(logits, labels)) * 100
 
 
 def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float, float]:
@@ -94,23 +139,57 @@ def episode_accuracy(logits: paddle.Tensor, way: int, query: int) -> Tuple[float
     return accuracy(logits, labels), float(F.cross_entropy(logits, labels))
 
 
-class FeatureCache:
-    """Backbone features of every image some episode uses, each extracted once."""
+def host_rows(features: paddle.Tensor) -> np.ndarray:
+    """A batch of features as a host array of the same values (bfloat16, which NumPy lacks,
+    widened to float32: exact)."""
+    if features.dtype == paddle.bfloat16:
+        features = features.astype("float32")
+    return features.numpy()
 
-    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0):
-        needed = sorted({i for episode in episodes for i in episode})
-        self.features = extract_features(model, dataset, needed, num_workers=num_workers)
-        self.row = {index: r for r, index in enumerate(needed)}
+
+class FeatureCache:
+    """Backbone features of every image some episode uses, each extracted once, kept on the host
+    and handed to the device one group of episodes at a time.
+
+    The features live in a `HostFeatures` store (frn/feature_store.py): in RAM up to `ram_gb`
+    gigabytes, else in a temporary file read back row by row. The device (and, with the file,
+    the process) holds at most one extraction batch (`batch_size` images) and one group of
+    episodes (`group` x images per episode) of features, whatever the size of the split or the
+    number of episodes; the host index costs 8 bytes per distinct image. The features are the
+    backbone's own values in its dtype, so every path gives the same scores."""
+
+    def __init__(self, model, dataset, episodes: Sequence[Episode], num_workers: int = 0,
+                 ram_gb: float = DEFAULT_RAM_GB, folder: Optional[str] = None, batch_size: int = 64):
+        self.needed = np.unique(np.fromiter((i for episode in episodes for i in episode), dtype=np.int64))
+        self.store = HostFeatures(len(self.needed), int(ram_gb * 2 ** 30), folder)
+        for features in feature_batches(model, dataset, self.needed.tolist(), batch_size, num_workers):
+            self.store.append(host_rows(features))
+        self.store.finish()
+
+    def __len__(self) -> int:
+        """The number of distinct images cached."""
+        return len(self.needed)
 
     def episodes(self, episodes: Sequence[Episode]) -> paddle.Tensor:
-        """Features [len(episodes), images of an episode, ...] of equally sized episodes."""
-        rows = paddle.to_tensor([self.row[i] for episode in episodes for i in episode])
-        return self.features[rows].reshape([len(episodes), len(episodes[0]), *self.features.shape[1:]])
+        """Features [len(episodes), images of an episode, ...] of equally sized episodes, on the device."""
+        indices = np.asarray(episodes, dtype=np.int64)
+        rows = np.searchsorted(self.needed, indices.reshape(-1))
+        return paddle.to_tensor(self.store.gather(rows).reshape(*indices.shape, *self.store.row_shape))
 
     def batches(self, episodes: Sequence[Episode], group: int) -> Iterator[paddle.Tensor]:
         """The episodes' features, `group` episodes at a time."""
         for start in range(0, len(episodes), group):
             yield self.episodes(episodes[start:start + group])
+
+    def close(self) -> None:
+        """Free the host store."""
+        self.store.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 #: receives the test-time scores [episodes, queries, way] of each batch of episodes, in order
@@ -140,11 +219,12 @@ def score_episodes(model, batches: Iterable[paddle.Tensor], n_batches: int, way:
 @paddle.no_grad()
 def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, query: int,
              use_cache: bool = True, num_workers: int = 0, desc: str = "eval",
-             on_scores: Optional[ScoresHook] = None) -> Tuple[np.ndarray, float]:
+             on_scores: Optional[ScoresHook] = None, cache_ram_gb: float = DEFAULT_RAM_GB) -> Tuple[np.ndarray, float]:
     """Per-episode accuracies (%) and the mean cross-entropy of the test-time scores.
 
     With `use_cache` (and a method whose features are frozen at test time) every distinct image
-    is passed through the backbone once and all episodes read from that cache, in groups of
+    is passed through the backbone once and all episodes read from that cache (`FeatureCache`:
+    on the host, in RAM up to `cache_ram_gb`, else in a temporary file), in groups of
     `model.eval_episode_batch` episodes handed to `episode_scores_batch` together; otherwise
     each episode is a batch of its own. All paths give the same numbers on the same episodes.
     `on_scores` sees the scores of every batch of episodes (test.py --save_predictions).
@@ -152,12 +232,11 @@ def evaluate(model, dataset, episodes: Sequence[Episode], way: int, shot: int, q
     model.eval()
     if use_cache and model.features_are_frozen_at_test:
         group = max(1, int(model.eval_episode_batch))
-        batches = FeatureCache(model, dataset, episodes, num_workers).batches(episodes, group)
-        n_batches = -(-len(episodes) // group)
-    else:
-        batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
-        n_batches = len(episodes)
-    return score_episodes(model, batches, n_batches, way, shot, query, desc, on_scores)
+        with FeatureCache(model, dataset, episodes, num_workers, ram_gb=cache_ram_gb) as cache:
+            return score_episodes(model, cache.batches(episodes, group), -(-len(episodes) // group),
+                                  way, shot, query, desc, on_scores)
+    batches = (model.extract(images).unsqueeze(0) for images, _ in loader(dataset, list(episodes), num_workers))
+    return score_episodes(model, batches, len(episodes), way, shot, query, desc, on_scores)
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,13 +321,16 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
     Every `print_freq`-th step is logged, and given to `scalars` (the batch's loss and accuracy
     and the learning rate it was trained with, at step `epoch * n_batches + step`).
 
+    The loss and accuracy sums stay on the device and are read only at the logged steps and at
+    the end, so a step does not wait for the device (one read per `print_freq` steps).
+
     Batches that depend on training results (the HT meta-batch, frn/hard_tasks.py) have an
     `observe(logits)` method: it receives the detached logits after every step.
     """
     model.train()
     observe = getattr(batches, "observe", None)
     zero_nans = getattr(unwrap(model), "zero_nan_gradients", False)
-    loss_sum = acc_sum = 0.0
+    sums = None  # [loss sum, accuracy sum] on the device
     steps = 0
     bar = progress(batches, f"epoch {epoch}", total=n_batches)
     for batch in bar:
@@ -263,17 +345,23 @@ def train_one_epoch(model, batches: Iterable, n_batches: int, optimizer, epoch: 
             scheduler.step()
         if observe is not None:
             observe(logits.detach())
-        batch_acc = accuracy(logits, labels)
+        with paddle.no_grad():  # float64: the same sums as Python floats of the float32 values
+            batch_stats = paddle.stack([loss.detach().reshape([]).astype("float64"),
+                                        correct_fraction(logits.detach(), labels).astype("float64") * 100])
+            sums = batch_stats if sums is None else sums + batch_stats
         if steps % print_freq == 0:
-            log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {float(loss):.6f}")
+            batch_loss, batch_acc = (float(v) for v in batch_stats.numpy())
+            log(f"Epoch {epoch} | Batch {steps}/{n_batches} | Loss {batch_loss:.6f}")
             if scalars is not None:
-                scalars({"train/loss": float(loss), "train/acc": batch_acc, "train/lr": lr},
+                scalars({"train/loss": batch_loss, "train/acc": batch_acc, "train/lr": lr},
                         epoch * n_batches + steps)
+            mean_loss, mean_acc = (float(v) / (steps + 1) for v in sums.numpy())
+            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{mean_acc:.1f}", refresh=False)
         steps += 1
-        loss_sum += float(loss)
-        acc_sum += batch_acc
-        bar.set_postfix(loss=f"{loss_sum / steps:.3f}", acc=f"{acc_sum / steps:.1f}", refresh=False)
-    return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
+    if sums is None:
+        return 0.0, 0.0
+    loss_sum, acc_sum = (float(v) for v in sums.numpy())
+    return loss_sum / steps, acc_sum / steps
 
 
 def validation_epoch(epoch: int, every: int, epochs: int) -> bool:
@@ -281,6 +369,18 @@ def validation_epoch(epoch: int, every: int, epochs: int) -> bool:
     the official FRN trainer and mmfewshot's evaluation hook do ((epoch + 1) % every == 0), and
     after the last one."""
     return (epoch + 1) % every == 0 or epoch == epochs - 1
+
+
+def same_buffers_on_every_rank(model) -> None:
+    """Give every rank rank 0's state outside the gradients — buffers and the parameters that
+    do not train, among them Paddle's BatchNorm running statistics — as PyTorch's DDP does for
+    buffers: the all-reduce keeps the trained parameters equal, but each rank updates its
+    running statistics from its own batches. A no-op outside a multi-process DataParallel."""
+    if not isinstance(model, paddle.DataParallel) or paddle.distributed.get_world_size() < 2:
+        return
+    inner = unwrap(model)
+    for tensor in [p for p in inner.parameters() if p.stop_gradient] + list(inner.buffers()):
+        paddle.distributed.broadcast(tensor, src=0)
 
 
 def validation_fell(history: List[Dict], stop_th: int) -> bool:
@@ -305,23 +405,28 @@ def train(model, make_batches: Callable[[int], Tuple[Iterable, int]], optimizer,
     (logged and kept in history.json). Every epoch's randomness is derived from (seed, epoch),
     and a resumable state is written atomically after each epoch, so a killed run resumed with
     --resume ends with the weights an uninterrupted run would have. `model` may be a
-    `paddle.DataParallel`; only rank 0 writes. `scalars` receives the logged steps' loss,
+    `paddle.DataParallel`: each rank seeds its epoch with `rank_seed` (rank 0 as a single
+    process), every rank ends each epoch with rank 0's buffers, and only rank 0 writes;
+    `validate` must return the same on every rank (frn/runs.py validates once and shares it),
+    since the early-stop decision is taken on every rank from it. `scalars` receives the logged steps' loss,
     accuracy and learning rate, and each epoch's means and validation (step: the epoch).
     """
     inner = unwrap(model)
-    writes = paddle.distributed.get_rank() == 0
+    rank = paddle.distributed.get_rank()
+    writes = rank == 0
     stop_th = getattr(args, "stop_th", 0)
     for epoch in range(state.epoch, args.epoch):
         if validation_fell(state.history, stop_th):  # checked first, so a resumed run stops too
             log(f"early stop: the last {stop_th} validation scores fell one after the other")
             break
         start = time.time()
-        seed_everything(epoch_seed(args.seed, epoch))
+        seed_everything(rank_seed(epoch_seed(args.seed, epoch), rank))
         if before_epoch is not None:
             before_epoch(epoch)
         batches, n_batches = make_batches(epoch)
         train_loss, train_acc = train_one_epoch(model, batches, n_batches, optimizer, epoch, step, log,
                                                 scheduler=scheduler, scalars=scalars)
+        same_buffers_on_every_rank(model)
         epoch_lr = optimizer.get_lr()  # the rate this epoch ran at (the step below sets the next one's)
         if not per_iteration(scheduler):
             scheduler.step()

@@ -4,7 +4,7 @@ from files rather than from copied terminal output.
 
 A record says what was measured (accuracy and its 95% interval, episodes, way/shot/query,
 split, seed), on what (method and its options, dataset, data folder, checkpoint path and
-sha256) and how (Paddle version, wall time, date). Appending reads the list, adds the record and
+sha256) and how (Paddle version, CPU threads, wall time, date). Appending reads the list, adds the record and
 writes a temporary file that replaces the old one in one rename, so an interrupted write never
 leaves half a file; a file that is not such a list is refused in one line, never overwritten.
 """
@@ -108,14 +108,16 @@ def sha256(path: str) -> str:
 
 
 def run_description(args: argparse.Namespace, checkpoint_sha256: str) -> Dict[str, Any]:
-    """What every record of a test run shares: method, options, data, checkpoint, Paddle."""
+    """What every record of a test run shares: method, options, data, checkpoint, Paddle and
+    its CPU threads (which the wall time depends on)."""
     import paddle
+    from utils.device import cpu_threads
     options = args.options
     return {"method": args.method,
             "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else vars(options),
             "dataset": args.dataset, "data_path": os.path.abspath(args.data_path),
             "checkpoint": os.path.abspath(args.model_path), "checkpoint_sha256": checkpoint_sha256,
-            "paddle": paddle.__version__}
+            "paddle": paddle.__version__, "cpu_threads": (cpu_threads() or (None,))[0]}
 
 
 def task_record(shared: Dict[str, Any], **measured: Any) -> Dict[str, Any]:

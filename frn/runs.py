@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import paddle
 
 from data.datasets import ImageList, filelist_path
@@ -21,13 +22,14 @@ from data.samplers import (EpisodeSampler, PoolEpisodeSampler, ShuffledBatchSamp
                            indices_by_class)
 from data.transforms import eval_transform, train_transform
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import TrainState, episode_step, evaluate, loader, resume_path, train, whole_class_step
+from frn.engine import (TrainState, allow_shared_memory, episode_step, evaluate, loader, resume_path, train,
+                        whole_class_step)
 from frn.log import RunLog, ScalarLog
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from methods import METHODS
 from methods.base import FewShotMethod, MethodOptions
 from network import build_backbone
-from utils.device import epoch_seed, rank_and_world, seed_everything, select_device
+from utils.device import cpu_threads, epoch_seed, rank_and_world, seed_everything, select_device
 from utils.errors import UserError
 from utils.files import check_output_file, write_atomically
 from utils.optim import build_optimizer, build_scheduler
@@ -68,19 +70,25 @@ def val_episodes(args: argparse.Namespace, dataset: ImageList) -> List[List[int]
 
 
 def data_folder_name(data_path: str) -> str:
-    """The data folder's own name, the last part of --data_path ("miniImagenet" for
-    /data/miniImagenet/): it tells apart runs of two datasets given the same --dataset."""
+    """The data folder's own name, the last part of --data_path ("my_flowers" for
+    /data/my_flowers/): it names the runs of a custom dataset."""
     return os.path.basename(os.path.normpath(os.path.abspath(data_path))) if data_path else "no_data_path"
 
 
 def run_folder(args: argparse.Namespace, name: str) -> str:
-    """<checkpoint_dir>/<dataset>/<data folder's name>/<name>: where a training run writes."""
-    return os.path.join(args.checkpoint_dir, args.dataset, data_folder_name(args.data_path), name)
+    """Where a training run writes: <checkpoint_dir>/<dataset>/<name> for the named benchmarks (the
+    folders the seed's commands pass from one stage to the next), and
+    <checkpoint_dir>/custom/<data folder's name>/<name> for `--dataset custom`, so that two custom
+    datasets never share a folder. A second data folder under a benchmark's name meets the run
+    of the first one and is refused in one line (`check_run_folder`): pass --run_name."""
+    if args.dataset == "custom":
+        return os.path.join(args.checkpoint_dir, "custom", data_folder_name(args.data_path), name)
+    return os.path.join(args.checkpoint_dir, args.dataset, name)
 
 
 def training_run_folder(args: argparse.Namespace) -> str:
-    """The folder a pretrain.py or meta_train.py run writes, below <checkpoint_dir>/<dataset>/<data
-    folder's name>/, named after what trains differently: <Model>_<method's run name>_pretrain,
+    """The folder a pretrain.py or meta_train.py run writes (see `run_folder`), named after what
+    trains differently: <Model>_<method's run name>_pretrain,
     <Model>_<run name>[_ht<N>]_<way>way_<shot>shot_metatrain, or for a weak-shot step
     <Model>_<run name>; `--run_name NAME` names it NAME instead."""
     options = args.options
@@ -177,12 +185,14 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     _, iters_per_epoch = make_batches(0)
     optimizer, scheduler = optimizer_and_schedule or build_training(args, model, iters_per_epoch)
     state = resume_state(args, model, optimizer, scheduler)
-    rank, world = rank_and_world()
+    rank, world = rank_and_world()  # initialised already by the workflow, before the model was built
     net = paddle.DataParallel(model) if world > 1 else model
+    validate = validated_once(validate, rank, world)
     if args.overwrite and not args.resume and rank == 0:
         clear_run_folder(run_dir)
     log = RunLog(run_dir if rank == 0 else os.path.join(run_dir, f"rank{rank}"), quiet=args.quiet or rank != 0)
     settings = {k: v for k, v in vars(args).items() if k != "options"}
+    settings["threads"] = (cpu_threads() or (None,))[0]  # the CPU threads in use, not the flag's 0
     log(f"{'resuming at epoch %d' % state.epoch if state.epoch else 'start'}: {settings}")
     scalars = ScalarLog(visualdl_folder(args, run_dir) if rank == 0 else "", log)
     try:
@@ -191,6 +201,25 @@ def run_training(args: argparse.Namespace, model: FewShotMethod, run_dir: str, m
     finally:
         scalars.close()
     log(f"done: best val acc {state.best_acc:.2f} at epoch {state.best_epoch}; checkpoints in {run_dir}")
+
+
+def validated_once(validate, rank: int, world: int):
+    """`validate` for a multi-process run, giving every rank the same result, so that the
+    best-model bookkeeping and the early-stop decision (--stop_th) cannot differ between ranks:
+    a rank that stopped alone would leave the others waiting in the next all-reduce.
+
+    A validator that shares its result itself (`validate.same_on_every_rank`, e.g. the episodic
+    one, sharded) is used as it is. Any other runs on every rank, as in a single process, and
+    rank 0's result is broadcast: every rank does the same work, so no rank waits long in the
+    broadcast (gloo, the CPU backend, gives up after 30 s). Unchanged in a single-process run."""
+    if validate is None or world < 2 or getattr(validate, "same_on_every_rank", False):
+        return validate
+
+    def rank_0_result():
+        result = [validate()]
+        paddle.distributed.broadcast_object_list(result, src=0)
+        return result[0]
+    return rank_0_result
 
 
 def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
@@ -203,14 +232,30 @@ def visualdl_folder(args: argparse.Namespace, run_dir: str) -> str:
 
 
 def episode_validator(args: argparse.Namespace, model: FewShotMethod):
-    """A function returning (val acc, val loss) on the fixed validation episodes."""
+    """A function returning (val acc, val loss) on the fixed validation episodes.
+
+    In a multi-process run the episodes are sharded: each rank scores a contiguous share and the
+    per-episode accuracies are gathered in order, so every rank returns the same numbers (the
+    accuracy bit for bit a single process's; the loss a count-weighted mean of the shares'
+    means) and takes part of the work."""
     val = image_list(args, "val", training=False)
     episodes = val_episodes(args, val)
+    rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+    mine = episodes[rank * len(episodes) // world:(rank + 1) * len(episodes) // world]
 
     def validate():
-        accs, loss = evaluate(model, val, episodes, args.val_n_way, args.n_shot, validation_queries(args),
-                              use_cache=not args.no_feature_cache, num_workers=args.num_workers, desc="val")
-        return float(accs.mean()), loss
+        accs, loss = np.zeros(0), 0.0
+        if mine:
+            accs, loss = evaluate(model, val, mine, args.val_n_way, args.n_shot, validation_queries(args),
+                                  use_cache=not args.no_feature_cache, num_workers=args.num_workers, desc="val",
+                                  cache_ram_gb=args.feature_cache_gb)
+        if world == 1:
+            return float(accs.mean()), loss
+        shares: list = []
+        paddle.distributed.all_gather_object(shares, (accs, loss * len(mine)))
+        every = np.concatenate([share_accs for share_accs, _ in shares])
+        return float(every.mean()), sum(loss_sum for _, loss_sum in shares) / len(every)
+    validate.same_on_every_rank = True
     return validate
 
 
@@ -229,11 +274,13 @@ def preflight(args: argparse.Namespace, produced: Sequence[str] = ()) -> None:
 
 def pretrain(args: argparse.Namespace) -> None:
     """Whole-class training on base.json in shuffled batches (each rank of a multi-process run
-    takes every world-th batch), validated by few-shot episodes on val.json."""
+    takes its share, data.samplers.rank_share), validated by few-shot episodes on val.json."""
     if weak_shot(args):
         from frn import weakshot
         return weakshot.train(args)
-    select_device(args.gpu)
+    rank, world = rank_and_world()
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
     if args.batch_size > len(base):
@@ -245,8 +292,7 @@ def pretrain(args: argparse.Namespace) -> None:
     if args.pretrain_path:
         load_weights(model, args.pretrain_path, "--pretrain_path")
     validate = episode_validator(args, model) if args.val == "meta" else None
-    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed,
-                                   rank=paddle.distributed.get_rank(), world=paddle.distributed.get_world_size())
+    sampler = ShuffledBatchSampler(len(base), args.batch_size, seed=args.seed, rank=rank, world=world)
 
     def make_batches(epoch):
         sampler.set_epoch(epoch)
@@ -259,7 +305,9 @@ def meta_train(args: argparse.Namespace) -> None:
     """Episodic training on base.json (optionally from pretrained weights)."""
     if not METHODS[args.method].trains_episodically:
         raise UserError(f"--method {args.method} has no episodic training stage; train it with pretrain.py")
-    select_device(args.gpu)
+    rank, world = rank_and_world()
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     base = image_list(args, "base", training=True)
     model = build_model(args.options)
@@ -267,7 +315,6 @@ def meta_train(args: argparse.Namespace) -> None:
         load_weights(model, args.pretrain_path, "--pretrain_path", pretrained=True)
     validate = episode_validator(args, model)
     shape = (args.train_n_way, args.n_shot, args.n_query)
-    rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if args.train_n_episode:
         check_episode_fits(indices_by_class(base.labels), *shape, "base")  # before anything is written
 
@@ -276,7 +323,7 @@ def meta_train(args: argparse.Namespace) -> None:
                                      rank=rank, world=world, split="base")
             return loader(base, sampler, args.num_workers), len(sampler)
     else:  # the official FRN epoch: every base image at most once
-        pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base")
+        pool = PoolEpisodeSampler(base.labels, *shape, seed=args.seed, split="base", rank=rank, world=world)
 
         def regular_batches(epoch):
             pool.set_epoch(epoch)
@@ -335,7 +382,8 @@ def test(args: argparse.Namespace) -> List[float]:
     if weak_shot(args):
         from frn import weakshot
         return weakshot.test(args)
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")
@@ -362,7 +410,8 @@ def test(args: argparse.Namespace) -> List[float]:
         start = time.time()
         hook = predictions.hook(task, episodes, way, shot) if predictions else None
         accs, _ = evaluate(model, dataset, episodes, way, shot, query, use_cache=not args.no_feature_cache,
-                           num_workers=args.num_workers, desc="test", on_scores=hook)
+                           num_workers=args.num_workers, desc="test", on_scores=hook,
+                           cache_ram_gb=args.feature_cache_gb)
         mean, interval = mean_and_interval(accs)
         print(f"{len(accs)} Test Acc = {mean:.2f}% +- {interval:.2f}%", flush=True)
         means.append(mean)

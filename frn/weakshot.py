@@ -22,7 +22,7 @@ from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import JoinedImages, WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import extract_features, loader, progress
+from frn.engine import allow_shared_memory, extract_features, loader, progress
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
@@ -30,7 +30,7 @@ from methods.simtrans import (CLASSIFIER_FAMILY, GraphRegularisedClassifier, Sim
                               WeightedClassifierOptions)
 from methods.simtrans_parts import pair_targets, sample_weights, similarity_matrix
 from network.resnet50 import imagenet_state, imagenet_weights_file
-from utils.device import seed_everything, select_device
+from utils.device import rank_and_world, seed_everything, select_device
 from utils.errors import UserError
 from utils.options import replace
 from utils.optim import reset_optimizer_state
@@ -237,7 +237,8 @@ def simnet_validator(args: argparse.Namespace, simnet: SimNet):
 # pretrain.py
 # ----------------------------------------------------------------------------------------
 def this_rank(batches: List[List[int]]) -> List[List[int]]:
-    """This process's share of an epoch's batches (all of them in a single-process run)."""
+    """This process's share of an epoch's batches (all of them in a single-process run): the
+    same number on every rank (data.samplers.rank_share pads the list)."""
     return rank_share(batches, paddle.distributed.get_rank(), paddle.distributed.get_world_size())
 
 
@@ -318,7 +319,9 @@ def weak_shot_step(model, batch: list):
 
 def train(args: argparse.Namespace) -> None:
     """pretrain.py for a SimTrans step."""
-    select_device(args.gpu)
+    rank_and_world()  # a multi-process run's process group first, before the device and the model
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     weakshot = need_weakshot(args)
     args.options = replace(args.options, weakshot=weakshot.fingerprint)
@@ -356,7 +359,8 @@ def train(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------
 def test(args: argparse.Namespace) -> List[float]:
     """test.py for a SimTrans step: step 2 for a SimNet, else top-1 accuracy of a classifier."""
-    select_device(args.gpu)
+    select_device(args.gpu, args.threads)
+    allow_shared_memory(not args.no_shared_memory)
     seed_everything(args.seed)
     if not args.model_path:
         raise UserError("--model_path is required: the .pdparams checkpoint to test")

@@ -17,8 +17,12 @@
  *    rules out cycling on degenerate problems (equal weights, ties, integer costs).
  *  - Pricing: block search over rows of reduced costs, starting where the last search stopped;
  *    each row's minimum is a plain (vectorised, with the finite-math flags) reduction.
- *  - Potentials (u for rows, v for columns, u_a + v_b = c_ab on tree arcs) are updated on the
- *    re-hung subtree only, and recomputed from the tree at the end to shed drift.
+ *  - Potentials (u for rows, v for columns, u_a + v_b = c_ab on tree arcs) are kept signed,
+ *    q = u on rows and q = -v on columns (a tree arc: q_a - q_b = c_ab), so that a pivot moves
+ *    the re-hung subtree's potentials all by one number, the entering arc's reduced cost; they
+ *    are recomputed from the tree at the end to shed the drift of these updates.
+ *  - The apex of a pivot cycle is found by walking up from both ends of the entering arc at
+ *    once, marking the nodes passed (no depths to maintain).
  *
  * Nodes 0..ns-1 are the active supplies (rows), ns..ns+nd-1 the active demands (columns);
  * zero-mass nodes are left out of the tree (their duals are set afterwards).
@@ -43,16 +47,18 @@ typedef struct {
     double *C;                 /* ns x nd costs, row-major */
     int64_t *mass;
     /* spanning tree: parent pointers plus doubly linked child lists */
-    int *parent, *first, *next, *prev, *depth, *stack;
+    int *parent, *first, *next, *prev, *mark, *stack;
+    int *path, *pos;           /* a pivot's two paths to the apex (k's, then l's at path + N), positions */
+    int stamp;                 /* marks of the current apex search: stamp (k's side), stamp + 1 */
     int64_t *flow;             /* flow on the arc joining a node to its parent */
-    double *pot;               /* u (rows) then v (columns) */
+    double *pot;               /* signed potentials q (u on rows, -v on columns); u, v at the end */
     /* initial basis */
     int64_t *rem;
     int *rem_eps;
     char *alive;
     int *arc_a, *arc_b, *adj_start, *adj;
     int64_t *arc_f;
-    int *order;
+    int *order, *order_col;    /* cells in cost order: row, column (no division to split an index) */
     uint8_t *keys;             /* cost bucket of each cell (sort_cells) */
     long pivots;
     double cmax;               /* largest |cost| (tolerance scale) */
@@ -62,9 +68,9 @@ typedef struct {
 
 static void work_free(Work *W) {
     free(W->orig); free(W->C); free(W->mass); free(W->parent); free(W->first); free(W->next);
-    free(W->prev); free(W->depth); free(W->stack); free(W->flow); free(W->pot); free(W->rem);
+    free(W->prev); free(W->mark); free(W->path); free(W->pos); free(W->stack); free(W->flow); free(W->pot); free(W->rem);
     free(W->rem_eps); free(W->alive); free(W->arc_a); free(W->arc_b); free(W->adj_start);
-    free(W->adj); free(W->arc_f); free(W->order); free(W->keys);
+    free(W->adj); free(W->arc_f); free(W->order); free(W->order_col); free(W->keys);
 }
 
 static int work_alloc(Work *W, int n, int m) {
@@ -73,17 +79,19 @@ static int work_alloc(Work *W, int n, int m) {
     W->orig = malloc(N * sizeof(int)); W->C = malloc(cells * sizeof(double));
     W->mass = malloc(N * sizeof(int64_t)); W->parent = malloc(N * sizeof(int));
     W->first = malloc(N * sizeof(int)); W->next = malloc(N * sizeof(int));
-    W->prev = malloc(N * sizeof(int)); W->depth = malloc(N * sizeof(int));
+    W->prev = malloc(N * sizeof(int)); W->mark = malloc(N * sizeof(int));
+    W->path = malloc(2 * N * sizeof(int)); W->pos = malloc(N * sizeof(int));
     W->stack = malloc(N * sizeof(int)); W->flow = malloc(N * sizeof(int64_t));
     W->pot = malloc(N * sizeof(double)); W->rem = malloc(N * sizeof(int64_t));
     W->rem_eps = malloc(N * sizeof(int)); W->alive = malloc(N);
     W->arc_a = malloc(N * sizeof(int)); W->arc_b = malloc(N * sizeof(int));
     W->arc_f = malloc(N * sizeof(int64_t)); W->adj_start = malloc((N + 1) * sizeof(int));
     W->adj = malloc(2 * N * sizeof(int)); W->order = malloc(cells * sizeof(int));
+    W->order_col = malloc(cells * sizeof(int));
     W->keys = malloc(cells);
     if (!W->orig || !W->C || !W->mass || !W->parent || !W->first || !W->next || !W->prev ||
-        !W->depth || !W->stack || !W->flow || !W->pot || !W->rem || !W->rem_eps || !W->alive ||
-        !W->arc_a || !W->arc_b || !W->arc_f || !W->adj_start || !W->adj || !W->order ||
+        !W->mark || !W->path || !W->pos || !W->stack || !W->flow || !W->pot || !W->rem || !W->rem_eps || !W->alive ||
+        !W->arc_a || !W->arc_b || !W->arc_f || !W->adj_start || !W->adj || !W->order || !W->order_col ||
         !W->keys) {
         work_free(W);
         return EMD_ERR_NOMEM;
@@ -92,6 +100,17 @@ static int work_alloc(Work *W, int n, int m) {
 }
 
 /* ---------------------------------------------------------------- set-up */
+
+/* A problem's costs as the caller passed them, float64 or float32 (read in place, widened
+ * value by value: float32 problems are not copied into a float64 matrix first). */
+typedef struct {
+    const void *data;
+    int single;
+} Costs;
+
+static inline double cost_at(Costs c, size_t i) {
+    return c.single ? (double)((const float *)c.data)[i] : ((const double *)c.data)[i];
+}
 
 /* Quantise the masses to integers and list the active (positive-mass) nodes. Integer flows
  * make "zero flow" exact, which the strongly-feasible rule needs. If the quantised totals
@@ -128,16 +147,19 @@ static double quantise(Work *W, const double *w1, const double *w2, int n, int m
 }
 
 /* Local dense cost matrix of the active nodes; dummy cells cost 0. */
-static void gather_costs(Work *W, const double *cost, int m) {
+static void gather_costs(Work *W, Costs cost, int m) {
     int ns = W->ns, nd = W->nd;
+    const int *col = W->orig + ns;
     for (int a = 0; a < ns; a++) {
         int ra = W->orig[a];
         double *row = W->C + (size_t)a * nd;
         if (ra < 0) { memset(row, 0, nd * sizeof(double)); continue; }
-        const double *src = cost + (size_t)ra * m;
-        for (int b = 0; b < nd; b++) {
-            int cb = W->orig[ns + b];
-            row[b] = cb < 0 ? 0.0 : src[cb];
+        if (cost.single) {
+            const float *src = (const float *)cost.data + (size_t)ra * m;
+            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : (double)src[col[b]];
+        } else {
+            const double *src = (const double *)cost.data + (size_t)ra * m;
+            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : src[col[b]];
         }
     }
 }
@@ -156,7 +178,11 @@ static void sort_cells(Work *W) {
     memset(count, 0, sizeof(count));
     for (int i = 0; i < cells; i++) { W->keys[i] = (uint8_t)((W->C[i] - lo) * f); count[W->keys[i] + 1]++; }
     for (int d = 0; d < 256; d++) count[d + 1] += count[d];
-    for (int i = 0; i < cells; i++) W->order[count[W->keys[i]]++] = i;
+    for (int a = 0, i = 0; a < W->ns; a++)
+        for (int b = 0; b < W->nd; b++, i++) {
+            int d = count[W->keys[i]]++;
+            W->order[d] = a; W->order_col[d] = b;
+        }
     W->cmax = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
 }
 
@@ -175,23 +201,34 @@ static inline void tree_link(Work *W, int p, int x) {
     W->first[p] = x;
 }
 
-/* Cost of the arc joining node x to its parent (one is a row, the other a column). */
-static inline double tree_cost(const Work *W, int x, int p) {
+/* Signed potential of node x from its parent p's, the arc x-p being tight: q_row - q_col = c. */
+static inline double tree_potential(const Work *W, int x, int p) {
     int ns = W->ns;
-    return x < ns ? W->C[(size_t)x * W->nd + (p - ns)] : W->C[(size_t)p * W->nd + (x - ns)];
+    return x < ns ? W->pot[p] + W->C[(size_t)x * W->nd + (p - ns)]
+                  : W->pot[p] - W->C[(size_t)p * W->nd + (x - ns)];
 }
 
-/* Depths and potentials of the subtree hanging at x (x's parent already set). */
+/* Potentials of the subtree hanging at x (x's parent already set), from the arc costs. */
 static void subtree_refresh(Work *W, int x) {
-    int top = 0, ns = W->ns;
+    int top = 0;
     W->stack[top++] = x;
     while (top) {
-        int y = W->stack[--top], p = W->parent[y];
-        W->depth[y] = W->depth[p] + 1;
-        W->pot[y] = tree_cost(W, y, p) - W->pot[p];     /* u_a + v_b = c_ab */
+        int y = W->stack[--top];
+        W->pot[y] = tree_potential(W, y, W->parent[y]);
         for (int c = W->first[y]; c >= 0; c = W->next[c]) W->stack[top++] = c;
     }
-    (void)ns;
+}
+
+/* Add `shift` to the signed potentials of the subtree hanging at x: its arcs stay tight. */
+static void subtree_shift(Work *W, int x, double shift) {
+    int top = 0, *stack = W->stack, *first = W->first, *next = W->next;
+    double *pot = W->pot;
+    stack[top++] = x;
+    while (top) {
+        int y = stack[--top];
+        pot[y] += shift;
+        for (int c = first[y]; c >= 0; c = next[c]) stack[top++] = c;
+    }
 }
 
 /* ---------------------------------------------------------------- initial basis */
@@ -212,7 +249,7 @@ static int initial_tree(Work *W) {
     sort_cells(W);
     int cells = ns * nd;
     for (int t = 0; t < cells && narcs < N - 1; t++) {
-        int idx = W->order[t], a = idx / nd, b = ns + idx % nd;
+        int a = W->order[t], b = ns + W->order_col[t];
         if (!W->alive[a] || !W->alive[b]) continue;
         int64_t ra = W->rem[a], rb = W->rem[b];
         int ea = W->rem_eps[a], eb = W->rem_eps[b];
@@ -234,7 +271,7 @@ static int initial_tree(Work *W) {
     for (int x = 0; x < N; x++) fill[x] = W->adj_start[x];
     for (int i = 0; i < narcs; i++) { W->adj[fill[W->arc_a[i]]++] = i; W->adj[fill[W->arc_b[i]]++] = i; }
     for (int x = 0; x < N; x++) { W->first[x] = -1; W->parent[x] = -2; }
-    W->parent[root] = -1; W->depth[root] = 0; W->pot[root] = 0.0; W->flow[root] = 0;
+    W->parent[root] = -1; W->pot[root] = 0.0; W->flow[root] = 0;
     int head = 0, tail = 0, seen = 1;
     W->stack[tail++] = root;
     while (head < tail) {
@@ -245,8 +282,7 @@ static int initial_tree(Work *W) {
             if (W->parent[y] != -2) return EMD_ERR_INIT;   /* not a tree */
             tree_link(W, x, y);
             W->flow[y] = W->arc_f[i];
-            W->depth[y] = W->depth[x] + 1;
-            W->pot[y] = tree_cost(W, y, x) - W->pot[x];
+            W->pot[y] = tree_potential(W, y, x);
             W->stack[tail++] = y;
             seen++;
             /* strongly feasible: a zero-flow arc must point to the root, i.e. start at y */
@@ -258,23 +294,33 @@ static int initial_tree(Work *W) {
 
 /* ---------------------------------------------------------------- simplex */
 
+/* min_b (c[b] + q[b]) with four independent running minima: one minimum's chain of
+ * dependent compares would bound the vectorised loop by its latency. */
+static inline double row_minimum(const double *c, const double *q, int nd) {
+    double m0 = HUGE_VAL, m1 = HUGE_VAL, m2 = HUGE_VAL, m3 = HUGE_VAL;
+    int b = 0;
+    for (; b + 4 <= nd; b += 4) {
+        double r0 = c[b] + q[b], r1 = c[b + 1] + q[b + 1], r2 = c[b + 2] + q[b + 2], r3 = c[b + 3] + q[b + 3];
+        m0 = r0 < m0 ? r0 : m0; m1 = r1 < m1 ? r1 : m1; m2 = r2 < m2 ? r2 : m2; m3 = r3 < m3 ? r3 : m3;
+    }
+    for (; b < nd; b++) { double r = c[b] + q[b]; m0 = r < m0 ? r : m0; }
+    m0 = m1 < m0 ? m1 : m0; m2 = m3 < m2 ? m3 : m2;
+    return m2 < m0 ? m2 : m0;
+}
+
 /* Block pricing: scan rows from *row, `block` rows at a time, and return the most negative
  * reduced cost of the first block that has one (below -tol). Returns 0 when none is left. */
 static int price(Work *W, int *row, int block, double tol, int *k, int *l, double *rc_out) {
     int ns = W->ns, nd = W->nd, r = *row, in_block = 0;
-    const double *v = W->pot + ns;
+    const double *q = W->pot + ns;                   /* -v of the columns */
     double best = -tol;
     int bk = -1, bl = -1;
     for (int scanned = 0; scanned < ns; scanned++) {
         const double *c = W->C + (size_t)r * nd;
-        double ua = W->pot[r], low = HUGE_VAL;
-        for (int b = 0; b < nd; b++) {                 /* a plain minimum: vectorised */
-            double rc = c[b] - v[b];
-            low = rc < low ? rc : low;
-        }
+        double ua = W->pot[r], low = row_minimum(c, q, nd);
         if (low - ua < best) {                           /* rare: locate it */
             for (int b = 0; b < nd; b++)
-                if (c[b] - v[b] == low) { best = low - ua; bk = r; bl = b; break; }
+                if (c[b] + q[b] == low) { best = low - ua; bk = r; bl = b; break; }
         }
         r = r + 1 == ns ? 0 : r + 1;
         if (++in_block >= block) {
@@ -290,25 +336,44 @@ static int price(Work *W, int *row, int block, double tol, int *k, int *l, doubl
 
 /* One pivot on entering arc (k -> l), k a row node, l a column node, reduced cost rc < 0. */
 static void pivot(Work *W, int k, int l, double rc) {
-    int *par = W->parent, *dep = W->depth, ns = W->ns;
+    int *par = W->parent, *mark = W->mark, *pos = W->pos, ns = W->ns, N = ns + W->nd;
     int64_t *fl = W->flow;
-    int a = k, b = l;
-    while (dep[a] > dep[b]) a = par[a];
-    while (dep[b] > dep[a]) b = par[b];
-    while (a != b) { a = par[a]; b = par[b]; }
-    int apex = a, q = -1, side = 0;
+    /* apex: walk up from k and from l in turn, listing the nodes passed; the apex is the first
+     * node the other walk has passed. Both paths are then arrays (no more pointer chasing). */
+    int *pk = W->path, *pl = W->path + N, nk = 0, nl = 0;
+    int ks = W->stamp += 2, ls = ks + 1, a = k, b = l, apex;
+    mark[a] = ks; pos[a] = nk; pk[nk++] = a;
+    mark[b] = ls; pos[b] = nl; pl[nl++] = b;
+    for (;;) {
+        if (par[a] >= 0) {
+            a = par[a];
+            if (mark[a] == ls) { apex = a; nl = pos[a]; break; }
+            mark[a] = ks; pos[a] = nk; pk[nk++] = a;
+        }
+        if (par[b] >= 0) {
+            b = par[b];
+            if (mark[b] == ks) { apex = b; nk = pos[b]; break; }
+            mark[b] = ls; pos[b] = nl; pl[nl++] = b;
+        }
+    }
+    (void)apex;
+    int q = -1, side = 0;
     int64_t theta = INT64_MAX;
     /* Flow moves k -> l -> (up to apex) -> (down to) k. Decreasing arcs: on k's path those at
      * row nodes, on l's path those at column nodes. The cycle, walked from the apex along the
      * entering arc, meets k's path top-down, then l's path bottom-up: the LAST blocking arc is
      * the highest one on l's path (<=), else the deepest on k's path (strict <). */
-    for (int y = k; y != apex; y = par[y])
-        if (y < ns && fl[y] < theta) { theta = fl[y]; q = y; side = 0; }
-    for (int x = l; x != apex; x = par[x])
+    for (int i = 0; i < nk; i++) {
+        int y = pk[i];
+        if (y < ns && fl[y] < theta) { theta = fl[y]; q = y; }
+    }
+    for (int i = 0; i < nl; i++) {
+        int x = pl[i];
         if (x >= ns && fl[x] <= theta) { theta = fl[x]; q = x; side = 1; }
+    }
     if (theta > 0) {
-        for (int y = k; y != apex; y = par[y]) fl[y] += y < ns ? -theta : theta;
-        for (int x = l; x != apex; x = par[x]) fl[x] += x >= ns ? -theta : theta;
+        for (int i = 0; i < nk; i++) fl[pk[i]] += pk[i] < ns ? -theta : theta;
+        for (int i = 0; i < nl; i++) fl[pl[i]] += pl[i] >= ns ? -theta : theta;
     }
     /* Drop the arc above q; the subtree of q hangs from the entering arc instead: re-root it
      * at its end of the entering arc by reversing the parent pointers up to q. */
@@ -324,17 +389,20 @@ static void pivot(Work *W, int k, int l, double rc) {
         if (cur == q) break;
         up = cur; carried = nf; cur = nxt;
     }
-    subtree_refresh(W, e);
-    (void)rc;
+    /* the re-hung subtree moves by rc, which makes the entering arc tight: u_k + rc when it
+     * holds k (q_k + rc), v_l + rc when it holds l (q_l - rc) */
+    subtree_shift(W, e, side ? -rc : rc);
     W->pivots++;
 }
 
-/* Potentials of the whole tree from the root (removes drift of the incremental updates). */
+/* Potentials u (rows) and v (columns) of the whole tree from the root, recomputed from the
+ * costs (no drift of the incremental updates). */
 static void all_potentials(Work *W) {
-    int N = W->ns + W->nd, root = -1;
+    int ns = W->ns, N = ns + W->nd, root = -1;
     for (int x = 0; x < N; x++) if (W->parent[x] < 0) { root = x; break; }
-    W->pot[root] = 0.0; W->depth[root] = 0;
+    W->pot[root] = 0.0;
     for (int c = W->first[root]; c >= 0; c = W->next[c]) subtree_refresh(W, c);
+    for (int x = ns; x < N; x++) W->pot[x] = -W->pot[x];  /* signed q -> v */
 }
 
 /* ---------------------------------------------------------------- one problem */
@@ -344,12 +412,12 @@ typedef struct {
     long max_pivots;
 } Options;
 
-static void write_trivial(const double *cost, int n, int m, double *u, double *v, double *obj) {
+static void write_trivial(Costs cost, int n, int m, double *u, double *v, double *obj) {
     /* nothing to transport: zero flow, v = 0, u = row minima (dual feasible, objective 0) */
     for (int b = 0; b < m; b++) v[b] = 0.0;
     for (int a = 0; a < n; a++) {
-        double lo = cost[(size_t)a * m];
-        for (int b = 1; b < m; b++) lo = cost[(size_t)a * m + b] < lo ? cost[(size_t)a * m + b] : lo;
+        double lo = cost_at(cost, (size_t)a * m);
+        for (int b = 1; b < m; b++) { double c = cost_at(cost, (size_t)a * m + b); lo = c < lo ? c : lo; }
         u[a] = lo;
     }
     *obj = 0.0;
@@ -358,7 +426,7 @@ static void write_trivial(const double *cost, int n, int m, double *u, double *v
 /* Duals of the nodes left out (zero mass): the largest values keeping every reduced cost
  * non-negative, columns first, then rows against all columns. A zero-mass node's dual is then
  * the one-sided derivative of the objective for adding mass there. */
-static void zero_mass_duals(const Work *W, const double *cost, const double *w1, const double *w2,
+static void zero_mass_duals(const Work *W, Costs cost, const double *w1, const double *w2,
                             int n, int m, double *u, double *v, const char *row_in, const char *col_in,
                             double dummy_row_u, double dummy_col_v) {
     int has_row_dummy = W->dummy == 1, has_col_dummy = W->dummy == 2;
@@ -367,26 +435,30 @@ static void zero_mass_duals(const Work *W, const double *cost, const double *w1,
         if (col_in[b]) continue;
         double best = has_row_dummy ? -dummy_row_u : HUGE_VAL;   /* dummy row costs 0 */
         for (int a = 0; a < n; a++)
-            if (row_in[a]) { double t = cost[(size_t)a * m + b] - u[a]; best = t < best ? t : best; }
+            if (row_in[a]) { double t = cost_at(cost, (size_t)a * m + b) - u[a]; best = t < best ? t : best; }
         v[b] = best == HUGE_VAL ? 0.0 : best;
     }
     for (int a = 0; a < n; a++) {
         if (row_in[a]) continue;
         double best = has_col_dummy ? -dummy_col_v : HUGE_VAL;
-        for (int b = 0; b < m; b++) { double t = cost[(size_t)a * m + b] - v[b]; best = t < best ? t : best; }
+        for (int b = 0; b < m; b++) { double t = cost_at(cost, (size_t)a * m + b) - v[b]; best = t < best ? t : best; }
         u[a] = best;
     }
 }
 
-static int solve_one(Work *W, const Options *o, const double *cost, const double *w1, const double *w2,
-                     double *flow, double *u, double *v, double *obj) {
+/* One problem: costs read in place (float64 or float32), weights float64, the flow written in
+ * the costs' precision. */
+static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, const double *w2,
+                     void *flow, double *u, double *v, double *obj) {
     int n = o->n, m = o->m;
-    memset(flow, 0, (size_t)n * m * sizeof(double));
+    memset(flow, 0, (size_t)n * m * (cost.single ? sizeof(float) : sizeof(double)));
     double scale = quantise(W, w1, w2, n, m);
     if (W->ns == 0 || W->nd == 0) { write_trivial(cost, n, m, u, v, obj); return EMD_OK; }
     gather_costs(W, cost, m);
     int status = initial_tree(W);
     if (status != EMD_OK) return status;
+    memset(W->mark, 0, (size_t)(W->ns + W->nd) * sizeof(int));
+    W->stamp = 0;
 
     double tol = 1e-12 * (W->cmax > 1.0 ? W->cmax : 1.0);
     int row = 0, k, l;
@@ -427,8 +499,9 @@ static int solve_one(Work *W, const Options *o, const double *cost, const double
         int ra = W->orig[x < ns ? x : p], cb = W->orig[x < ns ? p : x];
         if (ra < 0 || cb < 0) continue;
         double f = (double)W->flow[x] * inv;
-        flow[(size_t)ra * m + cb] = f;
-        total += f * cost[(size_t)ra * m + cb];
+        size_t i = (size_t)ra * m + cb;
+        if (cost.single) ((float *)flow)[i] = (float)f; else ((double *)flow)[i] = f;
+        total += f * cost_at(cost, i);
     }
     *obj = total;
     return EMD_OK;
@@ -461,30 +534,27 @@ static void *worker(void *arg) {
         }
         return NULL;
     }
-    size_t nm = (size_t)n * m;
-    /* float32 problems are widened into these (L1-sized) buffers, their flows narrowed back */
-    double *cost64 = B->single ? malloc((nm * 2 + n + m) * sizeof(double)) : NULL;
+    size_t nm = (size_t)n * m, item = B->single ? sizeof(float) : sizeof(double);
+    /* float32 weights are widened into these small buffers; costs are read in place */
+    double *w64 = B->single ? malloc((size_t)(n + m) * sizeof(double)) : NULL;
     for (;;) {
         long i = __atomic_fetch_add(&B->next, 1, __ATOMIC_RELAXED);
         if (i >= B->batch) break;
         double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i;
+        Costs cost = {(const char *)B->cost + i * nm * item, B->single};
+        void *flow = (char *)B->flow + i * nm * item;
         if (!B->single) {
-            B->status[i] = solve_one(&W, &B->opt, (const double *)B->cost + i * nm, (const double *)B->w1 + i * n,
-                                     (const double *)B->w2 + i * m, (double *)B->flow + i * nm, u, v, obj);
+            B->status[i] = solve_one(&W, &B->opt, cost, (const double *)B->w1 + i * n,
+                                     (const double *)B->w2 + i * m, flow, u, v, obj);
             continue;
         }
-        if (!cost64) { B->status[i] = EMD_ERR_NOMEM; continue; }
-        double *flow64 = cost64 + nm, *w1 = flow64 + nm, *w2 = w1 + n;
-        const float *c32 = (const float *)B->cost + i * nm, *a32 = (const float *)B->w1 + i * n;
-        const float *b32 = (const float *)B->w2 + i * m;
-        for (size_t k = 0; k < nm; k++) cost64[k] = c32[k];
-        for (int k = 0; k < n; k++) w1[k] = a32[k];
-        for (int k = 0; k < m; k++) w2[k] = b32[k];
-        B->status[i] = solve_one(&W, &B->opt, cost64, w1, w2, flow64, u, v, obj);
-        float *f32 = (float *)B->flow + i * nm;
-        for (size_t k = 0; k < nm; k++) f32[k] = (float)flow64[k];
+        if (!w64) { B->status[i] = EMD_ERR_NOMEM; continue; }
+        const float *a32 = (const float *)B->w1 + i * n, *b32 = (const float *)B->w2 + i * m;
+        for (int k = 0; k < n; k++) w64[k] = a32[k];
+        for (int k = 0; k < m; k++) w64[n + k] = b32[k];
+        B->status[i] = solve_one(&W, &B->opt, cost, w64, w64 + n, flow, u, v, obj);
     }
-    free(cost64);
+    free(w64);
     __atomic_fetch_add(&B->pivots, W.pivots, __ATOMIC_RELAXED);
     work_free(&W);
     return NULL;

@@ -135,10 +135,12 @@ def backend() -> str:
 
 
 def default_threads(batch: int) -> int:
-    """Threads for threads=0: $FSL_EMD_THREADS, else the usable cores, with at least
-    MIN_PER_THREAD problems per thread."""
+    """Threads for threads=0: $FSL_EMD_THREADS, else the CPU threads the entry script set
+    (--threads, utils/device.py), else the usable cores, with at least MIN_PER_THREAD problems
+    per thread."""
+    from utils.device import available_cores, cpu_threads
     env = os.environ.get("FSL_EMD_THREADS")
-    cores = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = int(env) if env else (cpu_threads() or (available_cores(),))[0]
     return max(1, min(cores, batch // MIN_PER_THREAD))
 
 

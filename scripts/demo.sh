@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 DATA=${DEMO_DIR:-demo_data/glyphs}
 CKPT=${DEMO_CHECKPOINTS:-checkpoints}
 COMMON=(--dataset demo --data_path "$DATA" --model Conv4 --image_size 32 --checkpoint_dir "$CKPT" "$@")
-RUNS="$CKPT/demo/$(basename "$DATA")"  # run folders: <checkpoint_dir>/<dataset>/<data folder's name>/<run>
+RUNS="$CKPT/demo"  # run folders: <checkpoint_dir>/<dataset>/<run>
 
 python -m data.demo --out "$DATA" --image_size 32
 python write_miniImagenet_filelist.py --data_path "$DATA"

@@ -87,7 +87,7 @@ def simtrans_run(tiny_data, tmp_path_factory) -> dict:
     build_benchmark(str(tiny_data), str(bench), 0.25, 0.5, 4, 2, seed=0)
     build_benchmark(str(tiny_data), str(other), 0.25, 0.5, 4, 2, seed=1)
     ckpt = root / "checkpoints"
-    runs = ckpt / "demo" / "bench"
+    runs = ckpt / "demo"
     flags = lambda *extra: simtrans_flags(bench, ckpt, *extra)  # noqa: E731
     outputs = {}
 
@@ -127,7 +127,7 @@ def mtl_run(tiny_data, tmp_path_factory) -> dict:
     """MTL pre-trained (2 epochs, official flag names) then meta-trained with hard tasks (2 epochs
     of 4 tasks, a meta-batch of 2 plus 1 hard task), once for the e2e and the bad-input tests."""
     ckpt = tmp_path_factory.mktemp("mtl")
-    runs = ckpt / "demo" / "glyphs"
+    runs = ckpt / "demo"
     pretrained = runs / "ResNet25_mtl_pretrain" / "best_model.pdparams"
 
     def step(name: str, script: str, *extra) -> None:

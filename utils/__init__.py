@@ -1,6 +1,15 @@
 """The lowest layer: helpers every other package may use (user errors, flag parsing, device and
 seeding, optimisers and schedules, statistics). It imports nothing else of the project."""
+import os
+import sys
 import warnings
+
+#: the CPU thread variables as the process had them before Paddle's import, which sets
+#: OMP_NUM_THREADS=1 when it is unset (read by utils/device.py `user_thread_setting`); None
+#: when Paddle was imported before this package (then /proc/self/environ tells, on Linux)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_ENV_BEFORE_PADDLE = (None if "paddle" in sys.modules
+                            else {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ})
 
 # Pillow's image codecs are loaded before Paddle can be: with Paddle 2.6 loaded first, Pillow's
 # PNG encoder binds to the zlib inside Paddle's library and crashes (segmentation fault in

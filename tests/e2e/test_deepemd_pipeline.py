@@ -17,7 +17,7 @@ def pretrained(tiny_data, tmp_path_factory):
     result = run_script("pretrain.py", *tiny_flags(tiny_data, ckpt, *EMD, "--epoch", "1", "--batch_size", "16",
                                                    "--lr", "0.05", "--val_n_episode", "10"))
     assert result.returncode == 0, result.stderr
-    return ckpt, ckpt / "demo" / "glyphs" / "Conv4_deepemd_fcn_pretrain" / "best_model.pdparams"
+    return ckpt, ckpt / "demo" / "Conv4_deepemd_fcn_pretrain" / "best_model.pdparams"
 
 
 @pytest.mark.parametrize("solver,extra", [("opencv", ()), ("exact", ()), ("qpth", ()),
@@ -29,7 +29,7 @@ def test_meta_training_with_each_solver(tiny_data, pretrained, solver, extra):
         "--train_n_episode", "2", "--val_n_episode", "5", "--lr", "5e-4", "--pretrain_path", pre))
     assert result.returncode == 0, result.stderr
     suffix = ("" if solver == "opencv" else f"_{solver}") + "".join(f"_{value}" for value in extra[1::2])
-    run = ckpt / "demo" / "glyphs" / f"Conv4_deepemd_fcn{suffix}_5way_1shot_metatrain"
+    run = ckpt / "demo" / f"Conv4_deepemd_fcn{suffix}_5way_1shot_metatrain"
     assert (run / "best_model.pdparams").is_file() and (run / "output.log").is_file()
 
 
@@ -58,7 +58,7 @@ def test_grid_and_sampling_variants(tiny_data, pretrained, variant, flags):
         tiny_data, ckpt, *EMD, "-deepemd", variant, *flags, "-way", "5", "-shot", "1", "-query", "2",
         "--epoch", "1", "--train_n_episode", "1", "--val_n_episode", "3", "--pretrain_path", pre))
     assert train.returncode == 0, train.stderr
-    run = ckpt / "demo" / "glyphs" / f"Conv4_deepemd_{variant}_5way_1shot_metatrain"
+    run = ckpt / "demo" / f"Conv4_deepemd_{variant}_5way_1shot_metatrain"
     test = run_script("test.py", *tiny_flags(tiny_data, ckpt, *EMD, "-deepemd", variant, *flags, "-shot", "1",
                                              "-test_episode", "4", "--model_path", run / "best_model.pdparams"))
     assert test.returncode == 0, test.stderr

@@ -27,6 +27,6 @@ def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
     assert re.search(r"^5-way 1-shot: \d+ Test Acc", run.text, re.M) and re.search(r"^5-way 5-shot: ", run.text, re.M)
     assert run.images >= 5, f"{run.images} figures"  # episode, 2 histories, curves.png, reconstruction
     run.figures(params, ["episode", "pretrain_history", "meta_history", "reconstruction"])
-    folder = Path(params["WORK"]) / "checkpoints" / "demo" / "demo-glyphs" / "Conv4_meta_frn_5way_5shot_metatrain"
+    folder = Path(params["WORK"]) / "checkpoints" / "demo" / "Conv4_meta_frn_5way_5shot_metatrain"
     assert (folder / "best_model.pdparams").is_file() and (folder / "history.json").is_file()
     assert run.seconds < 120, f"notebook took {run.seconds:.0f}s"

@@ -31,6 +31,6 @@ def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
     assert [shot for shot, *_ in inner] == ["1", "5"] and all(steps == "10" for *_, steps, _ in inner), run.text[-2000:]
     assert run.images >= 5, f"{run.images} figures"
     run.figures(params, ["episode", "pretrain_history", "meta_history", "inner_loop", "ss_scales"])
-    folder = Path(params["WORK"]) / "checkpoints" / "demo" / "demo-glyphs" / "ResNet25_mtl_ht2_5way_1shot_metatrain"
+    folder = Path(params["WORK"]) / "checkpoints" / "demo" / "ResNet25_mtl_ht2_5way_1shot_metatrain"
     assert (folder / "best_model.pdparams").is_file() and (folder / "history.json").is_file()
     assert run.seconds < 120, f"notebook took {run.seconds:.0f}s"

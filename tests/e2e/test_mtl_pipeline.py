@@ -53,10 +53,10 @@ def test_meta_training_resumes_exactly(tiny_data, tmp_path, mtl_run):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, straight, *common, "--max_epoch", "2")).returncode == 0
     assert run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "1")).returncode == 0
-    folder = resumed / "demo" / "glyphs" / "ResNet25_mtl_5way_1shot_metatrain"
+    folder = resumed / "demo" / "ResNet25_mtl_5way_1shot_metatrain"
     result = run_script("meta_train.py", *tiny_mtl_flags(tiny_data, resumed, *common, "--max_epoch", "2", "--resume", folder))
     assert result.returncode == 0, result.stderr
-    a = paddle.load(str(straight / "demo" / "glyphs" / "ResNet25_mtl_5way_1shot_metatrain" / "last_model.pdparams"))["state_dict"]
+    a = paddle.load(str(straight / "demo" / "ResNet25_mtl_5way_1shot_metatrain" / "last_model.pdparams"))["state_dict"]
     b = paddle.load(str(folder / "last_model.pdparams"))["state_dict"]
     assert set(a) == set(b)
     for key in a:

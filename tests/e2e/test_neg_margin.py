@@ -23,7 +23,7 @@ def trained(tiny_data, tmp_path_factory):
         "--lr", "0.05", "--wd", "1e-4", "--no_nesterov", "--warmup_iters", "4", "--warmup_start", "0.25",
         "--milestones", "1", "--margin", "-0.02", "--n_shot", "1", "--val_n_episode", "10", *FIT))
     assert result.returncode == 0, result.stderr
-    return ckpt, ckpt / "demo" / "glyphs" / "Conv4_neg_margin_mmfs_cosineface_m-0.02_pretrain"
+    return ckpt, ckpt / "demo" / "Conv4_neg_margin_mmfs_cosineface_m-0.02_pretrain"
 
 
 def test_base_training_writes_the_run_and_steps_the_schedule_per_iteration(trained):
@@ -55,7 +55,7 @@ def test_bl0_protocol_with_adam_warmup_cosine_and_lag(tiny_data, tmp_path):
         "--lr_schedule", "cosine", "--warmup_iters", "3", "--warmup_start", "0.0625", "--eta_min", "1e-6",
         "--lr_lag", "1", "--n_shot", "5", "--n_query", "4", "--val_n_episode", "5", "--finetune_epochs", "2"))
     assert result.returncode == 0, result.stderr
-    run = tmp_path / "demo" / "glyphs" / "Conv4_neg_margin_bl0_neg-softmax_m-0.3_pretrain"
+    run = tmp_path / "demo" / "Conv4_neg_margin_bl0_neg-softmax_m-0.3_pretrain"
     assert (run / "best_model.pdparams").is_file()
     out = run_script("test.py", *tiny_flags(tiny_data, tmp_path, "--method", "neg_margin", "--protocol", "bl0",
                                             "--metric", "neg-softmax", "--model_path", run / "best_model.pdparams",

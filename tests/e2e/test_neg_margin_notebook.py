@@ -25,7 +25,7 @@ def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
     assert len(ACC_LINE.findall(run.text)) == 4, run.text[-3000:]  # 2 margins x 2 shots
     assert re.search(r"^5-way 1-shot: best margin -?[\d.]+ with [\d.]+%", run.text, re.M), run.text[-2000:]
     run.figures(params, ["episode", "margin_curves", "accuracy_vs_margin"])
-    runs = Path(params["WORK"]) / "checkpoints" / "demo" / "demo-glyphs"
+    runs = Path(params["WORK"]) / "checkpoints" / "demo"
     assert {p.name for p in runs.iterdir()} == {"Conv4_neg_margin_mmfs_cosineface_m-0.1_pretrain",
                                                 "Conv4_neg_margin_mmfs_cosineface_m0_pretrain"}
     assert run.seconds < 120, f"notebook took {run.seconds:.0f}s"

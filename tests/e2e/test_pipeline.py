@@ -23,7 +23,7 @@ def trained(tiny_data, tmp_path_factory):
     pre = run_script("pretrain.py", *tiny_flags(tiny_data, ckpt, "--method", "stl_frn", "--epoch", "2",
                                                 "--batch_size", "16", "--lr", "0.01", "--val_n_episode", "20"))
     assert pre.returncode == 0, pre.stderr
-    pre_dir = ckpt / "demo" / "glyphs" / "Conv4_stl_frn_pretrain"
+    pre_dir = ckpt / "demo" / "Conv4_stl_frn_pretrain"
     meta = run_script("meta_train.py", *tiny_flags(
         tiny_data, ckpt, "--method", "meta_frn", "--train_n_way", "5", "--n_shot", "2", "--n_query", "4",
         "--epoch", "2", "--train_n_episode", "5", "--val_n_episode", "20",
@@ -34,7 +34,7 @@ def trained(tiny_data, tmp_path_factory):
 
 def test_pretrain_writes_checkpoints_log_and_curves(trained):
     ckpt, pre, _ = trained
-    run = ckpt / "demo" / "glyphs" / "Conv4_stl_frn_pretrain"
+    run = ckpt / "demo" / "Conv4_stl_frn_pretrain"
     for name in ("best_model.pdparams", "last_model.pdparams", "resume.pdstate", "output.log",
                  "history.json", "curves.png"):
         assert (run / name).is_file(), name
@@ -48,19 +48,19 @@ def test_pretrain_writes_checkpoints_log_and_curves(trained):
 
 def test_meta_train_run_folder_is_named_like_the_seed(trained):
     ckpt, _, _ = trained
-    run = ckpt / "demo" / "glyphs" / "Conv4_meta_frn_5way_2shot_metatrain"
+    run = ckpt / "demo" / "Conv4_meta_frn_5way_2shot_metatrain"
     assert (run / "best_model.pdparams").is_file() and (run / "output.log").is_file()
 
 
 def test_pretrained_cat_mat_is_dropped_and_scale_kept(trained):
     ckpt, _, _ = trained
-    pre = paddle.load(str(ckpt / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "last_model.pdparams"))
+    pre = paddle.load(str(ckpt / "demo" / "Conv4_stl_frn_pretrain" / "last_model.pdparams"))
     assert "cat_mat" in pre["state_dict"] and pre["identity"]["family"] == "FRN"
 
 
 def test_test_py_prints_the_seed_line_per_task_and_the_mean(trained, tiny_data):
     ckpt, _, _ = trained
-    model = ckpt / "demo" / "glyphs" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
+    model = ckpt / "demo" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
     out = run_script("test.py", *tiny_flags(tiny_data, ckpt, "--method", "meta_frn", "--n_shot", "1",
                                             "--n_query", "5", "--model_path", model, "--test_n_episode", "60",
                                             "--test_task_nums", "2"))
@@ -75,17 +75,19 @@ def test_test_py_prints_the_seed_line_per_task_and_the_mean(trained, tiny_data):
 
 def test_cache_and_per_episode_paths_agree_and_episodes_replay(trained, tiny_data, tmp_path):
     ckpt, _, _ = trained
-    model = ckpt / "demo" / "glyphs" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
+    model = ckpt / "demo" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
     flags = tiny_flags(tiny_data, ckpt, "--method", "meta_frn", "--n_shot", "2", "--n_query", "3",
                        "--model_path", model, "--test_n_episode", "15", "--seed", "5")
     episodes = tmp_path / "episodes.json"
     cached = run_script("test.py", *flags, "--save_episodes", episodes)
     direct = run_script("test.py", *flags, "--no_feature_cache")
+    on_disk = run_script("test.py", *flags, "--feature_cache_gb", "0")  # the cache in a temporary file
     replay = run_script("test.py", *tiny_flags(tiny_data, ckpt, "--method", "meta_frn", "--model_path", model,
                                                "--episodes_file", episodes))
-    assert cached.returncode == direct.returncode == replay.returncode == 0, cached.stderr + replay.stderr
-    results = [ACC_LINE.search(r.stdout).groups() for r in (cached, direct, replay)]
-    assert results[0] == results[1] == results[2]
+    runs = (cached, direct, on_disk, replay)
+    assert all(r.returncode == 0 for r in runs), "".join(r.stderr for r in runs)
+    results = [ACC_LINE.search(r.stdout).groups() for r in runs]
+    assert results[0] == results[1] == results[2] == results[3]
     spec = json.loads(episodes.read_text())
     assert (spec["way"], spec["shot"], spec["query"], len(spec["episodes"])) == (5, 2, 3, 15)
     first = spec["episodes"][0]
@@ -95,7 +97,7 @@ def test_cache_and_per_episode_paths_agree_and_episodes_replay(trained, tiny_dat
 
 def test_same_seed_same_episodes_other_seed_other_episodes(trained, tiny_data, tmp_path):
     ckpt, _, _ = trained
-    model = ckpt / "demo" / "glyphs" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
+    model = ckpt / "demo" / "Conv4_meta_frn_5way_2shot_metatrain" / "best_model.pdparams"
     saved = []
     for seed, name in ((3, "a"), (3, "b"), (4, "c")):
         path = tmp_path / f"{name}.json"
@@ -110,13 +112,13 @@ def test_protonet_pipeline(tiny_data, tmp_path):
     pre = run_script("pretrain.py", *tiny_flags(tiny_data, tmp_path, "--method", "protonet", "--epoch", "1",
                                                 "--batch_size", "16", "--val_n_episode", "10"))
     assert pre.returncode == 0, pre.stderr
-    run = tmp_path / "demo" / "glyphs" / "Conv4_protonet_pretrain"
+    run = tmp_path / "demo" / "Conv4_protonet_pretrain"
     meta = run_script("meta_train.py", *tiny_flags(
         tiny_data, tmp_path, "--method", "protonet", "--train_n_way", "5", "--n_shot", "1", "--n_query", "3",
         "--epoch", "1", "--train_n_episode", "4", "--val_n_episode", "10",
         "--pretrain_path", run / "best_model.pdparams"))
     assert meta.returncode == 0, meta.stderr
-    model = tmp_path / "demo" / "glyphs" / "Conv4_protonet_5way_1shot_metatrain" / "best_model.pdparams"
+    model = tmp_path / "demo" / "Conv4_protonet_5way_1shot_metatrain" / "best_model.pdparams"
     out = run_script("test.py", *tiny_flags(tiny_data, tmp_path, "--method", "protonet", "--model_path", model,
                                             "--test_n_episode", "20"))
     assert out.returncode == 0 and ACC_LINE.search(out.stdout), out.stderr
@@ -130,6 +132,6 @@ def test_resnet12_pipeline(tiny_data, tmp_path):
                                               "--n_query", "2", "--epoch", "1", "--train_n_episode", "2",
                                               "--val_n_episode", "5"))
     assert meta.returncode == 0, meta.stderr
-    model = tmp_path / "demo" / "glyphs" / "ResNet12_meta_frn_5way_1shot_metatrain" / "best_model.pdparams"
+    model = tmp_path / "demo" / "ResNet12_meta_frn_5way_1shot_metatrain" / "best_model.pdparams"
     out = run_script("test.py", *flags("--method", "meta_frn", "--model_path", model, "--test_n_episode", "10"))
     assert out.returncode == 0 and acc_line(out.stdout)[0] == 10, out.stderr

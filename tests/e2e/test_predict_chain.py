@@ -43,13 +43,14 @@ def test_demo_data_to_pretrain_meta_train_test_predict_export_infer(tmp_path):
     assert built.returncode == 0, built.stderr
     step("write_miniImagenet_filelist.py", "--data_path", data)
     ckpt = tmp_path / "checkpoints"
+    runs = ckpt / "demo"  # <checkpoint_dir>/<dataset>/<run>
     step("pretrain.py", *tiny_flags(data, ckpt, "--method", "stl_frn", "--epoch", "1", "--batch_size", "16",
                                     "--val_n_episode", "5"))
     step("meta_train.py", *tiny_flags(data, ckpt, "--method", "meta_frn", "--train_n_way", "5", "--n_shot", "1",
                                       "--n_query", "4", "--epoch", "2", "--train_n_episode", "10", "--optimizer",
                                       "adam", "--lr", "1e-3", "--val_n_episode", "10", "--pretrain_path",
-                                      ckpt / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"))
-    model = ckpt / "demo" / "Conv4_meta_frn_5way_1shot_metatrain" / "best_model.pdparams"
+                                      runs / "Conv4_stl_frn_pretrain" / "best_model.pdparams"))
+    model = runs / "Conv4_meta_frn_5way_1shot_metatrain" / "best_model.pdparams"
     tested = step("test.py", *tiny_flags(data, ckpt, "--method", "meta_frn", "--model_path", model,
                                          "--test_n_episode", "20"))
     assert re.search(r"^20 Test Acc = [\d.]+% \+- [\d.]+%$", tested, re.M), tested

@@ -75,7 +75,7 @@ def test_a_simtrans_run_resumes(simtrans_run, tmp_path):
     after the parameters' creation order, which differs inside this test session."""
     flags = simtrans_flags(simtrans_run["bench"], tmp_path, "--method", "simtrans_naive", "--batch_size", "8",
                            "--lr", "0.02", "--lr_interval", "1")
-    run = tmp_path / "demo" / "bench" / "Conv4_simtrans_naive"
+    run = tmp_path / "demo" / "Conv4_simtrans_naive"
     first = run_script("pretrain.py", *flags, "--num_epoch", "1")
     assert first.returncode == 0, first.stderr
     resumed = run_script("pretrain.py", *flags, "--num_epoch", "2", "--resume", run)
@@ -129,7 +129,7 @@ def test_exp_type_clean_all_trains_the_clean_oracle_on_base_and_novel(simtrans_r
     run = run_script("pretrain.py", *simtrans_flags(bench, tmp_path, "--method", "simtrans_naive", "--exp_type",
                                                     "CleanAll", "--num_epoch", "1", "--batch_size", "8"))
     assert run.returncode == 0, run.stderr
-    folder = tmp_path / "demo" / "bench" / "Conv4_simtrans_naive_CleanAll"
+    folder = tmp_path / "demo" / "Conv4_simtrans_naive_CleanAll"
     history = json.loads((folder / "history.json").read_text())
     assert 0 <= history[0]["novel_acc"] <= 100
     tested = run_script("test.py", *simtrans_flags(bench, tmp_path, "--method", "simtrans_naive", "--exp_type",

@@ -106,14 +106,14 @@ def test_train_way_beyond_class_count(previous_run, tiny_data):
 
 
 def test_model_path_of_another_backbone(previous_run, tiny_data):
-    ckpt = previous_run / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    ckpt = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     flags = tiny_flags(tiny_data, previous_run, "--model_path", ckpt)
     flags[flags.index("--model") + 1] = "ResNet12"
     check_untouched(previous_run, run_script("test.py", *flags), "--model_path", "Conv4", "ResNet12")
 
 
 def test_model_path_of_another_method(previous_run, tiny_data):
-    ckpt = previous_run / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    ckpt = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     result = run_script("test.py", *tiny_flags(tiny_data, previous_run, "--method", "protonet", "--model_path", ckpt))
     check_untouched(previous_run, result, "--model_path", "FRN", "ProtoNet")
 
@@ -128,7 +128,7 @@ def test_unknown_method(previous_run, tiny_data):
                                                  "episodes": [{"classes": ["a", "b"], "support": [["x.png"], ["y.png"]],
                                                                "query": [["z.png"], ["w.png"]]}]})])
 def test_malformed_episodes_file(previous_run, tiny_data, tmp_path, content):
-    ckpt = previous_run / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    ckpt = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     episodes = tmp_path / "episodes.json"
     episodes.write_text(content)
     result = run_script("test.py", *tiny_flags(tiny_data, previous_run, "--model_path", ckpt,
@@ -152,7 +152,7 @@ def test_batch_larger_than_the_base_split(previous_run, tiny_data):
 
 
 def test_resume_from_a_model_file_instead_of_a_resume_state(previous_run, tiny_data):
-    model = previous_run / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    model = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     result = run_script("pretrain.py", *tiny_flags(tiny_data, previous_run, *PRETRAIN, "--resume", model))
     check_untouched(previous_run, result, "--resume", "resume.pdstate")
 
@@ -176,7 +176,7 @@ def test_deepemd_bad_flag(previous_run, tiny_data, flags, needles):
 
 
 def test_deepemd_checkpoint_of_another_backbone(previous_run, tiny_data):
-    ckpt = previous_run / "demo" / "glyphs" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
+    ckpt = previous_run / "demo" / "Conv4_stl_frn_pretrain" / "best_model.pdparams"
     flags = tiny_flags(tiny_data, previous_run, "--method", "deepemd", "--model_path", ckpt)
     flags[flags.index("--model") + 1] = "ResNet12"
     result = run_script("test.py", *flags)

@@ -31,11 +31,11 @@ def failed_in_process(mtl_runs, script: str, argv) -> SimpleNamespace:
 
 
 def pretrained(runs):
-    return runs / "demo" / "glyphs" / "ResNet25_mtl_pretrain" / "best_model.pdparams"
+    return runs / "demo" / "ResNet25_mtl_pretrain" / "best_model.pdparams"
 
 
 def meta_trained(runs):
-    return runs / "demo" / "glyphs" / "ResNet25_mtl_ht2_5way_1shot_metatrain" / "best_model.pdparams"
+    return runs / "demo" / "ResNet25_mtl_ht2_5way_1shot_metatrain" / "best_model.pdparams"
 
 
 @pytest.mark.parametrize("script", ["pretrain.py", "meta_train.py", "test.py"])

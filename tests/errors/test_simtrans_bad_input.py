@@ -110,7 +110,7 @@ def test_a_missing_converted_imagenet_start_is_refused_before_anything_is_writte
 
 def test_paddles_imagenet_weights_offline_are_refused_before_the_run_folder(simtrans_run, monkeypatch):
     """Paddle's weights are downloaded before the run folder is created: offline, one line and no
-    folder (the run folder of this step would be <checkpoints>/demo/bench/ResNet50_simtrans_naive)."""
+    folder (the run folder of this step would be <checkpoints>/demo/ResNet50_simtrans_naive)."""
     import paddle.utils.download as download
 
     def offline(*_args, **_kwargs):

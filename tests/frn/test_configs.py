@@ -168,7 +168,7 @@ def test_overwrite_reruns_finished_stages(tmp_path, monkeypatch, capsys):
     row = tmp_path / "row.yaml"
     row.write_text("row: r\nstages:\n  pretrain:\n    script: pretrain.py\n"
                    "    flags: {method: protonet, model: Conv4, data_path: /data/mine}\n")
-    finished = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "mine" / "Conv4_protonet_pretrain"
+    finished = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "Conv4_protonet_pretrain"
     finished.mkdir(parents=True)
     (finished / "best_model.pdparams").write_bytes(b"")
     configs.run(str(row), dry_run=True)
@@ -191,7 +191,7 @@ def protonet_row(tmp_path) -> Path:
 def trained_folder(tmp_path, epochs: int, resume: bool = True, log: str = "start: {}\n", history: bool = True) -> Path:
     """The run folder of protonet_row's training stage after `epochs` epochs."""
     import json
-    folder = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "mine" / "Conv4_protonet_20way_5shot_metatrain"
+    folder = tmp_path / "repo" / "checkpoints" / "mini_imagenet" / "Conv4_protonet_20way_5shot_metatrain"
     folder.mkdir(parents=True)
     (folder / "best_model.pdparams").write_bytes(b"")
     if resume:

@@ -25,7 +25,7 @@ def model(tiny_data, tmp_path_factory) -> Path:
     code, _, err = run_entry("pretrain.py", tiny_flags(tiny_data, ckpt, "--method", "protonet", "--epoch", "1",
                                                        "--batch_size", "16", "--val_n_episode", "4"))
     assert code == 0, err
-    return ckpt / "demo" / "glyphs" / "Conv4_protonet_pretrain" / "best_model.pdparams"
+    return ckpt / "demo" / "Conv4_protonet_pretrain" / "best_model.pdparams"
 
 
 def test(tiny_data, model, *extra) -> tuple:

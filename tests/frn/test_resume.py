@@ -37,7 +37,7 @@ def test_kill_and_resume_matches_uninterrupted(stage, tiny_data, tmp_path):
     assert straight.returncode == 0, straight.stderr
 
     flags = tiny_flags(tiny_data, tmp_path / "b", *extra, *epochs)
-    run_dir = tmp_path / "b" / "demo" / "glyphs" / run_name
+    run_dir = tmp_path / "b" / "demo" / run_name
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / script), *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,7 +50,7 @@ def test_kill_and_resume_matches_uninterrupted(stage, tiny_data, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch" in (run_dir / "output.log").read_text()
 
-    expected = weights(tmp_path / "a" / "demo" / "glyphs" / run_name / "last_model.pdparams")
+    expected = weights(tmp_path / "a" / "demo" / run_name / "last_model.pdparams")
     actual = weights(run_dir / "last_model.pdparams")
     assert expected.keys() == actual.keys()
     for key in expected:

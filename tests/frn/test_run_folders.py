@@ -1,6 +1,7 @@
-"""The run-folder rule: <checkpoint_dir>/<dataset>/<data folder's name>/<run>, so two datasets never
-share a folder; a new run into a folder holding checkpoints stops in one line before writing
-anything; --overwrite starts afresh, --resume continues, --run_name names the folder."""
+"""The run-folder rule: <checkpoint_dir>/<dataset>/<run> (the seed's folders), for --dataset custom
+<checkpoint_dir>/custom/<data folder's name>/<run>, so two datasets never share a folder; a new
+run into a folder holding checkpoints stops in one line before writing anything; --overwrite
+starts afresh, --resume continues, --run_name names the folder."""
 import hashlib
 import json
 import shutil
@@ -36,7 +37,7 @@ def finished(tiny_data, tmp_path) -> Path:
     """A finished 2-epoch run that kept a checkpoint of every epoch."""
     code, _, err = pretrain(tiny_data, tmp_path, "--epoch", "2", "--save_freq", "1")
     assert code == 0, err
-    return tmp_path / "demo" / "glyphs" / "Conv4_protonet_pretrain"
+    return tmp_path / "demo" / "Conv4_protonet_pretrain"
 
 
 def test_the_run_folder_names_dataset_and_data_folder(finished):
@@ -67,7 +68,7 @@ def test_resume_is_unaffected(tiny_data, tmp_path):
     flags = tiny_flags(tiny_data, tmp_path, *PRETRAIN)
     first = run_script("pretrain.py", *flags, "--epoch", "1")
     assert first.returncode == 0, first.stderr
-    run = tmp_path / "demo" / "glyphs" / "Conv4_protonet_pretrain"
+    run = tmp_path / "demo" / "Conv4_protonet_pretrain"
     resumed = run_script("pretrain.py", *flags, "--epoch", "2", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr
     assert epochs_in(run) == [0, 1]
@@ -100,20 +101,32 @@ def copy_dataset(source: Path, target: Path) -> Path:
     return target
 
 
-def test_two_data_folders_of_one_dataset_get_two_run_folders(tiny_data, tmp_path):
+def test_two_custom_data_folders_get_two_run_folders(tiny_data, tmp_path):
     other = copy_dataset(tiny_data, tmp_path / "data" / "other_glyphs")
     for data in (tiny_data, other):
-        code, _, err = pretrain(data, tmp_path / "ckpt", "--epoch", "1")
+        code, _, err = pretrain(data, tmp_path / "ckpt", "--epoch", "1", "--dataset", "custom")
         assert code == 0, err
     runs = sorted(p.parent.relative_to(tmp_path / "ckpt") for p in (tmp_path / "ckpt").rglob("best_model.*"))
-    assert [str(r) for r in runs] == ["demo/glyphs/Conv4_protonet_pretrain",
-                                      "demo/other_glyphs/Conv4_protonet_pretrain"]
+    assert [str(r) for r in runs] == ["custom/glyphs/Conv4_protonet_pretrain",
+                                      "custom/other_glyphs/Conv4_protonet_pretrain"]
+
+
+def test_a_second_data_folder_under_a_benchmark_name_is_refused(tiny_data, tmp_path):
+    """A named benchmark keeps the seed's <dataset>/<run> folders: another data folder trained
+    under the same name meets the first run and stops in one line, writing nothing."""
+    other = copy_dataset(tiny_data, tmp_path / "data" / "other_glyphs")
+    code, _, err = pretrain(tiny_data, tmp_path / "ckpt", "--epoch", "1")
+    assert code == 0, err
+    before = snapshot(tmp_path / "ckpt")
+    code, _, err = pretrain(other, tmp_path / "ckpt", "--epoch", "1")
+    assert code != 0 and "--run_name" in one_line_error(err)
+    assert snapshot(tmp_path / "ckpt") == before
 
 
 def test_run_name_names_the_folder(tiny_data, tmp_path):
     code, _, err = pretrain(tiny_data, tmp_path, "--epoch", "1", "--run_name", "first try")
     assert code == 0, err
-    assert (tmp_path / "demo" / "glyphs" / "first try" / "best_model.pdparams").is_file()
+    assert (tmp_path / "demo" / "first try" / "best_model.pdparams").is_file()
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "."])

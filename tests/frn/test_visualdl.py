@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_entry, tiny_flags
 
-RUN = Path("demo") / "glyphs" / "Conv4_protonet_pretrain"
+RUN = Path("demo") / "Conv4_protonet_pretrain"
 #: 2 epochs of the 96 base images in batches of 16: 6 steps per epoch, every 2nd one logged
 PRETRAIN = ["--method", "protonet", "--epoch", "2", "--batch_size", "16", "--val_n_episode", "4", "--lr", "0.01"]
 STEP_TAGS = {"train/loss", "train/acc", "train/lr"}
