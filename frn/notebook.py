@@ -163,10 +163,18 @@ def train(stage: Stage, resume: bool = False) -> str:
 def show(fig, name: str, folder: str) -> str:
     """Display a matplotlib figure in the notebook and save it as <folder>/<name>.png (returned);
     a modest resolution keeps the committed notebooks small."""
+    import io
+
     from IPython.display import Image, display
+    from PIL import Image as PILImage
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.png")
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    # a 256-colour palette keeps photo-like panels (episodes, reconstructions) a few times smaller
+    # than full RGB, with no visible loss at this resolution
+    picture = PILImage.open(buffer).convert("RGB").quantize(colors=256)
+    picture.save(path, optimize=True)
     display(Image(filename=path))
     return path
 
@@ -234,11 +242,37 @@ def execute(nb, data_root: str, work: str, **parameters) -> float:
     return seconds
 
 
+#: the measured quick-preset time in a notebook's run-time table, rewritten by each --execute
+MEASURED = re.compile(r"(__QUICK_CPU__|about \d+ s) \(measured")
+
+
+def _merge_streams(outputs: list) -> list:
+    """Consecutive outputs of the same stream joined into one (a subprocess's output arrives line
+    by line; one block per cell reads better and keeps the file small)."""
+    merged: list = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if (out.output_type == "stream" and last is not None and last.output_type == "stream"
+                and last.name == out.name):
+            last.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
+def _record_time(nb, seconds: float) -> None:
+    """Write the measured time into the run-time table of the introduction."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = MEASURED.sub(f"about {max(10, round(seconds, -1)):.0f} s (measured", cell.source)
+
+
 def _renumber(nb) -> None:
     """Execution counts 1, 2, ... (the injected cell's number left out)."""
     count = 0
     for cell in nb.cells:
         if cell.cell_type == "code":
+            cell.outputs = _merge_streams(cell.outputs)
             count += 1
             cell.execution_count = count
             for out in cell.outputs:
@@ -255,6 +289,7 @@ def execute_in_place(name: str) -> Tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="fsl-notebook-") as tmp:
         seconds = execute(nb, os.path.join(tmp, "data"), os.path.join(tmp, "work"))
     _renumber(nb)
+    _record_time(nb, seconds)
     import paddle
     nb.metadata["quick_preset_run"] = {"sources_sha256": sources_digest(nb), "seconds": round(seconds),
                                        "paddle": paddle.__version__}
