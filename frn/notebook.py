@@ -36,7 +36,7 @@ _PLACES: List[Tuple[str, str]] = []
 #: the parameters a notebook run may be given from outside (everything else is the preset's)
 PATH_PARAMETERS = ("DATA_ROOT", "WORK")
 #: the sentence of a notebook's introduction that states its quick preset's time budget
-BUDGET = re.compile(r"quick preset takes longer than (\d+) minutes?")
+BUDGET = re.compile(r"quick\s+preset\s+takes\s+longer\s+than\s+(\d+)\s+minutes?")
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,6 +113,31 @@ def stages(steps: Dict[str, Tuple[str, Sequence]]) -> Dict[str, Stage]:
     return out
 
 
+def _is_flag(word: str) -> bool:
+    """A flag name (`--lr`, `-shot`), not a value such as `-0.005`."""
+    if not word.startswith("-"):
+        return False
+    try:
+        float(word)
+    except ValueError:
+        return True
+    return False
+
+
+def with_flag(flags: Sequence, name: str, *values) -> List[str]:
+    """`flags` with the values of `name` replaced by `values` (or `name values` appended): one
+    stage of a preset run with another setting, e.g. a margin sweep from one paper-row stage."""
+    words = [str(f) for f in flags]
+    new = [name, *(str(v) for v in values)]
+    if name not in words:
+        return words + new
+    start = words.index(name)
+    end = start + 1
+    while end < len(words) and not _is_flag(words[end]):
+        end += 1
+    return words[:start] + new + words[end:]
+
+
 @contextlib.contextmanager
 def _environment(variables: Dict[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in variables}
@@ -133,7 +158,9 @@ def config_stages(config: str, **variables) -> Dict[str, Stage]:
     from frn.configs import load_config, plan
     with _environment(variables):
         steps = plan(load_config(str(REPO / config)))
-    return {name: Stage(argv[0], argv[1:], folder) for name, argv, folder in steps if argv[0].endswith(".py")}
+    # entry scripts and `python -m` steps (e.g. SimTrans's data.weakshot); shell steps are run.sh's own
+    return {name: Stage(argv[0], argv[1:], folder) for name, argv, folder in steps
+            if argv[0].endswith(".py") or argv[0] == "-m"}
 
 
 def paper_command(config: str, **variables) -> str:
