@@ -18,7 +18,6 @@ only then can it import this module.
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -69,13 +68,14 @@ def say(*parts) -> None:
 def run(script: str, *args) -> str:
     """Run `python script args` in the repository, print its output as it comes (folders by
     placeholder), raise when it fails; returns the whole output."""
-    args = [str(a) for a in args]
-    say("$ python", script, " ".join(shlex.quote(a) for a in args))
+    words = [str(a) for a in args]
+    say("$ python", script, " ".join(shlex.quote(a) for a in words))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.setdefault("TQDM_DISABLE", "1")   # progress bars do not render through a pipe
     lines = []
-    with subprocess.Popen([sys.executable, script, *args], cwd=REPO, env=env, text=True, bufsize=1,
+    with subprocess.Popen([sys.executable, script, *words], cwd=REPO, env=env, text=True, bufsize=1,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None   # stdout=PIPE
         for line in proc.stdout:
             print(tidy(line), end="", flush=True)
             lines.append(line)
@@ -174,6 +174,8 @@ def train(stage: Stage, resume: bool = False) -> str:
     the folder is replaced) unless `resume`: then a run that finished before is kept (skipped), an
     unfinished one continues (`--resume FOLDER`) and a missing one starts."""
     from frn.configs import ABSENT, FINISHED, GIVEN, UNFINISHED, stage_epochs, training_status
+    if stage.folder is None:
+        raise ValueError(f"{stage.script} is not a training stage")
     extra = ["--overwrite"]
     if resume:
         status, words = training_status(stage.folder, stage_epochs(stage.script, ["", *stage.flags]))

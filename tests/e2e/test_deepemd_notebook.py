@@ -13,7 +13,8 @@ FIGURES = ["episode", "pretrain_history", "meta_history", "emd_weights", "emd_fl
 
 def test_quick_preset(tmp_path, monkeypatch):
     run = run_quick("deepemd", tmp_path, monkeypatch)
-    results = {shot: (variant, float(mean), float(interval)) for shot, variant, mean, interval in LINE.findall(run.text)}
+    results = {shot: (variant, float(mean), float(interval))
+               for shot, variant, mean, interval in LINE.findall(run.text)}
     assert set(results) == {"1", "5"} and {v for v, *_ in results.values()} == {"fcn"}, run.text[-3000:]
     assert above_chance(*results["1"][1:], 20.0), results
     run.figures(FIGURES)
