@@ -289,11 +289,16 @@ def _merge_streams(outputs: list) -> list:
     return merged
 
 
-def _record_time(nb, seconds: float) -> None:
+def measured_label(seconds: int) -> str:
+    """How the run-time table shows a measured time: to the nearest 10 s (half up)."""
+    return f"about {max(10, (seconds + 5) // 10 * 10)} s (measured"
+
+
+def _record_time(nb, seconds: int) -> None:
     """Write the measured time into the run-time table of the introduction."""
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = MEASURED.sub(f"about {max(10, round(seconds, -1)):.0f} s (measured", cell.source)
+            cell.source = MEASURED.sub(measured_label(seconds), cell.source)
 
 
 def _renumber(nb) -> None:
@@ -318,7 +323,7 @@ def execute_in_place(name: str) -> Tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="fsl-notebook-") as tmp:
         seconds = execute(nb, os.path.join(tmp, "data"), os.path.join(tmp, "work"))
     _renumber(nb)
-    _record_time(nb, seconds)
+    _record_time(nb, round(seconds))
     import paddle
     nb.metadata["quick_preset_run"] = {"sources_sha256": sources_digest(nb), "seconds": round(seconds),
                                        "paddle": paddle.__version__}

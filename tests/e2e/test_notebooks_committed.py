@@ -44,7 +44,7 @@ def test_outputs_are_those_of_the_committed_code(name):
     assert not any(out.output_type == "error" for cell in code for out in cell.outputs)
     assert sum("image/png" in out.get("data", {}) for cell in code for out in cell.outputs) >= 1, "figures"
     assert run.get("seconds", 1e9) < notebook.budget_seconds(nb)
-    assert f"about {max(10, round(run['seconds'], -1)):.0f} s (measured" in nb.cells[0].source, \
+    assert notebook.measured_label(run["seconds"]) in nb.cells[0].source, \
         "the run-time table shows the measured time"
 
 
