@@ -1,29 +1,30 @@
-"""notebooks/deepemd.ipynb top to bottom on the embedded demo data at tiny size (Conv-4, 48x48:
-3x3 nodes per image): training, 1- and 5-shot tests, the weights and flows of one episode."""
+"""notebooks/deepemd.ipynb's quick preset as committed (data and work folders in tmp_path), and
+once more with each other VARIANT: every variant meta-trains from the FCN pre-training and tests;
+the weights and flows of one episode are drawn."""
 import re
-from pathlib import Path
 
-from tests.e2e.notebooks import ACC_LINE, check_clean_and_parametrised, demo_parameters, run_on_demo
+import pytest
 
-NOTEBOOK = "deepemd.ipynb"
+from tests.e2e.notebooks import above_chance, run_quick
 
-
-def tiny_parameters(tmp_path: Path) -> dict:
-    return demo_parameters(tmp_path, ZIP=str(tmp_path / "data" / "unused.zip"), IMAGE_SIZE=48, MODEL="Conv4",
-                           SEED=1, PRETRAIN_EPOCHS=1, PRETRAIN_BATCH=16, PRETRAIN_VAL_EPISODES=5, META_EPOCHS=1,
-                           TRAIN_EPISODES=2, VAL_EPISODES=5, N_QUERY=5, TEST_EPISODES={1: 6, 5: 3}, SFC_STEPS=2)
+LINE = re.compile(r"^5-way ([15])-shot \((\w+)\): \d+ Test Acc = ([\d.]+)% \+- ([\d.]+)%$", re.M)
+FIGURES = ["episode", "pretrain_history", "meta_history", "emd_weights", "emd_flow_true", "emd_flow_rival"]
 
 
-def test_committed_notebook_is_clean_and_parametrised():
-    check_clean_and_parametrised(NOTEBOOK, tiny_parameters(Path("/x")))
+def test_quick_preset(tmp_path, monkeypatch):
+    run = run_quick("deepemd", tmp_path, monkeypatch)
+    results = {shot: (variant, float(mean), float(interval))
+               for shot, variant, mean, interval in LINE.findall(run.text)}
+    assert set(results) == {"1", "5"} and {v for v, *_ in results.values()} == {"fcn"}, run.text[-3000:]
+    assert above_chance(*results["1"][1:], 20.0), results
+    run.figures(FIGURES)
 
 
-def test_notebook_runs_on_tiny_demo_data(tmp_path, monkeypatch):
-    params = tiny_parameters(tmp_path)
-    run = run_on_demo(NOTEBOOK, params, monkeypatch)
-    assert len(ACC_LINE.findall(run.text)) == 2, run.text[-3000:]
-    assert re.search(r"^5-way 1-shot: 6 Test Acc", run.text, re.M) and re.search(r"^5-way 5-shot: 3 Test Acc",
-                                                                                  run.text, re.M)
-    run.figures(params, ["episode", "pretrain_history", "meta_history", "emd_weights", "emd_flow_true",
-                         "emd_flow_rival"])
-    assert run.seconds < 150, f"notebook took {run.seconds:.0f}s"
+@pytest.mark.parametrize("variant", ["grid", "sampling"])
+def test_quick_preset_with_variant(variant, tmp_path, monkeypatch):
+    run = run_quick("deepemd", tmp_path, monkeypatch, VARIANT=variant)
+    assert {(shot, v) for shot, v, *_ in LINE.findall(run.text)} == {("1", variant), ("5", variant)}, run.text[-3000:]
+    runs = run.work / "checkpoints" / "demo"
+    assert (runs / "Conv4_deepemd_fcn_pretrain" / "best_model.pdparams").is_file()
+    assert (runs / f"Conv4_deepemd_{variant}_5way_1shot_metatrain" / "best_model.pdparams").is_file()
+    run.figures(FIGURES)
