@@ -38,15 +38,13 @@ def test_base_training_writes_the_run_and_steps_the_schedule_per_iteration(train
 
 
 def test_batched_one_by_one_and_uncached_fitting_agree(trained, tiny_data):
-    """The same accuracy line whatever the episode batch, the cache and the loader workers (the
-    fits draw from NumPy's global stream, which a worker loader must leave alone)."""
+    """The same accuracy line whatever the episode batch and the cache (that worker loaders leave
+    the fits' NumPy stream alone: tests/frn/test_engine.py)."""
     ckpt, run = trained
     flags = tiny_flags(tiny_data, ckpt, "--method", "neg_margin", "--model_path", run / "best_model.pdparams",
                        "--n_shot", "2", "--n_query", "3", "--test_n_episode", "12", *FIT)
     outputs = [run_script("test.py", *flags, *extra) for extra in ([], ["--episode_batch", "1"],
-                                                                 ["--episode_batch", "5"], ["--no_feature_cache"],
-                                                                 ["--num_workers", "2"],
-                                                                 ["--no_feature_cache", "--num_workers", "2"])]
+                                                                 ["--episode_batch", "5"], ["--no_feature_cache"])]
     assert all(out.returncode == 0 for out in outputs), [out.stderr for out in outputs]
     lines = [ACC_LINE.search(out.stdout).groups() for out in outputs]
     assert lines[0][0] == "12" and len(set(lines)) == 1, lines
