@@ -22,7 +22,7 @@ from data.similarity_folder import read_similarity, write_similarity
 from data.weakshot import WeakShot, injected_files, load_weakshot
 from data.weakshot_batches import JoinedImages, WeightedImages, f1_batches, pair_training_batches, shuffled_batches
 from frn.checkpoint import load_weights, read_checkpoint
-from frn.engine import allow_shared_memory, eval_loader, extract_features, loader, progress
+from frn.engine import allow_shared_memory, classify_split, eval_loader, extract_features, loader
 from frn.results import append_result, check_result_file, result_path, run_description, sha256, task_record
 from frn.runs import build_model, build_training, image_list, run_training, training_run_folder
 from methods import METHODS
@@ -158,24 +158,6 @@ def web_sample_weights(weakshot: WeakShot, matrices: List[np.ndarray], weight_ty
 # ----------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------
-@paddle.no_grad()
-def classify_split(model, dataset, batch_size: int = 64, num_workers: int = 0,
-                   desc: str = "eval") -> Tuple[float, float, np.ndarray]:
-    """(top-1 accuracy %, mean cross-entropy, per-image correctness 0/1) of `model.classify`
-    over every image of `dataset`."""
-    model.eval()
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    correct, loss_sum = [], 0.0
-    bar = progress(eval_loader(dataset, batches, num_workers), desc, total=len(batches))
-    for images, labels, *_ in bar:
-        logits = model.classify(images)
-        correct.append((logits.argmax(axis=1) == labels.reshape([-1])).numpy())
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        bar.set_postfix(acc=f"{100 * np.concatenate(correct).mean():.2f}", refresh=False)
-    outcome = np.concatenate(correct).astype(np.float64)
-    return 100.0 * float(outcome.mean()), loss_sum / len(outcome), outcome
-
-
 @paddle.no_grad()
 def pair_f1(simnet: SimNet, dataset, batches: List[List[int]], num_workers: int = 0) -> Tuple[float, float]:
     """F1 (%) of the 'similar' class over every ordered pair of every batch (diagonal included,
