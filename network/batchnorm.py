@@ -103,7 +103,7 @@ class PreciseBatchNorm2D(nn.BatchNorm2D):
         # On a GPU the fused kernel is cuDNN's, as in the reference; the accurate sums fix Paddle's CPU kernel.
         if (not self.training or self._use_global_stats or math.prod(x.shape) == x.shape[1]
                 or not x.place.is_cpu_place()):
-            return super().forward(x)
+            return nn.BatchNorm2D.forward(self, x)  # explicit: Paddle 2.6's dy2static loses super()'s cell
         if self._data_format != "NCHW" or x.ndim != 4:
             raise ValueError(f"PreciseBatchNorm2D takes NCHW maps, got {self._data_format} {x.shape}")
         y, mean, var = _TrainModeBatchNorm.apply(x, self.weight, self.bias, float(self._epsilon))

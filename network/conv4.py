@@ -60,7 +60,7 @@ class MaxPool2x2(nn.MaxPool2D):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if paddle.is_grad_enabled() and not x.stop_gradient:
             return F.max_pool2d(x, self.ksize, self.stride, self.padding, return_mask=True)[0]
-        return super().forward(x)
+        return nn.MaxPool2D.forward(self, x)  # explicit: Paddle 2.6's dy2static loses super()'s cell
 
 
 class ConvBlock(nn.Layer):
