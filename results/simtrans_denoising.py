@@ -1,17 +1,20 @@
 """How well SimTrans's sample weights find the injected outliers of a weak-shot benchmark.
 
     python results/simtrans_denoising.py --data_path WS --similarity SIMNET_RUN/similarity \
-        [--naive NAIVE_RUN/best_model.pdparams --model Conv4 --image_size 84]
+        [--naive NAIVE_RUN/best_model.pdparams --model Conv4 --image_size 84] [--json_out FILE]
 
 Prints the ROC-AUC (clean web images ranked above injected ones) of the savg1 and avg1 weights
 computed from step 2's similarity matrices: over all web images, per outlier source (images of
 other novel classes, images of classes outside the split), and the mean over classes. With
 --naive, the same weights computed from the cosine similarity of the step-0 model's features
-(no similarity transfer) as a control.
+(no similarity transfer) as a control. --json_out also writes the numbers to FILE (a dict: view ->
+weight type -> {"all", "novel", "outside", "class_mean"}).
 """
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 
@@ -25,18 +28,32 @@ from utils.stats import roc_auc  # noqa: E402
 WEIGHT_TYPES = ("savg1", "avg1")
 
 
-def report(name: str, weights: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> None:
-    """One line per view of the ROC-AUC of `weights` for clean (source '') vs injected images."""
+def denoising_scores(weights: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> Dict[str, float]:
+    """ROC-AUC of `weights` for clean (source '') vs injected images: over all images, against each
+    outlier source alone, and the mean over the classes that have both kinds."""
     clean = sources == ""
-    parts = [f"all {roc_auc(weights, clean):.3f}"]
+    scores = {"all": roc_auc(weights, clean)}
     for source in ("novel", "outside"):
         keep = clean | (sources == source)
         if (sources == source).any():
-            parts.append(f"{source} {roc_auc(weights[keep], clean[keep]):.3f} ({int((sources == source).sum())})")
+            scores[source] = roc_auc(weights[keep], clean[keep])
     per_class = [roc_auc(weights[labels == c], clean[labels == c]) for c in np.unique(labels)
                  if 0 < clean[labels == c].sum() < (labels == c).sum()]
-    parts.append(f"class mean {np.mean(per_class):.3f} ({len(per_class)} classes)")
+    scores["class_mean"] = float(np.mean(per_class))
+    return {k: float(v) for k, v in scores.items()}
+
+
+def report(name: str, weights: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> Dict[str, float]:
+    """Prints one line of the ROC-AUC views of `weights` and returns them."""
+    scores = denoising_scores(weights, labels, sources)
+    parts = [f"all {scores['all']:.3f}"]
+    for source in ("novel", "outside"):
+        if source in scores:
+            parts.append(f"{source} {scores[source]:.3f} ({int((sources == source).sum())})")
+    n_classes = sum(1 for c in np.unique(labels) if 0 < (sources[labels == c] == "").sum() < (labels == c).sum())
+    parts.append(f"class mean {scores['class_mean']:.3f} ({n_classes} classes)")
     print(f"{name}: ROC-AUC " + ", ".join(parts))
+    return scores
 
 
 def cosine_matrices(args, weakshot) -> list:
@@ -66,6 +83,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="Conv4")
     parser.add_argument("--image_size", type=int, default=84)
     parser.add_argument("--dataset", default="cub_cropped")
+    parser.add_argument("--json_out", default="", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     weakshot = load_weakshot(args.data_path)
     injected = injected_files(args.data_path)
@@ -76,10 +94,14 @@ def main(argv=None) -> None:
     views = [("SimNet", read_similarity(args.similarity, weakshot, "--similarity"))]
     if args.naive:
         views.append(("step-0 feature cosine (control)", cosine_matrices(args, weakshot)))
+    scores: Dict[str, Dict[str, Dict[str, float]]] = {}
     for view, matrices in views:
         for weight_type in WEIGHT_TYPES:
-            report(f"{view} {weight_type}", web_sample_weights(weakshot, matrices, weight_type, "one_mean"),
-                   labels, sources)
+            scores.setdefault(view, {})[weight_type] = report(
+                f"{view} {weight_type}", web_sample_weights(weakshot, matrices, weight_type, "one_mean"),
+                labels, sources)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(scores, indent=1))
 
 
 if __name__ == "__main__":
