@@ -7,14 +7,13 @@ its meta-training history (tasks trained, validation accuracy) and the CPU times
 prints markdown tables and writes everything to --json_out.
 """
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_stats import excludes_zero, format_summary, seed_summary  # noqa: E402
+from seed_stats import excludes_zero, finish_summary, format_summary, seed_summary  # noqa: E402
 
 ARMS = ("plain", "ht")
 
@@ -27,17 +26,6 @@ def run_record(out: Path, seed: str, arm: str) -> Dict[str, float]:
     return {"test_acc": float(test["accuracy"]), "test_interval": float(test["interval"]),
             "test_episodes": test.get("episodes"), "val_acc": float(history[-1]["val_acc"]),
             "train_acc": float(history[-1]["train_acc"]), "epochs": len(history)}
-
-
-def cpu_minutes(times_file: Path) -> Dict[str, float]:
-    """CPU minutes (user + system) per kind of step (pretrain, meta_plain, test_ht, ...) and in all."""
-    totals: Dict[str, float] = {}
-    with open(times_file) as f:
-        for step, user, system, _wall in csv.reader(f, delimiter="\t"):
-            kind = step.rsplit("_seed", 1)[0]
-            totals[kind] = totals.get(kind, 0.0) + (float(user) + float(system)) / 60.0
-    totals["all"] = sum(totals.values())
-    return totals
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -65,12 +53,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         vals = result["summary"][arm]["val_acc"]
         print(f"validation accuracy after meta-training, {arm}: " + ", ".join(f"{v:.2f}" for v in vals["values"]) +
               f" ({format_summary(vals)})")
-    times = out / "cpu_times.tsv"
-    if times.exists():
-        result["cpu_minutes"] = cpu_minutes(times)
-        print("CPU minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_minutes"].items()))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
+    finish_summary(result, out / "cpu_times.tsv", lambda row: row[0].rsplit("_seed", 1)[0], args.json_out)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ standard deviation is known, which three draws do not give). Differences between
 taken per seed (paired: the same seed starts both rows from the same initial weights and batch
 order wherever the two rows share them) and get the same interval.
 """
+import csv
+import json
 import math
-from typing import Dict, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 from scipy import stats
@@ -32,3 +35,19 @@ def format_summary(summary: Dict[str, object], digits: int = 2) -> str:
 def excludes_zero(summary: Dict[str, object]) -> bool:
     """Whether the 95% interval of a paired difference lies entirely on one side of zero."""
     return abs(summary["mean"]) > summary["half_width"]
+
+
+def finish_summary(result: dict, times_file: Path, group: Callable[[List[str]], str], json_out: str) -> None:
+    """Add the CPU minutes (user + system) of the script's /usr/bin/time log, summed per
+    `group(row)` and in all, print them, and write `result` to `json_out` (if given)."""
+    if times_file.exists():
+        totals: Dict[str, float] = {}
+        with open(times_file) as f:
+            for row in csv.reader(f, delimiter="\t"):
+                kind = group(row)
+                totals[kind] = totals.get(kind, 0.0) + (float(row[-3]) + float(row[-2])) / 60.0
+        totals["all"] = sum(totals.values())
+        result["cpu_minutes"] = totals
+        print("CPU minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in totals.items()))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=1) + "\n")

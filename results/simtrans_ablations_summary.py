@@ -10,14 +10,13 @@ last epoch's accuracy (no choice made on the test set), the best epoch's (the re
 selection on the test set: optimistic), the mean of the last 5 epochs.
 """
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_stats import excludes_zero, format_summary, seed_summary  # noqa: E402
+from seed_stats import excludes_zero, finish_summary, format_summary, seed_summary  # noqa: E402
 
 #: (key, label, data folder suffix, run folder, history field of the novel accuracy)
 ROWS: List[Tuple[str, str, str, str, str]] = [
@@ -50,16 +49,6 @@ def run_numbers(history_file: Path, field: str) -> Dict[str, float]:
     best = max(range(len(accs)), key=accs.__getitem__)
     return {"last": accs[-1], "best": accs[best], "best_epoch": best, "last5": sum(accs[-5:]) / len(accs[-5:]),
             "epochs": len(accs)}
-
-
-def cpu_minutes(times_file: Path) -> Dict[str, float]:
-    """CPU minutes (user + system) per seed and in all, from the script's /usr/bin/time log."""
-    totals: Dict[str, float] = {}
-    with open(times_file) as f:
-        for seed, _step, user, system, _wall in csv.reader(f, delimiter="\t"):
-            totals[seed] = totals.get(seed, 0.0) + (float(user) + float(system)) / 60.0
-    totals["all"] = sum(totals.values())
-    return totals
 
 
 def table(title: str, seeds: List[str], rows: List[Tuple[str, List[float], Dict[str, object]]], digits: int) -> str:
@@ -115,12 +104,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         result["denoising"][key] = {"label": label, **seed_summary(values)}
         den_rows.append((label, values, result["denoising"][key]))
     print(table("denoising ROC-AUC, all web images", args.seeds, den_rows, 3), end="\n\n")
-    times = out / "cpu_times.tsv"
-    if times.exists():
-        result["cpu_minutes"] = cpu_minutes(times)
-        print("CPU minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_minutes"].items()))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
+    finish_summary(result, out / "cpu_times.tsv", lambda row: row[0], args.json_out)
 
 
 if __name__ == "__main__":

@@ -175,25 +175,8 @@ def test_folder_layout_takes_every_fourth_class_as_novel(tmp_path):
 
 
 def test_cars_layout(tmp_path):
-    scipy_io = pytest.importorskip("scipy.io")
-    root = tmp_path / "Car"
     names = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon"]
-    cells = np.empty((len(names), 1), dtype=object)
-    for i, name in enumerate(names):
-        cells[i, 0] = name
-    (root / "CampCar" / "misc").mkdir(parents=True)
-    scipy_io.savemat(str(root / "CampCar" / "misc" / "make_model_name.mat"), {"model_names": cells})
-    listed = {"train": [], "test": []}
-    for model_id, name in enumerate(names, start=1):
-        for i, part in enumerate(("train", "train", "test")):
-            rel = f"1/{model_id}/2014/{i}.jpg"
-            image(root / "CampCar" / "image" / rel)
-            listed[part].append(rel)
-        for i in range(2):
-            image(root / "web_data" / name / f"{i}.jpg")
-    (root / "CampCar" / "train_test_split" / "classification").mkdir(parents=True)
-    for part, rows in listed.items():
-        (root / "CampCar" / "train_test_split" / "classification" / f"{part}.txt").write_text("\n".join(rows) + "\n")
+    root = compcars(tmp_path, names)
     out = tmp_path / "ws"
     weakshot.weakshot_cars(str(root), str(out))
     assert read(out, "web.json")["label_names"] == ["Alpha", "Gamma"]  # sorted web folders, i % 4 == 0
