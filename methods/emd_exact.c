@@ -21,8 +21,12 @@
  *    q = u on rows and q = -v on columns (a tree arc: q_a - q_b = c_ab), so that a pivot moves
  *    the re-hung subtree's potentials all by one number, the entering arc's reduced cost; they
  *    are recomputed from the tree at the end to shed the drift of these updates.
- *  - The apex of a pivot cycle is found by walking up from both ends of the entering arc at
- *    once, marking the nodes passed (no depths to maintain).
+ *  - The tree is parent pointers plus each node's subtree as a bitset (one 64-bit word per 64
+ *    nodes): the apex of a pivot cycle is the first node above k whose subtree holds l, a pivot
+ *    updates the bitsets of the cycle's nodes only, and the moved subtree's potentials are
+ *    shifted by walking its bits (no child lists to chase).
+ *  - The greedy start filters each chunk of cells without branches before allocating the few
+ *    whose row and column are both still open.
  *
  * Nodes 0..ns-1 are the active supplies (rows), ns..ns+nd-1 the active demands (columns);
  * zero-mass nodes are left out of the tree (their duals are set afterwards).
@@ -46,18 +50,18 @@ typedef struct {
     int *orig;                 /* node -> row / column index in the input, -1 for the dummy */
     double *C;                 /* ns x nd costs, row-major */
     int64_t *mass;
-    /* spanning tree: parent pointers plus doubly linked child lists */
-    int *parent, *first, *next, *prev, *mark, *stack;
-    int *path, *pos;           /* a pivot's two paths to the apex (k's, then l's at path + N), positions */
-    int stamp;                 /* marks of the current apex search: stamp (k's side), stamp + 1 */
+    /* spanning tree: parent pointers plus subtree bitsets */
+    int *parent, *mark, *stack;
+    int *path;                 /* a pivot's two paths to the apex (k's, then l's at path + N) */
+    uint64_t *sub;             /* subtree of node x: bits of sub[x * words ...] */
+    uint64_t *scratch;         /* 2 x words */
+    int words;
     int64_t *flow;             /* flow on the arc joining a node to its parent */
     double *pot;               /* signed potentials q (u on rows, -v on columns); u, v at the end */
     /* initial basis */
     int64_t *rem;
     int *rem_eps;
     char *alive;
-    int *arc_a, *arc_b, *adj_start, *adj;
-    int64_t *arc_f;
     int *order, *order_col;    /* cells in cost order: row, column (no division to split an index) */
     uint8_t *keys;             /* cost bucket of each cell (sort_cells) */
     long pivots;
@@ -67,10 +71,10 @@ typedef struct {
 /* ---------------------------------------------------------------- workspace */
 
 static void work_free(Work *W) {
-    free(W->orig); free(W->C); free(W->mass); free(W->parent); free(W->first); free(W->next);
-    free(W->prev); free(W->mark); free(W->path); free(W->pos); free(W->stack); free(W->flow); free(W->pot); free(W->rem);
-    free(W->rem_eps); free(W->alive); free(W->arc_a); free(W->arc_b); free(W->adj_start);
-    free(W->adj); free(W->arc_f); free(W->order); free(W->order_col); free(W->keys);
+    free(W->orig); free(W->C); free(W->mass); free(W->parent);
+    free(W->mark); free(W->path); free(W->stack); free(W->flow); free(W->pot); free(W->rem);
+    free(W->rem_eps); free(W->alive);
+    free(W->order); free(W->order_col); free(W->keys); free(W->sub); free(W->scratch);
 }
 
 static int work_alloc(Work *W, int n, int m) {
@@ -78,21 +82,20 @@ static int work_alloc(Work *W, int n, int m) {
     memset(W, 0, sizeof(*W));
     W->orig = malloc(N * sizeof(int)); W->C = malloc(cells * sizeof(double));
     W->mass = malloc(N * sizeof(int64_t)); W->parent = malloc(N * sizeof(int));
-    W->first = malloc(N * sizeof(int)); W->next = malloc(N * sizeof(int));
-    W->prev = malloc(N * sizeof(int)); W->mark = malloc(N * sizeof(int));
-    W->path = malloc(2 * N * sizeof(int)); W->pos = malloc(N * sizeof(int));
+    W->mark = malloc(N * sizeof(int));
+    W->path = malloc(2 * N * sizeof(int));
     W->stack = malloc(N * sizeof(int)); W->flow = malloc(N * sizeof(int64_t));
     W->pot = malloc(N * sizeof(double)); W->rem = malloc(N * sizeof(int64_t));
     W->rem_eps = malloc(N * sizeof(int)); W->alive = malloc(N);
-    W->arc_a = malloc(N * sizeof(int)); W->arc_b = malloc(N * sizeof(int));
-    W->arc_f = malloc(N * sizeof(int64_t)); W->adj_start = malloc((N + 1) * sizeof(int));
-    W->adj = malloc(2 * N * sizeof(int)); W->order = malloc(cells * sizeof(int));
+    W->order = malloc(cells * sizeof(int));
     W->order_col = malloc(cells * sizeof(int));
     W->keys = malloc(cells);
-    if (!W->orig || !W->C || !W->mass || !W->parent || !W->first || !W->next || !W->prev ||
-        !W->mark || !W->path || !W->pos || !W->stack || !W->flow || !W->pot || !W->rem || !W->rem_eps || !W->alive ||
-        !W->arc_a || !W->arc_b || !W->arc_f || !W->adj_start || !W->adj || !W->order || !W->order_col ||
-        !W->keys) {
+    W->words = (int)((N + 63) / 64); W->sub = malloc(N * W->words * sizeof(uint64_t));
+    W->scratch = malloc(2 * W->words * sizeof(uint64_t));
+    if (!W->orig || !W->C || !W->mass || !W->parent ||
+        !W->mark || !W->path || !W->stack || !W->flow || !W->pot || !W->rem || !W->rem_eps || !W->alive ||
+        !W->order || !W->order_col ||
+        !W->keys || !W->sub || !W->scratch) {
         work_free(W);
         return EMD_ERR_NOMEM;
     }
@@ -131,11 +134,11 @@ static double quantise(Work *W, const double *w1, const double *w2, int n, int m
     int64_t *qs = W->rem;                            /* scratch */
     int *cols = W->stack;                            /* scratch */
     for (int a = 0; a < n; a++) {
-        int64_t q = llround(w1[a] * scale);
+        int64_t q = (int64_t)(w1[a] * scale + 0.5);   /* llround, as 0 <= w * scale < 2^50 */
         if (q > 0) { W->orig[ns] = a; W->mass[ns] = q; ns++; t1 += q; }
     }
     for (int b = 0; b < m; b++) {
-        int64_t q = llround(w2[b] * scale);
+        int64_t q = (int64_t)(w2[b] * scale + 0.5);
         if (q > 0) { cols[nd] = b; qs[nd] = q; nd++; t2 += q; }
     }
     W->dummy = 0;
@@ -150,16 +153,19 @@ static double quantise(Work *W, const double *w1, const double *w2, int n, int m
 static void gather_costs(Work *W, Costs cost, int m) {
     int ns = W->ns, nd = W->nd;
     const int *col = W->orig + ns;
+    int every_column = W->dummy != 2 && nd == m;    /* the usual case: a plain widening copy */
     for (int a = 0; a < ns; a++) {
         int ra = W->orig[a];
         double *row = W->C + (size_t)a * nd;
         if (ra < 0) { memset(row, 0, nd * sizeof(double)); continue; }
         if (cost.single) {
             const float *src = (const float *)cost.data + (size_t)ra * m;
-            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : (double)src[col[b]];
+            if (every_column) for (int b = 0; b < nd; b++) row[b] = (double)src[b];
+            else for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : (double)src[col[b]];
         } else {
             const double *src = (const double *)cost.data + (size_t)ra * m;
-            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : src[col[b]];
+            if (every_column) memcpy(row, src, nd * sizeof(double));
+            else for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : src[col[b]];
         }
     }
 }
@@ -188,47 +194,11 @@ static void sort_cells(Work *W) {
 
 /* ---------------------------------------------------------------- tree helpers */
 
-static inline void tree_unlink(Work *W, int x) {
-    int p = W->parent[x], pr = W->prev[x], nx = W->next[x];
-    if (pr >= 0) W->next[pr] = nx; else W->first[p] = nx;
-    if (nx >= 0) W->prev[nx] = pr;
-}
-
-static inline void tree_link(Work *W, int p, int x) {
-    int h = W->first[p];
-    W->parent[x] = p; W->prev[x] = -1; W->next[x] = h;
-    if (h >= 0) W->prev[h] = x;
-    W->first[p] = x;
-}
-
 /* Signed potential of node x from its parent p's, the arc x-p being tight: q_row - q_col = c. */
 static inline double tree_potential(const Work *W, int x, int p) {
     int ns = W->ns;
     return x < ns ? W->pot[p] + W->C[(size_t)x * W->nd + (p - ns)]
                   : W->pot[p] - W->C[(size_t)p * W->nd + (x - ns)];
-}
-
-/* Potentials of the subtree hanging at x (x's parent already set), from the arc costs. */
-static void subtree_refresh(Work *W, int x) {
-    int top = 0;
-    W->stack[top++] = x;
-    while (top) {
-        int y = W->stack[--top];
-        W->pot[y] = tree_potential(W, y, W->parent[y]);
-        for (int c = W->first[y]; c >= 0; c = W->next[c]) W->stack[top++] = c;
-    }
-}
-
-/* Add `shift` to the signed potentials of the subtree hanging at x: its arcs stay tight. */
-static void subtree_shift(Work *W, int x, double shift) {
-    int top = 0, *stack = W->stack, *first = W->first, *next = W->next;
-    double *pot = W->pot;
-    stack[top++] = x;
-    while (top) {
-        int y = stack[--top];
-        pot[y] += shift;
-        for (int c = first[y]; c >= 0; c = next[c]) stack[top++] = c;
-    }
 }
 
 /* ---------------------------------------------------------------- initial basis */
@@ -248,48 +218,73 @@ static int initial_tree(Work *W) {
     W->rem_eps[root] = N - 1;
     sort_cells(W);
     int cells = ns * nd;
-    for (int t = 0; t < cells && narcs < N - 1; t++) {
-        int a = W->order[t], b = ns + W->order_col[t];
-        if (!W->alive[a] || !W->alive[b]) continue;
-        int64_t ra = W->rem[a], rb = W->rem[b];
-        int ea = W->rem_eps[a], eb = W->rem_eps[b];
-        int cmp = ra != rb ? (ra < rb ? -1 : 1) : (ea != eb ? (ea < eb ? -1 : 1) : 0);
-        int64_t xv = cmp <= 0 ? ra : rb;
-        int xe = cmp <= 0 ? ea : eb;
-        W->arc_a[narcs] = a; W->arc_b[narcs] = b; W->arc_f[narcs] = xv; narcs++;
-        W->rem[a] -= xv; W->rem_eps[a] -= xe; W->rem[b] -= xv; W->rem_eps[b] -= xe;
-        if (cmp <= 0) W->alive[a] = 0;
-        if (cmp >= 0) W->alive[b] = 0;
-        if (cmp == 0 && narcs != N - 1) return EMD_ERR_INIT;
-    }
-    if (narcs != N - 1) return EMD_ERR_INIT;
-    /* adjacency (CSR) of the basic arcs, then a traversal from the root */
-    memset(W->adj_start, 0, (N + 1) * sizeof(int));
-    for (int i = 0; i < narcs; i++) { W->adj_start[W->arc_a[i] + 1]++; W->adj_start[W->arc_b[i] + 1]++; }
-    for (int x = 0; x < N; x++) W->adj_start[x + 1] += W->adj_start[x];
-    int *fill = W->first;                             /* scratch, reset below */
-    for (int x = 0; x < N; x++) fill[x] = W->adj_start[x];
-    for (int i = 0; i < narcs; i++) { W->adj[fill[W->arc_a[i]]++] = i; W->adj[fill[W->arc_b[i]]++] = i; }
-    for (int x = 0; x < N; x++) { W->first[x] = -1; W->parent[x] = -2; }
-    W->parent[root] = -1; W->pot[root] = 0.0; W->flow[root] = 0;
-    int head = 0, tail = 0, seen = 1;
-    W->stack[tail++] = root;
-    while (head < tail) {
-        int x = W->stack[head++];
-        for (int k = W->adj_start[x]; k < W->adj_start[x + 1]; k++) {
-            int i = W->adj[k], y = W->arc_a[i] == x ? W->arc_b[i] : W->arc_a[i];
-            if (y == W->parent[x]) continue;
-            if (W->parent[y] != -2) return EMD_ERR_INIT;   /* not a tree */
-            tree_link(W, x, y);
-            W->flow[y] = W->arc_f[i];
-            W->pot[y] = tree_potential(W, y, x);
-            W->stack[tail++] = y;
-            seen++;
-            /* strongly feasible: a zero-flow arc must point to the root, i.e. start at y */
-            if (W->flow[y] == 0 && y >= ns) return EMD_ERR_INIT;
+    /* Most cells are passed over (a line of theirs is closed): chunks of cells are first
+     * filtered without branches, then the few survivors are allocated one by one. */
+    int open[64];
+    char *alive = W->alive;
+    for (int t = 0; t < cells && narcs < N - 1; t += 64) {
+        int end = t + 64 < cells ? t + 64 : cells, found = 0;
+        for (int i = t; i < end; i++) {
+            open[found] = i;
+            found += alive[W->order[i]] & alive[ns + W->order_col[i]];
+        }
+        for (int j = 0; j < found && narcs < N - 1; j++) {
+            int a = W->order[open[j]], b = ns + W->order_col[open[j]];
+            if (!alive[a] || !alive[b]) continue;
+            int64_t ra = W->rem[a], rb = W->rem[b];
+            int ea = W->rem_eps[a], eb = W->rem_eps[b];
+            int cmp = ra != rb ? (ra < rb ? -1 : 1) : (ea != eb ? (ea < eb ? -1 : 1) : 0);
+            int64_t xv = cmp <= 0 ? ra : rb;
+            int xe = cmp <= 0 ? ea : eb;
+            /* the line that closes hangs from the other one: it closes before its parent,
+             * so parents come after children in the allocation order */
+            int child = cmp <= 0 ? a : b, par = cmp <= 0 ? b : a;
+            W->parent[child] = par; W->flow[child] = xv; W->stack[narcs++] = child;
+            W->rem[a] -= xv; W->rem_eps[a] -= xe; W->rem[b] -= xv; W->rem_eps[b] -= xe;
+            if (cmp <= 0) alive[a] = 0;
+            if (cmp >= 0) alive[b] = 0;
+            if (cmp == 0 && narcs != N - 1) return EMD_ERR_INIT;
         }
     }
-    return seen == N ? EMD_OK : EMD_ERR_INIT;
+    if (narcs != N - 1) return EMD_ERR_INIT;
+    /* The last allocation closed two lines: the one not hung is the top of this tree. */
+    int top = W->parent[W->stack[N - 2]];
+    W->parent[top] = -1; W->flow[top] = 0; W->stack[N - 1] = top;
+    /* subtree bitsets, children before parents */
+    int words = W->words;
+    memset(W->sub, 0, (size_t)N * words * sizeof(uint64_t));
+    for (int i = 0; i < N; i++) {
+        int x = W->stack[i], p = W->parent[x];
+        uint64_t *sx = W->sub + (size_t)x * words;
+        sx[x >> 6] |= 1ULL << (x & 63);
+        if (p >= 0) for (int w = 0; w < words; w++) W->sub[(size_t)p * words + w] |= sx[w];
+    }
+    /* potentials, parents before children (any node may have potential 0: they are fixed up
+     * to one constant) */
+    W->pot[top] = 0.0;
+    for (int i = N - 2; i >= 0; i--) { int x = W->stack[i]; W->pot[x] = tree_potential(W, x, W->parent[x]); }
+    /* Hang the tree from the root (the epsilon sink) instead: reverse the parent pointers from
+     * the root up to the top, each node taking the arc (and flow) to its old parent; p_i's
+     * subtree becomes everything but p_{i-1}'s old subtree. */
+    uint64_t *prev = W->scratch;
+    for (int w = 0; w < words; w++) prev[w] = 0;
+    int up = -1, cur = root;
+    int64_t carried = 0;
+    while (cur >= 0) {
+        int next = W->parent[cur];
+        int64_t old = W->flow[cur];
+        W->parent[cur] = up; W->flow[cur] = carried;
+        for (int w = 0; w < words; w++) {
+            uint64_t *sw = W->sub + (size_t)cur * words + w, before = *sw;
+            *sw = (w < N >> 6 ? ~0ULL : (1ULL << (N & 63)) - 1) & ~prev[w];
+            prev[w] = before;
+        }
+        up = cur; carried = old; cur = next;
+    }
+    /* strongly feasible: a zero-flow arc must point to the root, i.e. not hang a column */
+    for (int y = ns; y < N; y++)
+        if (W->parent[y] >= 0 && W->flow[y] == 0) return EMD_ERR_INIT;
+    return EMD_OK;
 }
 
 /* ---------------------------------------------------------------- simplex */
@@ -334,74 +329,89 @@ static int price(Work *W, int *row, int block, double tol, int *k, int *l, doubl
     return 1;
 }
 
-/* One pivot on entering arc (k -> l), k a row node, l a column node, reduced cost rc < 0. */
-static void pivot(Work *W, int k, int l, double rc) {
-    int *par = W->parent, *mark = W->mark, *pos = W->pos, ns = W->ns, N = ns + W->nd;
+/* One pivot on entering arc (k -> l), k a row node, l a column node, reduced cost rc < 0.
+ * `words` is W->words, passed so that the common one-word case compiles without loops. */
+static inline __attribute__((always_inline)) void pivot_words(Work *W, int k, int l, double rc, int words) {
+    int *par = W->parent, ns = W->ns, N = ns + W->nd;
     int64_t *fl = W->flow;
-    /* apex: walk up from k and from l in turn, listing the nodes passed; the apex is the first
-     * node the other walk has passed. Both paths are then arrays (no more pointer chasing). */
-    int *pk = W->path, *pl = W->path + N, nk = 0, nl = 0;
-    int ks = W->stamp += 2, ls = ks + 1, a = k, b = l, apex;
-    mark[a] = ks; pos[a] = nk; pk[nk++] = a;
-    mark[b] = ls; pos[b] = nl; pl[nl++] = b;
-    for (;;) {
-        if (par[a] >= 0) {
-            a = par[a];
-            if (mark[a] == ls) { apex = a; nl = pos[a]; break; }
-            mark[a] = ks; pos[a] = nk; pk[nk++] = a;
-        }
-        if (par[b] >= 0) {
-            b = par[b];
-            if (mark[b] == ks) { apex = b; nk = pos[b]; break; }
-            mark[b] = ls; pos[b] = nl; pl[nl++] = b;
-        }
-    }
-    (void)apex;
-    int q = -1, side = 0;
+    uint64_t *sub = W->sub;
+    /* The apex is the first node above k whose subtree holds l. Flow moves k -> l -> (up to
+     * the apex) -> (down to) k: decreasing arcs are, on k's path, those at row nodes, on l's
+     * path those at column nodes. The cycle, walked from the apex along the entering arc, meets
+     * k's path top-down, then l's path bottom-up: the LAST blocking arc is the highest one on
+     * l's path (<=), else the deepest on k's path (strict <). */
+    int *pk = W->path, *pl = W->path + N, nk = 0, nl = 0, q = -1, qi = 0, side = 0;
     int64_t theta = INT64_MAX;
-    /* Flow moves k -> l -> (up to apex) -> (down to) k. Decreasing arcs: on k's path those at
-     * row nodes, on l's path those at column nodes. The cycle, walked from the apex along the
-     * entering arc, meets k's path top-down, then l's path bottom-up: the LAST blocking arc is
-     * the highest one on l's path (<=), else the deepest on k's path (strict <). */
-    for (int i = 0; i < nk; i++) {
-        int y = pk[i];
-        if (y < ns && fl[y] < theta) { theta = fl[y]; q = y; }
+    const size_t lw = (size_t)(l >> 6);
+    const uint64_t lbit = 1ULL << (l & 63);
+    for (int a = k; !(sub[(size_t)a * words + lw] & lbit); a = par[a]) {
+        if (a < ns && fl[a] < theta) { theta = fl[a]; q = a; qi = nk; }
+        pk[nk++] = a;
     }
-    for (int i = 0; i < nl; i++) {
-        int x = pl[i];
-        if (x >= ns && fl[x] <= theta) { theta = fl[x]; q = x; side = 1; }
+    int apex = nk ? par[pk[nk - 1]] : k;
+    for (int b = l; b != apex; b = par[b]) {
+        if (b >= ns && fl[b] <= theta) { theta = fl[b]; q = b; qi = nl; side = 1; }
+        pl[nl++] = b;
     }
     if (theta > 0) {
         for (int i = 0; i < nk; i++) fl[pk[i]] += pk[i] < ns ? -theta : theta;
         for (int i = 0; i < nl; i++) fl[pl[i]] += pl[i] >= ns ? -theta : theta;
     }
+    /* Subtree bitsets: q's subtree S moves from q's old parent to the entering arc. Above the
+     * apex nothing changes; below it, q's old ancestors lose S and f's ancestors gain it; on
+     * the re-rooted path e = p0, p1, ..., q (old parents), p_i's subtree becomes S minus
+     * p_{i-1}'s old subtree. */
+    int f = side ? k : l;
+    int *epath = side ? pl : pk, *fpath = side ? pk : pl, ne = side ? nl : nk, nf = side ? nk : nl;
+    uint64_t *S = W->scratch, *prev = S + words;
+    for (int w = 0; w < words; w++) S[w] = sub[(size_t)q * words + w];
+    for (int i = qi + 1; i < ne; i++)
+        for (int w = 0; w < words; w++) sub[(size_t)epath[i] * words + w] &= ~S[w];
+    for (int i = 0; i < nf; i++)
+        for (int w = 0; w < words; w++) sub[(size_t)fpath[i] * words + w] |= S[w];
+    for (int w = 0; w < words; w++) prev[w] = 0;
+    for (int i = 0; i <= qi; i++)
+        for (int w = 0; w < words; w++) {
+            uint64_t *si = sub + (size_t)epath[i] * words + w, old = *si;
+            *si = S[w] & ~prev[w]; prev[w] = old;
+        }
     /* Drop the arc above q; the subtree of q hangs from the entering arc instead: re-root it
      * at its end of the entering arc by reversing the parent pointers up to q. */
-    int e = side ? l : k, f = side ? k : l;
-    int up = f, cur = e;
+    int up = f;
     int64_t carried = theta;
-    for (;;) {
-        int nxt = par[cur];
-        int64_t nf = fl[cur];
-        tree_unlink(W, cur);
-        tree_link(W, up, cur);
-        fl[cur] = carried;
-        if (cur == q) break;
-        up = cur; carried = nf; cur = nxt;
+    for (int i = 0; i <= qi; i++) {
+        int cur = epath[i];
+        int64_t old = fl[cur];
+        par[cur] = up; fl[cur] = carried;
+        up = cur; carried = old;
     }
     /* the re-hung subtree moves by rc, which makes the entering arc tight: u_k + rc when it
      * holds k (q_k + rc), v_l + rc when it holds l (q_l - rc) */
-    subtree_shift(W, e, side ? -rc : rc);
+    double shift = side ? -rc : rc, *pot = W->pot;
+    for (int w = 0; w < words; w++)
+        for (uint64_t bits = S[w]; bits; bits &= bits - 1) pot[w * 64 + __builtin_ctzll(bits)] += shift;
     W->pivots++;
 }
 
-/* Potentials u (rows) and v (columns) of the whole tree from the root, recomputed from the
- * costs (no drift of the incremental updates). */
+static void pivot(Work *W, int k, int l, double rc) {
+    if (W->words == 1) pivot_words(W, k, l, rc, 1);
+    else pivot_words(W, k, l, rc, W->words);
+}
+
+/* Potentials u (rows) and v (columns) of the whole tree from the root (potential 0),
+ * recomputed from the costs (no drift of the incremental updates): each node's chain of
+ * ancestors not yet done is walked once. */
 static void all_potentials(Work *W) {
-    int ns = W->ns, N = ns + W->nd, root = -1;
-    for (int x = 0; x < N; x++) if (W->parent[x] < 0) { root = x; break; }
-    W->pot[root] = 0.0;
-    for (int c = W->first[root]; c >= 0; c = W->next[c]) subtree_refresh(W, c);
+    int ns = W->ns, N = ns + W->nd, *par = W->parent, *done = W->mark, *stack = W->stack;
+    for (int x = 0; x < N; x++) {
+        done[x] = par[x] < 0;
+        if (done[x]) W->pot[x] = 0.0;
+    }
+    for (int x = 0; x < N; x++) {
+        int top = 0, y = x;
+        while (!done[y]) { stack[top++] = y; y = par[y]; }
+        while (top) { y = stack[--top]; W->pot[y] = tree_potential(W, y, par[y]); done[y] = 1; }
+    }
     for (int x = ns; x < N; x++) W->pot[x] = -W->pot[x];  /* signed q -> v */
 }
 
@@ -457,8 +467,6 @@ static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, co
     gather_costs(W, cost, m);
     int status = initial_tree(W);
     if (status != EMD_OK) return status;
-    memset(W->mark, 0, (size_t)(W->ns + W->nd) * sizeof(int));
-    W->stamp = 0;
 
     double tol = 1e-12 * (W->cmax > 1.0 ? W->cmax : 1.0);
     int row = 0, k, l;
