@@ -276,7 +276,8 @@ static int initial_tree(Work *W) {
         W->parent[cur] = up; W->flow[cur] = carried;
         for (int w = 0; w < words; w++) {
             uint64_t *sw = W->sub + (size_t)cur * words + w, before = *sw;
-            *sw = (w < N >> 6 ? ~0ULL : (1ULL << (N & 63)) - 1) & ~prev[w];
+            uint64_t every = w < N >> 6 ? ~0ULL : w == N >> 6 ? (1ULL << (N & 63)) - 1 : 0;   /* nodes 0..N-1 */
+            *sw = every & ~prev[w];
             prev[w] = before;
         }
         up = cur; carried = old; cur = next;
