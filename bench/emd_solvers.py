@@ -86,8 +86,9 @@ def cv2_alone(cost: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> None:
         cv2.EMD(w1[k][:, None], w2[k][:, None], cv2.DIST_USER, cost[k])
 
 
-def timed(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Best wall time of `repeat` runs (the machine may be shared)."""
+def timed(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Best wall time of `repeat` runs (the machine may be shared, and a run of a few
+    milliseconds can lose a scheduler tick)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()

@@ -153,16 +153,20 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     # in numpy: sim is a strided view here, and Paddle's CPU copy of such views is several times slower
     values = sim.detach().numpy().reshape(-1, n, m)
     cost = np.subtract(1, values, order="C")
+    masses = supply.detach().numpy(), demand.detach().numpy()
     if solver == "opencv":
-        flow, solution = opencv_flows(cost, supply.detach().numpy(), demand.detach().numpy()), None
+        solution, flow = None, opencv_flows(cost, *masses)
+        total = np.einsum("bij,bij->b", flow, values) if sim.stop_gradient else None
     elif solver == "exact":
         from methods.emd_exact import solve_emd
-        solution = solve_emd(cost, supply.detach().numpy(), demand.detach().numpy())
-        flow = solution.flow
+        # the solver sums the similarity over the flow's (at most n + m - 1) cells itself; the
+        # dense flow is only written when the gradient through sim needs it
+        solution = solve_emd(cost, *masses, flows=not sim.stop_gradient, payoff=values)
+        flow, total = solution.flow, solution.payoff_value
     else:
         raise ValueError(f"unknown solver {solver!r}")
     if sim.stop_gradient:
-        score = paddle.to_tensor(np.einsum("bij,bij->b", flow, values).astype(values.dtype))
+        score = paddle.to_tensor(total.astype(values.dtype))
     else:
         score = (paddle.to_tensor(flow).reshape(sim.shape) * sim).sum([-2, -1]).reshape([-1])
     if solution is None or (supply.stop_gradient and demand.stop_gradient):

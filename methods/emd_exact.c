@@ -173,12 +173,18 @@ static void gather_costs(Work *W, Costs cost, int m) {
 /* Cells in roughly increasing cost order: one counting pass over 256 cost buckets (cells of a
  * bucket keep their index order). The order only steers the heuristic, so this is enough. */
 static void sort_cells(Work *W) {
-    int cells = W->ns * W->nd;
-    double lo = W->C[0], hi = W->C[0];
-    for (int i = 1; i < cells; i++) {
-        double c = W->C[i];
-        lo = c < lo ? c : lo; hi = c > hi ? c : hi;
-    }
+    int cells = W->ns * W->nd, i = 0;
+    /* cost range with four independent minima and maxima (one chain would be latency-bound) */
+    double lo4[4], hi4[4];
+    for (int j = 0; j < 4; j++) lo4[j] = hi4[j] = W->C[0];
+    for (; i + 4 <= cells; i += 4)
+        for (int j = 0; j < 4; j++) {
+            double c = W->C[i + j];
+            lo4[j] = c < lo4[j] ? c : lo4[j]; hi4[j] = c > hi4[j] ? c : hi4[j];
+        }
+    for (; i < cells; i++) { double c = W->C[i]; lo4[0] = c < lo4[0] ? c : lo4[0]; hi4[0] = c > hi4[0] ? c : hi4[0]; }
+    double lo = fmin(fmin(lo4[0], lo4[1]), fmin(lo4[2], lo4[3]));
+    double hi = fmax(fmax(hi4[0], hi4[1]), fmax(hi4[2], hi4[3]));
     double f = hi > lo ? 255.999 / (hi - lo) : 0.0;
     int count[257];
     memset(count, 0, sizeof(count));
@@ -457,12 +463,14 @@ static void zero_mass_duals(const Work *W, Costs cost, const double *w1, const d
     }
 }
 
-/* One problem: costs read in place (float64 or float32), weights float64, the flow written in
- * the costs' precision. */
-static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, const double *w2,
-                     void *flow, double *u, double *v, double *obj) {
+/* One problem: costs (and the optional payoff) read in place, float64 or float32, weights
+ * float64; the flow, unless NULL, written in the costs' precision; *obj = sum flow * cost and,
+ * with a payoff, *pay = sum flow * payoff (both over the optimal basis, in float64). */
+static int solve_one(Work *W, const Options *o, Costs cost, Costs payoff, const double *w1, const double *w2,
+                     void *flow, double *u, double *v, double *obj, double *pay) {
     int n = o->n, m = o->m;
-    memset(flow, 0, (size_t)n * m * (cost.single ? sizeof(float) : sizeof(double)));
+    if (flow) memset(flow, 0, (size_t)n * m * (cost.single ? sizeof(float) : sizeof(double)));
+    if (pay) *pay = 0.0;
     double scale = quantise(W, w1, w2, n, m);
     if (W->ns == 0 || W->nd == 0) { write_trivial(cost, n, m, u, v, obj); return EMD_OK; }
     gather_costs(W, cost, m);
@@ -500,8 +508,8 @@ static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, co
     zero_mass_duals(W, cost, w1, w2, n, m, u, v, row_in, col_in,
                     W->dummy == 1 ? W->pot[ns - 1] : 0.0, W->dummy == 2 ? W->pot[N - 1] : 0.0);
 
-    /* flows of the tree arcs between real nodes, and the objective */
-    double inv = 1.0 / scale, total = 0.0;
+    /* flows of the tree arcs between real nodes, the objective and the payoff */
+    double inv = 1.0 / scale, total = 0.0, gain = 0.0;
     for (int x = 0; x < N; x++) {
         int p = W->parent[x];
         if (p < 0 || W->flow[x] == 0) continue;
@@ -509,10 +517,13 @@ static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, co
         if (ra < 0 || cb < 0) continue;
         double f = (double)W->flow[x] * inv;
         size_t i = (size_t)ra * m + cb;
-        if (cost.single) ((float *)flow)[i] = (float)f; else ((double *)flow)[i] = f;
+        if (flow && cost.single) ((float *)flow)[i] = (float)f;
+        else if (flow) ((double *)flow)[i] = f;
         total += f * cost_at(cost, i);
+        if (pay) gain += f * cost_at(payoff, i);
     }
     *obj = total;
+    if (pay) *pay = gain;
     return EMD_OK;
 }
 
@@ -520,8 +531,10 @@ static int solve_one(Work *W, const Options *o, Costs cost, const double *w1, co
 
 typedef struct {
     const void *cost, *w1, *w2;    /* float64, or float32 when single */
-    void *flow;                    /* in the inputs' precision */
+    void *flow;                    /* in the inputs' precision; NULL: not written */
     double *u, *v, *obj;
+    const void *payoff;            /* optional [batch, n, m] like cost: its total under the flow ... */
+    double *pay;                   /* ... goes here (NULL when no payoff) */
     int *status;
     int single;                    /* 1: cost, weights and flows are float32 */
     long batch;
@@ -549,19 +562,20 @@ static void *worker(void *arg) {
     for (;;) {
         long i = __atomic_fetch_add(&B->next, 1, __ATOMIC_RELAXED);
         if (i >= B->batch) break;
-        double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i;
+        double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i, *pay = B->pay ? B->pay + i : NULL;
         Costs cost = {(const char *)B->cost + i * nm * item, B->single};
-        void *flow = (char *)B->flow + i * nm * item;
+        Costs payoff = {B->payoff ? (const char *)B->payoff + i * nm * item : NULL, B->single};
+        void *flow = B->flow ? (char *)B->flow + i * nm * item : NULL;
         if (!B->single) {
-            B->status[i] = solve_one(&W, &B->opt, cost, (const double *)B->w1 + i * n,
-                                     (const double *)B->w2 + i * m, flow, u, v, obj);
+            B->status[i] = solve_one(&W, &B->opt, cost, payoff, (const double *)B->w1 + i * n,
+                                     (const double *)B->w2 + i * m, flow, u, v, obj, pay);
             continue;
         }
         if (!w64) { B->status[i] = EMD_ERR_NOMEM; continue; }
         const float *a32 = (const float *)B->w1 + i * n, *b32 = (const float *)B->w2 + i * m;
         for (int k = 0; k < n; k++) w64[k] = a32[k];
         for (int k = 0; k < m; k++) w64[n + k] = b32[k];
-        B->status[i] = solve_one(&W, &B->opt, cost, w64, w64 + n, flow, u, v, obj);
+        B->status[i] = solve_one(&W, &B->opt, cost, payoff, w64, w64 + n, flow, u, v, obj, pay);
     }
     free(w64);
     __atomic_fetch_add(&B->pivots, W.pivots, __ATOMIC_RELAXED);
@@ -571,12 +585,16 @@ static void *worker(void *arg) {
 
 /* Solve `batch` problems of size n x m (contiguous arrays: cost, weights and flows float64, or
  * float32 when `single`; duals and objectives float64). status[i] = 0 when solved.
+ * flow may be NULL (not written). payoff, optional (NULL), is a second [batch, n, m] array like
+ * cost whose total under each optimal flow goes to payoff_value[i] (DeepEMD's score: the
+ * similarity under the flow, without writing and re-reading dense flows).
  * threads <= 1 runs in the calling thread. block_rows <= 0 picks a default. Returns the total
  * number of pivots. */
 long emd_solve_batch(long batch, int n, int m, const void *cost, const void *w1,
                      const void *w2, void *flow, double *u, double *v, double *obj,
-                     int *status, int threads, int block_rows, int single) {
-    Batch B = {cost, w1, w2, flow, u, v, obj, status, single, batch, 0, 0, {n, m, 0, 0}};
+                     int *status, int threads, int block_rows, int single,
+                     const void *payoff, double *payoff_value) {
+    Batch B = {cost, w1, w2, flow, u, v, obj, payoff, payoff_value, status, single, batch, 0, 0, {n, m, 0, 0}};
     int N = n + m + 1;
     B.opt.block_rows = block_rows > 0 ? block_rows : 1;
     B.opt.max_pivots = 1000L * N * N + 100000L;

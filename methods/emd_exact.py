@@ -31,6 +31,7 @@ cached in $FSL_CACHE_DIR (default ~/.cache/fsl_paddle), keyed by a hash of the s
 and written to a temporary name then renamed, so concurrent processes never load half a file.
 """
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -51,11 +52,13 @@ MIN_PER_THREAD = 64       # problems per extra thread below which threads do not
 
 
 class EMDSolution(NamedTuple):
-    """Optimal flow [B, n, m], duals u [B, n] and v [B, m], objective sum(flow * cost) [B]."""
-    flow: np.ndarray
+    """Optimal flow [B, n, m] (None when not asked for), duals u [B, n] and v [B, m], objective
+    sum(flow * cost) [B], and sum(flow * payoff) [B] when a payoff was given (else None)."""
+    flow: Optional[np.ndarray]
     u: np.ndarray
     v: np.ndarray
     cost_value: np.ndarray
+    payoff_value: Optional[np.ndarray] = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -101,7 +104,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     dbl, i32, anything = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
     lib.emd_solve_batch.restype = ctypes.c_long
     lib.emd_solve_batch.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, anything, anything, anything,
-                                    anything, dbl, dbl, dbl, i32, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+                                    anything, dbl, dbl, dbl, i32, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                    anything, dbl]
     return lib
 
 
@@ -138,10 +142,18 @@ def default_threads(batch: int) -> int:
     """Threads for threads=0: $FSL_EMD_THREADS, else the CPU threads the entry script set
     (--threads, utils/device.py), else the usable cores, with at least MIN_PER_THREAD problems
     per thread."""
-    from utils.device import available_cores, cpu_threads
+    from utils.device import cpu_threads
     env = os.environ.get("FSL_EMD_THREADS")
-    cores = int(env) if env else (cpu_threads() or (available_cores(),))[0]
+    cores = int(env) if env else (cpu_threads() or (_usable_cores(),))[0]
     return max(1, min(cores, batch // MIN_PER_THREAD))
+
+
+@functools.lru_cache(maxsize=1)
+def _usable_cores() -> int:
+    """utils.device.available_cores, read once: it reads cgroup files, and evaluation calls the
+    solver hundreds of times a second."""
+    from utils.device import available_cores
+    return available_cores()
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,24 +179,35 @@ def _check_inputs(cost, weight1, weight2) -> Tuple[np.ndarray, np.ndarray, np.nd
     return cost, weight1, weight2
 
 
-def solve_emd(cost, weight1, weight2, threads: int = 0) -> EMDSolution:
+def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payoff=None) -> EMDSolution:
     """Optimal transport of every problem of the batch.
 
     cost [B, n, m], weight1 [B, n] (row masses), weight2 [B, m] (column masses), any float dtype,
     weights non-negative. threads: 0 = automatic (see `default_threads`), 1 = calling thread.
     Every problem is solved in float64. Returns flow [B, n, m] (float32 when the three inputs
-    are float32, else float64), float64 u [B, n], v [B, m] and cost_value [B] = sum(flow * cost).
+    are float32, else float64; None with flows=False), float64 u [B, n], v [B, m] and
+    cost_value [B] = sum(flow * cost). payoff [B, n, m] (read in the costs' precision) adds
+    payoff_value [B] = sum(flow * payoff) in float64, e.g. DeepEMD's score, the similarity under
+    the flow: with flows=False no dense flow is written and read back (the optimal flow has at
+    most n + m - 1 non-zero cells).
     """
     cost, weight1, weight2 = _check_inputs(cost, weight1, weight2)
     batch, n, m = cost.shape
-    flow = np.zeros((batch, n, m), dtype=cost.dtype)
+    if payoff is not None:
+        payoff = np.ascontiguousarray(payoff, dtype=cost.dtype)
+        if payoff.shape != cost.shape:
+            raise ValueError(f"payoff shape {payoff.shape} differs from the cost's {cost.shape}")
+    # every problem's flow is written in full (by the C solver or the numpy fallback), so the
+    # array need not be zeroed first: fresh zero pages would be faulted in during the solve
+    flow = np.empty((batch, n, m), dtype=cost.dtype) if flows else None
     u, v, value = np.zeros((batch, n)), np.zeros((batch, m)), np.zeros(batch)
+    gain = None if payoff is None else np.zeros(batch)
     if batch == 0:
-        return EMDSolution(flow, u, v, value)
+        return EMDSolution(flow, u, v, value, gain)
     lib = _load() if backend() == "c" else None
     todo = np.arange(batch)
     if lib is not None:
-        status = _solve_c(lib, cost, weight1, weight2, flow, u, v, value, threads)
+        status = _solve_c(lib, cost, weight1, weight2, flow, u, v, value, threads, payoff=payoff, gain=gain)
         todo = np.flatnonzero(status)
         if len(todo):
             warnings.warn(f"emd_exact: C solver failed on {len(todo)} problem(s) (codes "
@@ -192,22 +215,29 @@ def solve_emd(cost, weight1, weight2, threads: int = 0) -> EMDSolution:
                           stacklevel=2)
     for i in todo:          # widened as the C solver does, so that the quantised masses agree
         problem = (a[i].astype(np.float64) for a in (cost, weight1, weight2))
-        flow[i], u[i], v[i], value[i] = solve_one_numpy(*problem)
-    return EMDSolution(flow, u, v, value)
+        one_flow, u[i], v[i], value[i] = solve_one_numpy(*problem)
+        if flow is not None:
+            flow[i] = one_flow
+        if gain is not None:
+            gain[i] = (one_flow * payoff[i].astype(np.float64)).sum()
+    return EMDSolution(flow, u, v, value, gain)
 
 
 def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, threads: int,
-             block_rows: int = 0) -> np.ndarray:
-    """Run the C batch solver in place; returns the per-problem status (0 = solved)."""
+             block_rows: int = 0, payoff=None, gain=None) -> np.ndarray:
+    """Run the C batch solver in place (flow, payoff and gain may be None); returns the
+    per-problem status (0 = solved)."""
     batch, n, m = cost.shape
     status = np.zeros(batch, dtype=np.intc)
     threads = default_threads(batch) if threads <= 0 else threads
 
     def ptr(a, kind=ctypes.c_double):
         return a.ctypes.data_as(ctypes.POINTER(kind))
-    lib.emd_solve_batch(batch, n, m, cost.ctypes.data, weight1.ctypes.data, weight2.ctypes.data, flow.ctypes.data,
+    def address(a):
+        return None if a is None else a.ctypes.data
+    lib.emd_solve_batch(batch, n, m, cost.ctypes.data, weight1.ctypes.data, weight2.ctypes.data, address(flow),
                         ptr(u), ptr(v), ptr(value), ptr(status, ctypes.c_int), int(threads), int(block_rows),
-                        int(cost.dtype == np.float32))
+                        int(cost.dtype == np.float32), address(payoff), None if gain is None else ptr(gain))
     return status
 
 

@@ -173,6 +173,32 @@ def test_numpy_fallback_gives_the_same_solution_as_c():
         np.testing.assert_allclose(v, sol.v[k], atol=1e-9)
 
 
+@pytest.mark.parametrize("backend_name", ["c", "python"])
+def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_name, monkeypatch):
+    """payoff_value = sum(flow * payoff) summed by the solver over the optimal basis in float64;
+    flows=False returns the same duals and totals without a dense flow. Against the float32
+    flows: each cell's flow is rounded by at most 2^-24 relative, so the totals may differ by
+    2^-24 * sum|flow * payoff| (bound 2^-23 for the float64 sums' own rounding)."""
+    if backend_name == "c" and backend() != "c":
+        pytest.skip("the C solver is not available here")
+    if backend_name == "python":
+        monkeypatch.setenv("FSL_EMD_BACKEND", "python")
+    rng = np.random.default_rng(6)
+    cost, w1, w2 = deepemd_like(rng, 200 if backend_name == "c" else 6, 9, 9)
+    similarity = 1 - cost                                  # signed: totals may be near zero
+    full = solve_emd(cost, w1, w2, payoff=similarity)
+    lean = solve_emd(cost, w1, w2, flows=False, payoff=similarity)
+    assert lean.flow is None and solve_emd(cost, w1, w2).payoff_value is None
+    for field in ("u", "v", "cost_value", "payoff_value"):
+        np.testing.assert_array_equal(getattr(lean, field), getattr(full, field))
+    flow, payoff = full.flow.astype(np.float64), similarity.astype(np.float64)
+    dense = np.einsum("bij,bij->b", flow, payoff)
+    bound = 2.0 ** -23 * np.einsum("bij,bij->b", flow, np.abs(payoff))
+    assert (np.abs(full.payoff_value - dense) <= bound).all(), np.max(np.abs(full.payoff_value - dense) / bound)
+    with pytest.raises(ValueError, match="payoff shape"):
+        solve_emd(cost, w1, w2, payoff=similarity[:, :-1])
+
+
 def test_float32_problems_are_solved_in_float64_and_return_float32_flows():
     """DeepEMD's float32 problems: no widened copy of the batch, the same optimum, flows rounded."""
     rng = np.random.default_rng(7)
