@@ -152,16 +152,15 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     n, m = sim.shape[-2:]
     # in numpy: sim is a strided view here, and Paddle's CPU copy of such views is several times slower
     values = sim.detach().numpy().reshape(-1, n, m)
-    cost = np.subtract(1, values, order="C")
     masses = supply.detach().numpy(), demand.detach().numpy()
     if solver == "opencv":
-        solution, flow = None, opencv_flows(cost, *masses)
+        solution, flow = None, opencv_flows(np.subtract(1, values, order="C"), *masses)
         total = np.einsum("bij,bij->b", flow, values) if sim.stop_gradient else None
     elif solver == "exact":
         from methods.emd_exact import solve_emd
-        # the solver sums the similarity over the flow's (at most n + m - 1) cells itself; the
-        # dense flow is only written when the gradient through sim needs it
-        solution = solve_emd(cost, *masses, flows=not sim.stop_gradient, payoff=values)
+        # cost 1 - sim taken by the solver from sim itself, which it also sums over the flow's
+        # (at most n + m - 1) cells; the dense flow only when the gradient through sim needs it
+        solution = solve_emd(None, *masses, flows=not sim.stop_gradient, payoff=values)
         flow, total = solution.flow, solution.payoff_value
     else:
         raise ValueError(f"unknown solver {solver!r}")

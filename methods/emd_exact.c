@@ -26,7 +26,9 @@
  *    updates the bitsets of the cycle's nodes only, and the moved subtree's potentials are
  *    shifted by walking its bits (no child lists to chase).
  *  - The greedy start filters each chunk of cells without branches before allocating the few
- *    whose row and column are both still open.
+ *    whose row and column are both still open, and reads the tree off the allocation order:
+ *    the line an allocation closes hangs from the other one (it closes first), then the tree
+ *    is re-hung from the root (no adjacency lists, no traversal).
  *
  * Nodes 0..ns-1 are the active supplies (rows), ns..ns+nd-1 the active demands (columns);
  * zero-mass nodes are left out of the tree (their duals are set afterwards).
@@ -51,7 +53,7 @@ typedef struct {
     double *C;                 /* ns x nd costs, row-major */
     int64_t *mass;
     /* spanning tree: parent pointers plus subtree bitsets */
-    int *parent, *mark, *stack;
+    int *parent, *mark, *stack;     /* mark: flags of all_potentials */
     int *path;                 /* a pivot's two paths to the apex (k's, then l's at path + N) */
     uint64_t *sub;             /* subtree of node x: bits of sub[x * words ...] */
     uint64_t *scratch;         /* 2 x words */
@@ -105,14 +107,21 @@ static int work_alloc(Work *W, int n, int m) {
 /* ---------------------------------------------------------------- set-up */
 
 /* A problem's costs as the caller passed them, float64 or float32 (read in place, widened
- * value by value: float32 problems are not copied into a float64 matrix first). */
+ * value by value: float32 problems are not copied into a float64 matrix first), or given as
+ * 1 - s of a similarity s, subtracted in the caller's precision (as numpy's `1 - s`). */
 typedef struct {
     const void *data;
     int single;
+    int one_minus;             /* 1: the values are similarities s, the costs 1 - s */
 } Costs;
 
 static inline double cost_at(Costs c, size_t i) {
-    return c.single ? (double)((const float *)c.data)[i] : ((const double *)c.data)[i];
+    if (c.single) {
+        float x = ((const float *)c.data)[i];
+        return c.one_minus ? (double)(1.0f - x) : (double)x;
+    }
+    double x = ((const double *)c.data)[i];
+    return c.one_minus ? 1.0 - x : x;
 }
 
 /* Quantise the masses to integers and list the active (positive-mass) nodes. Integer flows
@@ -158,7 +167,10 @@ static void gather_costs(Work *W, Costs cost, int m) {
         int ra = W->orig[a];
         double *row = W->C + (size_t)a * nd;
         if (ra < 0) { memset(row, 0, nd * sizeof(double)); continue; }
-        if (cost.single) {
+        if (cost.one_minus) {
+            size_t first = (size_t)ra * m;
+            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : cost_at(cost, first + col[b]);
+        } else if (cost.single) {
             const float *src = (const float *)cost.data + (size_t)ra * m;
             if (every_column) for (int b = 0; b < nd; b++) row[b] = (double)src[b];
             else for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : (double)src[col[b]];
@@ -563,8 +575,10 @@ static void *worker(void *arg) {
         long i = __atomic_fetch_add(&B->next, 1, __ATOMIC_RELAXED);
         if (i >= B->batch) break;
         double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i, *pay = B->pay ? B->pay + i : NULL;
-        Costs cost = {(const char *)B->cost + i * nm * item, B->single};
-        Costs payoff = {B->payoff ? (const char *)B->payoff + i * nm * item : NULL, B->single};
+        /* cost NULL: the costs are 1 - payoff */
+        const void *own = B->cost ? (const char *)B->cost + i * nm * item : NULL;
+        Costs payoff = {B->payoff ? (const char *)B->payoff + i * nm * item : NULL, B->single, 0};
+        Costs cost = {own ? own : payoff.data, B->single, own == NULL};
         void *flow = B->flow ? (char *)B->flow + i * nm * item : NULL;
         if (!B->single) {
             B->status[i] = solve_one(&W, &B->opt, cost, payoff, (const double *)B->w1 + i * n,
@@ -587,7 +601,8 @@ static void *worker(void *arg) {
  * float32 when `single`; duals and objectives float64). status[i] = 0 when solved.
  * flow may be NULL (not written). payoff, optional (NULL), is a second [batch, n, m] array like
  * cost whose total under each optimal flow goes to payoff_value[i] (DeepEMD's score: the
- * similarity under the flow, without writing and re-reading dense flows).
+ * similarity under the flow, without writing and re-reading dense flows). cost may be NULL
+ * when payoff is given: the costs are then 1 - payoff (DeepEMD's 1 - cosine), read in place.
  * threads <= 1 runs in the calling thread. block_rows <= 0 picks a default. Returns the total
  * number of pivots. */
 long emd_solve_batch(long batch, int n, int m, const void *cost, const void *w1,

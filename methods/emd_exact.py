@@ -189,17 +189,24 @@ def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payo
     cost_value [B] = sum(flow * cost). payoff [B, n, m] (read in the costs' precision) adds
     payoff_value [B] = sum(flow * payoff) in float64, e.g. DeepEMD's score, the similarity under
     the flow: with flows=False no dense flow is written and read back (the optimal flow has at
-    most n + m - 1 non-zero cells).
+    most n + m - 1 non-zero cells). cost=None with a payoff: the costs are 1 - payoff, subtracted
+    in the payoff's precision as numpy's `1 - payoff` is (DeepEMD's 1 - cosine), with no cost array.
     """
-    cost, weight1, weight2 = _check_inputs(cost, weight1, weight2)
-    batch, n, m = cost.shape
-    if payoff is not None:
-        payoff = np.ascontiguousarray(payoff, dtype=cost.dtype)
-        if payoff.shape != cost.shape:
-            raise ValueError(f"payoff shape {payoff.shape} differs from the cost's {cost.shape}")
+    if cost is None and payoff is None:
+        raise ValueError("solve_emd needs a cost, or a payoff whose costs are 1 - payoff")
+    values, weight1, weight2 = _check_inputs(payoff if cost is None else cost, weight1, weight2)
+    if cost is None:
+        payoff = values
+    else:
+        cost = values
+        if payoff is not None:
+            payoff = np.ascontiguousarray(payoff, dtype=cost.dtype)
+            if payoff.shape != cost.shape:
+                raise ValueError(f"payoff shape {payoff.shape} differs from the cost's {cost.shape}")
+    batch, n, m = values.shape
     # every problem's flow is written in full (by the C solver or the numpy fallback), so the
     # array need not be zeroed first: fresh zero pages would be faulted in during the solve
-    flow = np.empty((batch, n, m), dtype=cost.dtype) if flows else None
+    flow = np.empty((batch, n, m), dtype=values.dtype) if flows else None
     u, v, value = np.zeros((batch, n)), np.zeros((batch, m)), np.zeros(batch)
     gain = None if payoff is None else np.zeros(batch)
     if batch == 0:
@@ -214,8 +221,8 @@ def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payo
                           f"{sorted(set(status[todo].tolist()))}); solving them in numpy", RuntimeWarning,
                           stacklevel=2)
     for i in todo:          # widened as the C solver does, so that the quantised masses agree
-        problem = (a[i].astype(np.float64) for a in (cost, weight1, weight2))
-        one_flow, u[i], v[i], value[i] = solve_one_numpy(*problem)
+        problem = (1 - payoff[i] if cost is None else cost[i], weight1[i], weight2[i])
+        one_flow, u[i], v[i], value[i] = solve_one_numpy(*(a.astype(np.float64) for a in problem))
         if flow is not None:
             flow[i] = one_flow
         if gain is not None:
@@ -225,9 +232,10 @@ def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payo
 
 def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, threads: int,
              block_rows: int = 0, payoff=None, gain=None) -> np.ndarray:
-    """Run the C batch solver in place (flow, payoff and gain may be None); returns the
-    per-problem status (0 = solved)."""
-    batch, n, m = cost.shape
+    """Run the C batch solver in place (flow, payoff and gain may be None, cost too when the costs
+    are 1 - payoff); returns the per-problem status (0 = solved)."""
+    values = payoff if cost is None else cost
+    batch, n, m = values.shape
     status = np.zeros(batch, dtype=np.intc)
     threads = default_threads(batch) if threads <= 0 else threads
 
@@ -235,9 +243,9 @@ def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, thread
         return a.ctypes.data_as(ctypes.POINTER(kind))
     def address(a):
         return None if a is None else a.ctypes.data
-    lib.emd_solve_batch(batch, n, m, cost.ctypes.data, weight1.ctypes.data, weight2.ctypes.data, address(flow),
+    lib.emd_solve_batch(batch, n, m, address(cost), weight1.ctypes.data, weight2.ctypes.data, address(flow),
                         ptr(u), ptr(v), ptr(value), ptr(status, ctypes.c_int), int(threads), int(block_rows),
-                        int(cost.dtype == np.float32), address(payoff), None if gain is None else ptr(gain))
+                        int(values.dtype == np.float32), address(payoff), None if gain is None else ptr(gain))
     return status
 
 

@@ -176,7 +176,8 @@ def test_numpy_fallback_gives_the_same_solution_as_c():
 @pytest.mark.parametrize("backend_name", ["c", "python"])
 def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_name, monkeypatch):
     """payoff_value = sum(flow * payoff) summed by the solver over the optimal basis in float64;
-    flows=False returns the same duals and totals without a dense flow. Against the float32
+    flows=False returns the same duals and totals without a dense flow; cost=None solves the
+    costs 1 - payoff. Against the float32
     flows: each cell's flow is rounded by at most 2^-24 relative, so the totals may differ by
     2^-24 * sum|flow * payoff| (bound 2^-23 for the float64 sums' own rounding)."""
     if backend_name == "c" and backend() != "c":
@@ -195,8 +196,15 @@ def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_
     dense = np.einsum("bij,bij->b", flow, payoff)
     bound = 2.0 ** -23 * np.einsum("bij,bij->b", flow, np.abs(payoff))
     assert (np.abs(full.payoff_value - dense) <= bound).all(), np.max(np.abs(full.payoff_value - dense) / bound)
+    # cost=None: the costs are 1 - payoff subtracted in float32, the same problem bit for bit
+    implicit = solve_emd(None, w1, w2, flows=False, payoff=similarity)
+    explicit = solve_emd(np.subtract(1, similarity), w1, w2, payoff=similarity)
+    for field in ("u", "v", "cost_value", "payoff_value"):
+        np.testing.assert_array_equal(getattr(implicit, field), getattr(explicit, field))
     with pytest.raises(ValueError, match="payoff shape"):
         solve_emd(cost, w1, w2, payoff=similarity[:, :-1])
+    with pytest.raises(ValueError, match="needs a cost"):
+        solve_emd(None, w1, w2)
 
 
 def test_float32_problems_are_solved_in_float64_and_return_float32_flows():
