@@ -11,6 +11,8 @@ Reports, in one run on the same problems:
    - cv2.EMD alone in a numpy loop (the solver without the loop's tensor traffic);
    - our `exact` solver (methods/emd_exact.py) on one thread, and in the evaluation's path (all
      problems of the group of episodes the evaluation loop scores together, all threads);
+   each the best of 5 runs in a row (steady state: a call right after the second core idled
+   pays about 0.3 ms to wake it, 10 % of a --quick group of 300 problems, 0.4 % of a real one);
 2. the wall time of a 1-shot FCN test of N episodes (ResNet-12, 84x84, in-memory images; reduced
    width with --quick) with one backbone pass per episode vs the feature cache (each distinct
    image once);
@@ -87,8 +89,8 @@ def cv2_alone(cost: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> None:
 
 
 def timed(fn: Callable[[], object], repeat: int = 5) -> float:
-    """Best wall time of `repeat` runs (the machine may be shared, and a run of a few
-    milliseconds can lose a scheduler tick)."""
+    """Best wall time of `repeat` runs one after another (the machine may be shared; a run of a
+    few milliseconds can lose a scheduler tick)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()

@@ -150,10 +150,12 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     gradient -u, -v w.r.t. the masses. The added term is zero in value.
     """
     n, m = sim.shape[-2:]
-    # in numpy: sim is a strided view here, and Paddle's CPU copy of such views is several times slower
-    values = sim.detach().numpy().reshape(-1, n, m)
+    # in numpy: sim is a strided view here (query and class axes swapped), which the exact solver
+    # reads in place; Paddle's CPU copy of such views is several times slower than numpy's
+    values = sim.detach().numpy()
     masses = supply.detach().numpy(), demand.detach().numpy()
     if solver == "opencv":
+        values = values.reshape(-1, n, m)
         solution, flow = None, opencv_flows(np.subtract(1, values, order="C"), *masses)
         total = np.einsum("bij,bij->b", flow, values) if sim.stop_gradient else None
     elif solver == "exact":

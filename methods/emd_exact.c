@@ -107,15 +107,18 @@ static int work_alloc(Work *W, int n, int m) {
 /* ---------------------------------------------------------------- set-up */
 
 /* A problem's costs as the caller passed them, float64 or float32 (read in place, widened
- * value by value: float32 problems are not copied into a float64 matrix first), or given as
- * 1 - s of a similarity s, subtracted in the caller's precision (as numpy's `1 - s`). */
+ * value by value: float32 problems are not copied into a float64 matrix first; rows `row`
+ * elements apart, so a strided view of a larger array needs no copy), or given as 1 - s of a
+ * similarity s, subtracted in the caller's precision (as numpy's `1 - s`). */
 typedef struct {
-    const void *data;
+    const void *data;          /* the problem's cell (0, 0) */
+    long row;                  /* elements from one row to the next */
     int single;
     int one_minus;             /* 1: the values are similarities s, the costs 1 - s */
 } Costs;
 
-static inline double cost_at(Costs c, size_t i) {
+static inline double cost_at(Costs c, int a, int b) {
+    size_t i = (size_t)a * c.row + b;
     if (c.single) {
         float x = ((const float *)c.data)[i];
         return c.one_minus ? (double)(1.0f - x) : (double)x;
@@ -167,15 +170,17 @@ static void gather_costs(Work *W, Costs cost, int m) {
         int ra = W->orig[a];
         double *row = W->C + (size_t)a * nd;
         if (ra < 0) { memset(row, 0, nd * sizeof(double)); continue; }
-        if (cost.one_minus) {
-            size_t first = (size_t)ra * m;
-            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : cost_at(cost, first + col[b]);
+        if (cost.one_minus && cost.single && every_column) {
+            const float *src = (const float *)cost.data + (size_t)ra * cost.row;
+            for (int b = 0; b < nd; b++) row[b] = (double)(1.0f - src[b]);
+        } else if (cost.one_minus) {
+            for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : cost_at(cost, ra, col[b]);
         } else if (cost.single) {
-            const float *src = (const float *)cost.data + (size_t)ra * m;
+            const float *src = (const float *)cost.data + (size_t)ra * cost.row;
             if (every_column) for (int b = 0; b < nd; b++) row[b] = (double)src[b];
             else for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : (double)src[col[b]];
         } else {
-            const double *src = (const double *)cost.data + (size_t)ra * m;
+            const double *src = (const double *)cost.data + (size_t)ra * cost.row;
             if (every_column) memcpy(row, src, nd * sizeof(double));
             else for (int b = 0; b < nd; b++) row[b] = col[b] < 0 ? 0.0 : src[col[b]];
         }
@@ -445,8 +450,8 @@ static void write_trivial(Costs cost, int n, int m, double *u, double *v, double
     /* nothing to transport: zero flow, v = 0, u = row minima (dual feasible, objective 0) */
     for (int b = 0; b < m; b++) v[b] = 0.0;
     for (int a = 0; a < n; a++) {
-        double lo = cost_at(cost, (size_t)a * m);
-        for (int b = 1; b < m; b++) { double c = cost_at(cost, (size_t)a * m + b); lo = c < lo ? c : lo; }
+        double lo = cost_at(cost, a, 0);
+        for (int b = 1; b < m; b++) { double c = cost_at(cost, a, b); lo = c < lo ? c : lo; }
         u[a] = lo;
     }
     *obj = 0.0;
@@ -464,13 +469,13 @@ static void zero_mass_duals(const Work *W, Costs cost, const double *w1, const d
         if (col_in[b]) continue;
         double best = has_row_dummy ? -dummy_row_u : HUGE_VAL;   /* dummy row costs 0 */
         for (int a = 0; a < n; a++)
-            if (row_in[a]) { double t = cost_at(cost, (size_t)a * m + b) - u[a]; best = t < best ? t : best; }
+            if (row_in[a]) { double t = cost_at(cost, a, b) - u[a]; best = t < best ? t : best; }
         v[b] = best == HUGE_VAL ? 0.0 : best;
     }
     for (int a = 0; a < n; a++) {
         if (row_in[a]) continue;
         double best = has_col_dummy ? -dummy_col_v : HUGE_VAL;
-        for (int b = 0; b < m; b++) { double t = cost_at(cost, (size_t)a * m + b) - v[b]; best = t < best ? t : best; }
+        for (int b = 0; b < m; b++) { double t = cost_at(cost, a, b) - v[b]; best = t < best ? t : best; }
         u[a] = best;
     }
 }
@@ -531,8 +536,8 @@ static int solve_one(Work *W, const Options *o, Costs cost, Costs payoff, const 
         size_t i = (size_t)ra * m + cb;
         if (flow && cost.single) ((float *)flow)[i] = (float)f;
         else if (flow) ((double *)flow)[i] = f;
-        total += f * cost_at(cost, i);
-        if (pay) gain += f * cost_at(payoff, i);
+        total += f * cost_at(cost, ra, cb);
+        if (pay) gain += f * cost_at(payoff, ra, cb);
     }
     *obj = total;
     if (pay) *pay = gain;
@@ -547,6 +552,8 @@ typedef struct {
     double *u, *v, *obj;
     const void *payoff;            /* optional [batch, n, m] like cost: its total under the flow ... */
     double *pay;                   /* ... goes here (NULL when no payoff) */
+    const int64_t *offsets;        /* element offset of each problem in cost / payoff (NULL: i*n*m) */
+    long row;                      /* elements between rows of a problem in cost / payoff */
     int *status;
     int single;                    /* 1: cost, weights and flows are float32 */
     long batch;
@@ -575,10 +582,11 @@ static void *worker(void *arg) {
         long i = __atomic_fetch_add(&B->next, 1, __ATOMIC_RELAXED);
         if (i >= B->batch) break;
         double *u = B->u + i * n, *v = B->v + i * m, *obj = B->obj + i, *pay = B->pay ? B->pay + i : NULL;
-        /* cost NULL: the costs are 1 - payoff */
-        const void *own = B->cost ? (const char *)B->cost + i * nm * item : NULL;
-        Costs payoff = {B->payoff ? (const char *)B->payoff + i * nm * item : NULL, B->single, 0};
-        Costs cost = {own ? own : payoff.data, B->single, own == NULL};
+        /* cost and payoff share one layout; cost NULL: the costs are 1 - payoff */
+        size_t at = (B->offsets ? (size_t)B->offsets[i] : i * nm) * item;
+        const void *own = B->cost ? (const char *)B->cost + at : NULL;
+        Costs payoff = {B->payoff ? (const char *)B->payoff + at : NULL, B->row, B->single, 0};
+        Costs cost = {own ? own : payoff.data, B->row, B->single, own == NULL};
         void *flow = B->flow ? (char *)B->flow + i * nm * item : NULL;
         if (!B->single) {
             B->status[i] = solve_one(&W, &B->opt, cost, payoff, (const double *)B->w1 + i * n,
@@ -603,13 +611,16 @@ static void *worker(void *arg) {
  * cost whose total under each optimal flow goes to payoff_value[i] (DeepEMD's score: the
  * similarity under the flow, without writing and re-reading dense flows). cost may be NULL
  * when payoff is given: the costs are then 1 - payoff (DeepEMD's 1 - cosine), read in place.
+ * Cost and payoff may be strided views: problem i starts offsets[i] elements into them (NULL:
+ * i * n * m) and its rows are row_stride elements apart (<= 0: m); flows are always dense.
  * threads <= 1 runs in the calling thread. block_rows <= 0 picks a default. Returns the total
  * number of pivots. */
 long emd_solve_batch(long batch, int n, int m, const void *cost, const void *w1,
                      const void *w2, void *flow, double *u, double *v, double *obj,
                      int *status, int threads, int block_rows, int single,
-                     const void *payoff, double *payoff_value) {
-    Batch B = {cost, w1, w2, flow, u, v, obj, payoff, payoff_value, status, single, batch, 0, 0, {n, m, 0, 0}};
+                     const void *payoff, double *payoff_value, const int64_t *offsets, long row_stride) {
+    Batch B = {cost, w1, w2, flow, u, v, obj, payoff, payoff_value, offsets, row_stride > 0 ? row_stride : m,
+               status, single, batch, 0, 0, {n, m, 0, 0}};
     int N = n + m + 1;
     B.opt.block_rows = block_rows > 0 ? block_rows : 1;
     B.opt.max_pivots = 1000L * N * N + 100000L;

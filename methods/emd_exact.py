@@ -105,7 +105,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.emd_solve_batch.restype = ctypes.c_long
     lib.emd_solve_batch.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, anything, anything, anything,
                                     anything, dbl, dbl, dbl, i32, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                    anything, dbl]
+                                    anything, dbl, anything, ctypes.c_long]
     return lib
 
 
@@ -160,17 +160,19 @@ def _usable_cores() -> int:
 # the public entry point
 # ----------------------------------------------------------------------------------------
 def _check_inputs(cost, weight1, weight2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Contiguous float32 arrays when all three are float32 (no widened copy: the C solver
-    widens each problem itself), float64 otherwise; shapes and values checked."""
+    """float32 arrays when all three are float32 (no widened copy: the C solver widens each
+    problem itself), float64 otherwise; the weights contiguous, the costs too unless they are a
+    view the solver can read in place (`_readable`); shapes and values checked."""
     single = all(np.asarray(a).dtype == np.float32 for a in (cost, weight1, weight2))
     dtype = np.float32 if single else np.float64
-    cost = np.ascontiguousarray(cost, dtype=dtype)
+    cost = _readable(np.asarray(cost, dtype=dtype))
     weight1 = np.ascontiguousarray(weight1, dtype=dtype)
     weight2 = np.ascontiguousarray(weight2, dtype=dtype)
-    if cost.ndim != 3 or weight1.shape != cost.shape[:2] or weight2.shape != (cost.shape[0], cost.shape[2]):
-        raise ValueError(f"expected cost [B,n,m], weight1 [B,n], weight2 [B,m]; got {cost.shape}, "
-                         f"{weight1.shape}, {weight2.shape}")
-    if 0 in cost.shape[1:]:
+    batch = int(np.prod(cost.shape[:-2])) if cost.ndim >= 3 else -1
+    if cost.ndim < 3 or weight1.shape != (batch, cost.shape[-2]) or weight2.shape != (batch, cost.shape[-1]):
+        raise ValueError(f"expected cost [B,n,m] (or [...,n,m] holding B problems), weight1 [B,n], "
+                         f"weight2 [B,m]; got {cost.shape}, {weight1.shape}, {weight2.shape}")
+    if 0 in cost.shape[-2:]:
         raise ValueError(f"empty problems: cost shape {cost.shape}")
     if not (np.isfinite(cost).all() and np.isfinite(weight1).all() and np.isfinite(weight2).all()):
         raise ValueError("cost and weights must be finite")
@@ -179,11 +181,35 @@ def _check_inputs(cost, weight1, weight2) -> Tuple[np.ndarray, np.ndarray, np.nd
     return cost, weight1, weight2
 
 
+def _readable(a: np.ndarray) -> np.ndarray:
+    """`a` itself when the solver can read it in place (rows contiguous, non-negative strides
+    in whole elements, e.g. DeepEMD's similarity with its query and class axes swapped), else a
+    contiguous copy."""
+    item = a.itemsize
+    if a.ndim >= 2 and a.strides[-1] == item and all(s >= 0 and s % item == 0 for s in a.strides):
+        return a
+    return np.ascontiguousarray(a)
+
+
+def _layout(a: np.ndarray) -> Tuple[Optional[np.ndarray], int]:
+    """(element offset of each problem [B], or None when `a` is contiguous; elements between a
+    problem's rows) of `a` [..., n, m], its leading axes flattened in C order."""
+    if a.flags["C_CONTIGUOUS"]:
+        return None, a.shape[-1]
+    offsets = np.zeros(a.shape[:-2], dtype=np.int64)
+    for axis, (size, stride) in enumerate(zip(a.shape[:-2], a.strides[:-2])):
+        step = np.arange(size, dtype=np.int64) * (stride // a.itemsize)
+        offsets += step.reshape([-1 if k == axis else 1 for k in range(offsets.ndim)])
+    return offsets.reshape(-1), a.strides[-2] // a.itemsize
+
+
 def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payoff=None) -> EMDSolution:
     """Optimal transport of every problem of the batch.
 
     cost [B, n, m], weight1 [B, n] (row masses), weight2 [B, m] (column masses), any float dtype,
     weights non-negative. threads: 0 = automatic (see `default_threads`), 1 = calling thread.
+    cost may hold the B problems in more leading axes ([..., n, m], flattened in C order), and a
+    strided view of a larger array (rows contiguous) is read in place, without a copy.
     Every problem is solved in float64. Returns flow [B, n, m] (float32 when the three inputs
     are float32, else float64; None with flows=False), float64 u [B, n], v [B, m] and
     cost_value [B] = sum(flow * cost). payoff [B, n, m] (read in the costs' precision) adds
@@ -200,10 +226,12 @@ def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payo
     else:
         cost = values
         if payoff is not None:
-            payoff = np.ascontiguousarray(payoff, dtype=cost.dtype)
+            payoff = _readable(np.asarray(payoff, dtype=cost.dtype))
             if payoff.shape != cost.shape:
                 raise ValueError(f"payoff shape {payoff.shape} differs from the cost's {cost.shape}")
-    batch, n, m = values.shape
+            if payoff.strides != cost.strides:                 # the solver reads both with one layout
+                cost, payoff = np.ascontiguousarray(cost), np.ascontiguousarray(payoff)
+    batch, (n, m) = len(weight1), values.shape[-2:]
     # every problem's flow is written in full (by the C solver or the numpy fallback), so the
     # array need not be zeroed first: fresh zero pages would be faulted in during the solve
     flow = np.empty((batch, n, m), dtype=values.dtype) if flows else None
@@ -220,13 +248,16 @@ def solve_emd(cost, weight1, weight2, threads: int = 0, flows: bool = True, payo
             warnings.warn(f"emd_exact: C solver failed on {len(todo)} problem(s) (codes "
                           f"{sorted(set(status[todo].tolist()))}); solving them in numpy", RuntimeWarning,
                           stacklevel=2)
+    if len(todo):           # the numpy fallback, one problem at a time
+        costs = (1 - payoff if cost is None else cost).reshape(-1, n, m)
+        payoffs = None if payoff is None else payoff.reshape(-1, n, m)
     for i in todo:          # widened as the C solver does, so that the quantised masses agree
-        problem = (1 - payoff[i] if cost is None else cost[i], weight1[i], weight2[i])
+        problem = (costs[i], weight1[i], weight2[i])
         one_flow, u[i], v[i], value[i] = solve_one_numpy(*(a.astype(np.float64) for a in problem))
         if flow is not None:
             flow[i] = one_flow
-        if gain is not None:
-            gain[i] = (one_flow * payoff[i].astype(np.float64)).sum()
+        if payoffs is not None and gain is not None:
+            gain[i] = (one_flow * payoffs[i].astype(np.float64)).sum()
     return EMDSolution(flow, u, v, value, gain)
 
 
@@ -235,7 +266,8 @@ def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, thread
     """Run the C batch solver in place (flow, payoff and gain may be None, cost too when the costs
     are 1 - payoff); returns the per-problem status (0 = solved)."""
     values = payoff if cost is None else cost
-    batch, n, m = values.shape
+    batch, (n, m) = len(weight1), values.shape[-2:]
+    offsets, row_stride = _layout(values)
     status = np.zeros(batch, dtype=np.intc)
     threads = default_threads(batch) if threads <= 0 else threads
 
@@ -245,7 +277,8 @@ def _solve_c(lib: ctypes.CDLL, cost, weight1, weight2, flow, u, v, value, thread
         return None if a is None else a.ctypes.data
     lib.emd_solve_batch(batch, n, m, address(cost), weight1.ctypes.data, weight2.ctypes.data, address(flow),
                         ptr(u), ptr(v), ptr(value), ptr(status, ctypes.c_int), int(threads), int(block_rows),
-                        int(values.dtype == np.float32), address(payoff), None if gain is None else ptr(gain))
+                        int(values.dtype == np.float32), address(payoff), None if gain is None else ptr(gain),
+                        address(offsets), row_stride)
     return status
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from methods.emd_exact import backend, solve_emd, solve_one_numpy
+from methods.emd_exact import EMDSolution, backend, solve_emd, solve_one_numpy
 
 cv2 = pytest.importorskip("cv2")
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +205,33 @@ def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_
         solve_emd(cost, w1, w2, payoff=similarity[:, :-1])
     with pytest.raises(ValueError, match="needs a cost"):
         solve_emd(None, w1, w2)
+
+
+@pytest.mark.parametrize("backend_name", ["c", "python"])
+def test_strided_views_are_solved_in_place_like_their_copies(backend_name, monkeypatch):
+    """A [E, Q, W, n, m] view with its query and class axes swapped (DeepEMD's similarity), read
+    in place, gives the solution of its contiguous [B, n, m] copy bit for bit, with explicit
+    costs and with costs 1 - payoff; views the solver cannot read (columns not contiguous) are
+    copied first."""
+    if backend_name == "c" and backend() != "c":
+        pytest.skip("the C solver is not available here")
+    if backend_name == "python":
+        monkeypatch.setenv("FSL_EMD_BACKEND", "python")
+    rng = np.random.default_rng(7)
+    e, q, w, n = 2, 3, 4, 9
+    base = rng.random((e, q, n, w, n)).astype(np.float32)           # [E, Q, n, W, m], contiguous
+    view = base.swapaxes(2, 3)                                      # [E, Q, W, n, m], strided
+    _, w1, w2 = deepemd_like(rng, e * q * w, n, n)
+    copy = np.ascontiguousarray(view).reshape(-1, n, n)
+    for kwargs, reference in (({"cost": view}, {"cost": copy}),
+                              ({"cost": None, "payoff": view}, {"cost": None, "payoff": copy}),
+                              ({"cost": view, "payoff": 1 - view}, {"cost": copy, "payoff": 1 - copy}),
+                              ({"cost": view.swapaxes(-1, -2)}, {"cost": copy.swapaxes(-1, -2)})):
+        got = solve_emd(weight1=w1, weight2=w2, **kwargs)
+        want = solve_emd(weight1=w1, weight2=w2, **reference)
+        for field in EMDSolution._fields:
+            if getattr(want, field) is not None:
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
 
 
 def test_float32_problems_are_solved_in_float64_and_return_float32_flows():
