@@ -9,7 +9,7 @@
    loop's bookkeeping) on synthetic images, no loader:
    - frn_conv4:     Conv-4 FRN, 20-way 5-shot 15 queries, 84 px (the paper's Conv-4 recipe)
    - proto_conv4:   Conv-4 ProtoNet, the same episode
-   - frn_resnet12:  ResNet-12 FRN, 5-way 5-shot 15 queries, 84 px (no PyTorch baseline)
+   - frn_resnet12:  ResNet-12 FRN, 5-way 5-shot 15 queries, 84 px
    and, in the same run, PyTorch's step of the same computation
    (bench/torch_step.py, or --torch_reference PATH; torch only there, the
    product never imports it). Every measurement is a fresh process; Paddle's and PyTorch's
@@ -55,7 +55,7 @@ class Model(NamedTuple):
 MODELS: Dict[str, Model] = {
     "frn_conv4": Model("meta_frn", "Conv4", "frn", 20, 5, 15, 84),
     "proto_conv4": Model("protonet", "Conv4", "proto", 20, 5, 15, 84),
-    "frn_resnet12": Model("meta_frn", "ResNet12", "", 5, 5, 15, 84),
+    "frn_resnet12": Model("meta_frn", "ResNet12", "frn", 5, 5, 15, 84),
 }
 
 
@@ -159,10 +159,13 @@ def measure_paddle(name: str, threads: int, steps: int, warmup: int, profile: bo
 
 
 def measure_torch(reference: Path, model: Model, threads: int, steps: int, warmup: int) -> float:
-    argv = [str(reference), "--method", model.torch_method, "--way", str(model.way), "--shot", str(model.shot),
-            "--query", str(model.query), "--size", str(model.size), "--steps", str(steps), "--warmup", str(warmup)]
+    # --backbone only where it is not Conv-4, so that a Conv-4-only reference script still runs
+    backbone = [] if model.backbone == "Conv4" else ["--backbone", model.backbone.lower()]
+    argv = [str(reference), "--method", model.torch_method, *backbone, "--way", str(model.way), "--shot",
+            str(model.shot), "--query", str(model.query), "--size", str(model.size), "--steps", str(steps),
+            "--warmup", str(warmup)]
     line = child(argv, env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    return float(line.split(":")[-1].split("steps/s")[0])  # "torch frn 20w5s15q: 0.123 steps/s (2 threads)"
+    return float(line.split(":")[-1].split("steps/s")[0])  # "torch frn conv4 20w5s15q: 0.123 steps/s (2 threads)"
 
 
 def compare(name: str, threads: int, args, reference: Optional[Path]) -> Optional[float]:
