@@ -154,22 +154,26 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     # reads in place; Paddle's CPU copy of such views is several times slower than numpy's
     values = sim.detach().numpy()
     masses = supply.detach().numpy(), demand.detach().numpy()
+    flow: Optional[np.ndarray]           # dense [B, n, m], only where the gradient through sim needs it
+    total: Optional[np.ndarray]          # Σ flow·sim [B], without a gradient
     if solver == "opencv":
         values = values.reshape(-1, n, m)
         solution, flow = None, opencv_flows(np.subtract(1, values, order="C"), *masses)
-        total = np.einsum("bij,bij->b", flow, values) if sim.stop_gradient else None
+        total = np.einsum("bij,bij->b", flow, values)
     elif solver == "exact":
         from methods.emd_exact import solve_emd
         # cost 1 - sim taken by the solver from sim itself, which it also sums over the flow's
-        # (at most n + m - 1) cells; the dense flow only when the gradient through sim needs it
+        # (at most n + m - 1) cells
         solution = solve_emd(None, *masses, flows=not sim.stop_gradient, payoff=values)
         flow, total = solution.flow, solution.payoff_value
     else:
         raise ValueError(f"unknown solver {solver!r}")
-    if sim.stop_gradient:
+    if sim.stop_gradient and total is not None:
         score = paddle.to_tensor(total.astype(values.dtype))
-    else:
+    elif flow is not None:
         score = (paddle.to_tensor(flow).reshape(sim.shape) * sim).sum([-2, -1]).reshape([-1])
+    else:
+        raise AssertionError("the solver returned neither a flow nor a total")
     if solution is None or (supply.stop_gradient and demand.stop_gradient):
         return score
     dual = ((paddle.to_tensor(solution.u.astype(np.float32)) * supply).sum(1)

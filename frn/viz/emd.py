@@ -41,7 +41,9 @@ def emd_pair(model, support_image: paddle.Tensor, query_image: paddle.Tensor) ->
     query_weights = normalise_weights(weight_1[0]).numpy()        # [1, n]
     support_weights = normalise_weights(weight_2[0]).numpy()
     sim = centred_cosine(proto, query)[0, 0].numpy()
-    flow = solve_emd((1 - sim)[None], query_weights, support_weights).flow[0]
+    flow = solve_emd((1 - sim)[None], query_weights, support_weights).flow
+    assert flow is not None                                       # flows=True by default
+    flow = flow[0]
     n = h * w
     return {"query_weights": query_weights[0].reshape(h, w), "support_weights": support_weights[0].reshape(h, w),
             "similarity": sim, "flow": flow, "logit": float(model.options.temperature / n * (flow * sim).sum()),
