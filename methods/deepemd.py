@@ -159,7 +159,7 @@ def transport_score(sim: paddle.Tensor, supply: paddle.Tensor, demand: paddle.Te
     if solver == "opencv":
         values = values.reshape(-1, n, m)
         solution, flow = None, opencv_flows(np.subtract(1, values, order="C"), *masses)
-        total = np.einsum("bij,bij->b", flow, values)
+        total = np.einsum("bij,bij->b", flow, values) if sim.stop_gradient else None
     elif solver == "exact":
         from methods.emd_exact import solve_emd
         # cost 1 - sim taken by the solver from sim itself, which it also sums over the flow's

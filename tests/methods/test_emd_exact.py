@@ -173,19 +173,24 @@ def test_numpy_fallback_gives_the_same_solution_as_c():
         np.testing.assert_allclose(v, sol.v[k], atol=1e-9)
 
 
-@pytest.mark.parametrize("backend_name", ["c", "python"])
-def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_name, monkeypatch):
+@pytest.fixture(params=["c", "python"])
+def each_backend(request, monkeypatch) -> str:
+    """The test once with the C solver and once with the numpy fallback (FSL_EMD_BACKEND)."""
+    if request.param == "c" and backend() != "c":
+        pytest.skip("the C solver is not available here")
+    if request.param == "python":
+        monkeypatch.setenv("FSL_EMD_BACKEND", "python")
+    return request.param
+
+
+def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(each_backend):
     """payoff_value = sum(flow * payoff) summed by the solver over the optimal basis in float64;
     flows=False returns the same duals and totals without a dense flow; cost=None solves the
     costs 1 - payoff. Against the float32
     flows: each cell's flow is rounded by at most 2^-24 relative, so the totals may differ by
     2^-24 * sum|flow * payoff| (bound 2^-23 for the float64 sums' own rounding)."""
-    if backend_name == "c" and backend() != "c":
-        pytest.skip("the C solver is not available here")
-    if backend_name == "python":
-        monkeypatch.setenv("FSL_EMD_BACKEND", "python")
     rng = np.random.default_rng(6)
-    cost, w1, w2 = deepemd_like(rng, 200 if backend_name == "c" else 6, 9, 9)
+    cost, w1, w2 = deepemd_like(rng, 200 if each_backend == "c" else 6, 9, 9)
     similarity = 1 - cost                                  # signed: totals may be near zero
     full = solve_emd(cost, w1, w2, payoff=similarity)
     lean = solve_emd(cost, w1, w2, flows=False, payoff=similarity)
@@ -207,16 +212,11 @@ def test_payoff_is_the_total_under_the_flow_with_or_without_dense_flows(backend_
         solve_emd(None, w1, w2)
 
 
-@pytest.mark.parametrize("backend_name", ["c", "python"])
-def test_strided_views_are_solved_in_place_like_their_copies(backend_name, monkeypatch):
+def test_strided_views_are_solved_in_place_like_their_copies(each_backend):
     """A [E, Q, W, n, m] view with its query and class axes swapped (DeepEMD's similarity), read
     in place, gives the solution of its contiguous [B, n, m] copy bit for bit, with explicit
     costs and with costs 1 - payoff; views the solver cannot read (columns not contiguous) are
     copied first."""
-    if backend_name == "c" and backend() != "c":
-        pytest.skip("the C solver is not available here")
-    if backend_name == "python":
-        monkeypatch.setenv("FSL_EMD_BACKEND", "python")
     rng = np.random.default_rng(7)
     e, q, w, n = 2, 3, 4, 9
     base = rng.random((e, q, n, w, n)).astype(np.float32)           # [E, Q, n, W, m], contiguous
